@@ -9,7 +9,10 @@
 #define KD_CLI_H
 
 #include "core/log.h"
+#include "core/config.h"
 #include "core/status.h"
+
+#include <getopt.h>
 
 int cmd_inspect(int argc, char **argv);
 int cmd_config(int argc, char **argv);
@@ -22,3 +25,36 @@ int kd_cli_fail(int st);
 int kd_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif
+
+/* Options every config-driven command shares:
+ *   -c, --config FILE    YAML file
+ *   --set KEY=VALUE      override one key (repeatable; applied in order)
+ *   --print-config       print the effective configuration and exit 0
+ * A command puts KD_CLI_CONFIG_LONGOPTS in its getopt_long table, passes every
+ * option to kd_cli_config_opt first, and calls kd_cli_config_build once the
+ * options are parsed. */
+typedef struct kd_cli_config {
+    const char *path;
+    char **sets;
+    int nsets;
+    int print;
+} kd_cli_config;
+
+enum { KD_OPT_SET = 0x1000, KD_OPT_PRINT_CONFIG };
+#define KD_CLI_CONFIG_LONGOPTS                                   \
+    {"config", required_argument, NULL, 'c'},                    \
+    {"set", required_argument, NULL, KD_OPT_SET},                \
+    {"print-config", no_argument, NULL, KD_OPT_PRINT_CONFIG}
+#define KD_CLI_CONFIG_HELP                                                               \
+    "  -c, --config FILE    YAML configuration (see configs/ for documented examples)\n" \
+    "      --set KEY=VALUE  override one key, e.g. --set runtime.seed=7 (repeatable)\n"  \
+    "      --print-config   print the effective configuration as YAML and exit\n"
+
+/* 1 if `opt` was one of the config options (consumed), 0 otherwise. */
+int kd_cli_config_opt(kd_cli_config *c, int opt, const char *arg);
+
+/* Defaults, file, overrides; with --print-config, print and set *printed = 1.
+ * Returns a kd_status; the caller releases `cfg` with kd_cfg_release. */
+int kd_cli_config_build(kd_cli_config *c, const kd_cfg_schema *schema, void *cfg, int *printed);
+
+void kd_cli_config_release(kd_cli_config *c);

@@ -77,6 +77,7 @@ typedef struct kd_cfg_field {
 typedef struct kd_cfg_schema {
     const char *name;           /* e.g. "sft"; used in messages */
     const kd_cfg_field *fields; /* terminated by KD_CFG_END */
+    size_t size;                /* sizeof the config struct (for callers that allocate it) */
 } kd_cfg_schema;
 
 #define KD_CFG_INT(S, m, def, lo, hi, doc) {#m, KD_CFG_T_INT, offsetof(S, m), def, lo, hi, NULL, NULL, doc}

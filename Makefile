@@ -1,0 +1,51 @@
+# Thin wrapper over scripts/setup.sh, CMake and CTest. The README's two commands:
+#   make demo   set up, build, run the most complete pipeline that exists
+#   make test   set up, build, run the test suite (CPU; what CI runs)
+# Other targets:
+#   make build      configure and build (CPU-only, DISTILL_CUDA=OFF) in build/
+#   make sanitize   build and test with ASan + UBSan in build-asan/
+#   make fuzz       build the libFuzzer harnesses with clang and run each for FUZZ_SECONDS
+#   make cuda       build with the CUDA backend (static non-CUDA deps) in build-cuda/,
+#                   the tree that is copied to the GPU machine
+#   make gpu-test   on a machine with a GPU: run the tests labelled gpu from build-cuda/
+JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 60
+BUILD ?= build
+
+.PHONY: setup configure build test demo sanitize fuzz cuda gpu-test clean
+
+setup:
+	./scripts/setup.sh
+
+configure:
+	cmake -S . -B $(BUILD) -DDISTILL_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: setup configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE gpu
+
+demo: build
+	./scripts/demo.sh $(BUILD)/distill
+
+sanitize: setup
+	cmake -S . -B build-asan -DDISTILL_CUDA=OFF -DDISTILL_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -j $(JOBS) -LE gpu
+
+fuzz: setup
+	CC=clang cmake -S . -B build-fuzz -DDISTILL_CUDA=OFF -DDISTILL_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build-fuzz -j $(JOBS) --target fuzzers
+	./scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
+cuda: setup
+	cmake -S . -B build-cuda -DDISTILL_CUDA=ON -DDISTILL_STATIC_DEPS=ON -DCMAKE_BUILD_TYPE=Release
+	cmake --build build-cuda -j $(JOBS)
+
+gpu-test:
+	cd build-cuda && ctest --output-on-failure -L gpu
+
+clean:
+	rm -rf build build-asan build-fuzz build-cuda
