@@ -39,7 +39,7 @@ void kd_log_set_level(kd_log_level level)
 kd_log_level kd_log_get_level(void)
 {
     if (!level_set) {
-        kd_log_level l;
+        kd_log_level l = KD_LOG_INFO;
         const char *env = getenv("DISTILL_LOG");
         if (env && kd_log_parse_level(env, &l) == KD_OK)
             cur_level = l;

@@ -86,4 +86,17 @@ for name in $TOKENIZERS; do
   mv "$dest.partial" "$dest"   # the folder appears whole or not at all
   say "tokenizer $name: $dest"
 done
+# --- 3. JavaScript references for the tests ---------------------------------
+# tests/js/ pins @lenml/tokenizers (HF tokenizers in JS) and @huggingface/jinja
+# (the chat-template engine); tests compare our tokenizer and templates to them.
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ -f "$root/tests/js/package-lock.json" ]; then
+  if [ ! -d "$root/tests/js/node_modules" ] ||
+     [ "$root/tests/js/package-lock.json" -nt "$root/tests/js/node_modules/.package-lock.json" ]; then
+    say "installing the JavaScript test references (tests/js)"
+    (cd "$root/tests/js" && npm ci --silent --no-audit --no-fund >/dev/null) || die "npm ci in tests/js failed"
+  else
+    say "JavaScript test references: present"
+  fi
+fi
 say "done"
