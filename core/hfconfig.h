@@ -56,11 +56,11 @@ typedef struct kd_model_config {
     int64_t num_layers;         /* L (num_hidden_layers) */
     int64_t num_heads;          /* H */
     int64_t num_kv_heads;       /* K (defaults to H) */
-    int64_t head_dim;           /* D (defaults to C / H) */
+    int64_t head_dim;           /* D (defaults to C / H; DeepSeek: the key, else qk_rope_head_dim, as transformers) */
     int64_t max_position;       /* max_position_embeddings */
     double rms_norm_eps;
     int tie_word_embeddings;
-    int attention_bias;         /* q/k/v biases: always 1 for qwen2 */
+    int attention_bias;         /* qwen2: q/k/v biases, always; llama: q/k/v/o biases; deepseek: q_a/kv_a/o */
     int mlp_bias;               /* llama only */
     int64_t bos_token_id;       /* -1 if null/absent */
     int64_t eos_token_ids[KD_MAX_EOS];
