@@ -33,8 +33,13 @@
  *   STRING  any scalar; ~ or null gives NULL. Stored as a malloc'd char *
  *   ENUM    a scalar that is one of "a|b|c"; stored as the int index
  *   STRLIST a sequence of scalars, or one scalar; stored as kd_cfg_strlist
- *   SECTION a mapping with its own field table; stored inline at `offset`
+ *   SECTION a mapping with its own field table; stored inline at `offset`.
+ *           A section left empty (null: every key under it commented out)
+ *           changes nothing.
  * A key given twice in one mapping is an error. `~` is allowed for STRING only.
+ * Quoted numbers and booleans are accepted ("7" for an INT). YAML aliases,
+ * non-standard tags and multi-document files are refused (KD_E_CONFIG).
+ * Files over 16 MiB are KD_E_RANGE.
  */
 #ifndef KD_CONFIG_H
 #define KD_CONFIG_H
@@ -112,7 +117,9 @@ int kd_cfg_set(const kd_cfg_schema *schema, void *cfg, const char *assignment);
 
 /* Write the configuration as YAML that kd_cfg_load_file reads back to an equal
  * struct. Each key is preceded by its documentation as a "# " comment when
- * `with_docs` is set. */
+ * `with_docs` is set. Floats print in the shortest form that reads back
+ * exactly. Errors: KD_E_UTF8 (a string in the struct is not UTF-8),
+ * KD_E_INTERNAL (an enum index past its choices), KD_E_IO (the write failed). */
 int kd_cfg_print(const kd_cfg_schema *schema, const void *cfg, FILE *out, int with_docs);
 
 /* Free what the struct holds (strings, lists), leaving it zeroed where freed. */
