@@ -17,6 +17,7 @@
 int cmd_inspect(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_version(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 /* Print "error: <kd_strerror(st)>" and return the exit code for st. */
 int kd_cli_fail(int st);
