@@ -18,6 +18,8 @@ static const command commands[] = {
     {"inspect", cmd_inspect, "check a HuggingFace model folder and print its architecture and size"},
     {"config", cmd_config, "validate a YAML config and print the effective configuration"},
     {"tokenize", cmd_tokenize, "encode text to token ids or decode ids, as HF tokenizers does"},
+    {"data", cmd_data, "import, export, inspect and merge LMDB datasets"},
+    {"bench", cmd_bench, "benchmark programs that print figures (tokenize, ...)"},
     {"version", cmd_version, "print the version and build options"},
 };
 
