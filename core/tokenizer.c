@@ -533,6 +533,21 @@ typedef struct {
     int32_t id;
 } hent;
 
+/* A stretch of normalized text and where it came from (norm_align): bytes
+ * [norm, next group's norm) of the normalized text are the normalization of
+ * bytes [orig, next group's orig) of the original; `same` when those bytes are
+ * unchanged, so that offsets inside map one to one. */
+typedef struct {
+    size_t norm, orig;
+    int same;
+} nalign;
+
+/* Token offsets relative to some base while a text is encoded. */
+typedef struct {
+    size_t *p;
+    size_t n, cap;
+} offv;
+
 typedef struct enc_ctx {
     struct enc_ctx *next;
     pcre2_match_data *md;
@@ -551,6 +566,12 @@ typedef struct enc_ctx {
     size_t hp_cap;
     int32_t *wid;
     size_t wid_cap;
+    /* token offsets (kd_tok_encode_offsets only) */
+    size_t *bmap[2];     /* per byte of buf[i]: its offset in the text given to pretokenize */
+    size_t bmap_cap[2];
+    sbuf anorm[2], agrp, achunk; /* normalizer scratch for norm_align */
+    nalign *al;          /* the groups norm_align found */
+    size_t al_cap;
 } enc_ctx;
 
 /* What changes while a tokenizer is used (its cache and scratch pool),
@@ -634,6 +655,13 @@ static void ctx_free(enc_ctx *c)
     free(c->sy);
     free(c->hp);
     free(c->wid);
+    for (int i = 0; i < 2; i++) {
+        free(c->bmap[i]);
+        free(c->anorm[i].p);
+    }
+    free(c->agrp.p);
+    free(c->achunk.p);
+    free(c->al);
     free(c);
 }
 
@@ -1846,11 +1874,14 @@ static int regex_split(enc_ctx *c, const pcre2_code *re, const char *buf, const 
 }
 
 /* Run the pre-tokenizer over s[0..n). On return *buf and c->sp[*which][0..*np)
- * are the pieces the model tokenizes. */
+ * are the pieces the model tokenizes. With `map` (offsets wanted), *map gets
+ * for each byte of *buf the offset in s of the byte it came from, or NULL when
+ * *buf is s itself; an inserted prefix space gets the offset of its piece. */
 static int pretokenize(const kd_tokenizer *t, enc_ctx *c, const char *s, size_t n, const char **buf, int *which,
-                       size_t *np)
+                       size_t *np, const size_t **map)
 {
     int w = 0, bw = 0;
+    const size_t *m = NULL; /* the map of cur; NULL: cur is s */
     KD_TRY(GROW(c->sp[0], c->sp_cap[0], 1));
     c->sp[0][0] = (span){0, n};
     size_t ns = 1;
@@ -1866,18 +1897,30 @@ static int pretokenize(const kd_tokenizer *t, enc_ctx *c, const char *s, size_t 
         }
         /* ByteLevel: prefix space, GPT-2 split, then map bytes to characters */
         if (st->add_prefix_space) {
+            int mi = bw; /* b's map is bmap[mi]; m, when set, is bmap[mi ^ 1] */
             sbuf *b = &c->buf[bw];
             bw ^= 1;
             b->n = 0;
             for (size_t i = 0; i < ns; i++) {
                 span p = c->sp[w][i];
                 size_t off = b->n;
-                if (cur[p.off] != ' ')
+                int ins = cur[p.off] != ' ';
+                if (ins)
                     KD_TRY(sbuf_put(b, " ", 1));
                 KD_TRY(sbuf_put(b, cur + p.off, p.len));
                 c->sp[w][i] = (span){off, b->n - off};
+                if (map) {
+                    KD_TRY(GROW(c->bmap[mi], c->bmap_cap[mi], b->n));
+                    size_t q = off;
+                    if (ins)
+                        c->bmap[mi][q++] = m ? m[p.off] : p.off;
+                    for (size_t j = 0; j < p.len; j++)
+                        c->bmap[mi][q++] = m ? m[p.off + j] : p.off + j;
+                }
             }
             cur = b->p;
+            if (map)
+                m = c->bmap[mi];
         }
         if (st->re) {
             size_t no = 0;
@@ -1885,6 +1928,7 @@ static int pretokenize(const kd_tokenizer *t, enc_ctx *c, const char *s, size_t 
                                &no));
             w ^= 1, ns = no;
         }
+        int mi = bw;
         sbuf *b = &c->buf[bw];
         bw ^= 1;
         b->n = 0;
@@ -1892,6 +1936,8 @@ static int pretokenize(const kd_tokenizer *t, enc_ctx *c, const char *s, size_t 
         for (size_t i = 0; i < ns; i++)
             total += c->sp[w][i].len;
         KD_TRY(GROW(b->p, b->cap, 2 * total + 1));
+        if (map)
+            KD_TRY(GROW(c->bmap[mi], c->bmap_cap[mi], 2 * total + 1));
         for (size_t i = 0; i < ns; i++) {
             span p = c->sp[w][i];
             size_t off = b->n;
@@ -1899,15 +1945,23 @@ static int pretokenize(const kd_tokenizer *t, enc_ctx *c, const char *s, size_t 
                 unsigned char by = (unsigned char)cur[p.off + j];
                 b->p[b->n] = bl_utf8[by][0];
                 b->p[b->n + 1] = bl_utf8[by][1];
+                if (map) {
+                    size_t src = m ? m[p.off + j] : p.off + j;
+                    c->bmap[mi][b->n] = c->bmap[mi][b->n + 1] = src;
+                }
                 b->n += bl_len[by];
             }
             c->sp[w][i] = (span){off, b->n - off};
         }
         cur = b->p;
+        if (map)
+            m = c->bmap[mi];
     }
     *buf = cur;
     *which = w;
     *np = ns;
+    if (map)
+        *map = m;
     return KD_OK;
 }
 
@@ -2135,16 +2189,155 @@ static int bpe_word(const kd_tokenizer *t, enc_ctx *c, const char *w, size_t n, 
     return KD_OK;
 }
 
+/* --- token offsets (kd_tok_encode_offsets) ---------------------------------- */
+
+static int offv_push(offv *o, size_t v)
+{
+    KD_TRY(GROW(o->p, o->cap, o->n + 1));
+    o->p[o->n++] = v;
+    return KD_OK;
+}
+
+/* Give the entries up to `n` (the ids appended so far) the offset v. */
+static int offv_fill(offv *o, size_t n, size_t v)
+{
+    while (o->n < n)
+        KD_TRY(offv_push(o, v));
+    return KD_OK;
+}
+
+/* The starts of the k tokens ids[0..k) that the model made of the pre-token
+ * w[0..n), which lies at byte `base` of the pre-tokenizer's buffer: offsets in
+ * the text given to pretokenize, through `map` (NULL: the buffer is that text).
+ * Byte-level tokens spell their piece exactly, so each start is found by
+ * walking the token strings; the rare tokens that do not spell their text
+ * (byte-fallback "<0xHH>" covers one byte, an unknown token one character)
+ * advance by what they stand for. */
+static int piece_offsets(const kd_tokenizer *t, const char *w, size_t n, const int32_t *ids, size_t k,
+                         const size_t *map, size_t base, offv *ov)
+{
+    size_t pos = 0;
+    for (size_t i = 0; i < k; i++) {
+        size_t at = base + (pos < n ? pos : n - 1);
+        KD_TRY(offv_push(ov, map ? map[at] : at));
+        int32_t id = ids[i];
+        const char *s = id >= 0 && id < t->vm ? t->mstr[id] : NULL;
+        size_t l = s ? t->mlen[id] : 0;
+        if (s && pos > 0 && t->cont_len && l >= t->cont_len && !memcmp(s, t->cont_prefix, t->cont_len))
+            s += t->cont_len, l -= t->cont_len;
+        if (s && t->eow_len && l >= t->eow_len && pos + l - t->eow_len == n &&
+            !memcmp(s + l - t->eow_len, t->eow_suffix, t->eow_len))
+            l -= t->eow_len;
+        if (s && l && pos + l <= n && !memcmp(w + pos, s, l))
+            pos += l;
+        else if (s && l == 6 && !memcmp(s, "<0x", 3) && s[5] == '>')
+            pos += 1;
+        else if (pos < n)
+            pos += utf8_len((unsigned char)w[pos]);
+    }
+    return KD_OK;
+}
+
+/* The end of the normalization chunk that starts at o[i]: its first character
+ * and the non-starters (canonical combining class > 0) after it. */
+static size_t chunk_end(const char *o, size_t on, size_t i)
+{
+    size_t l;
+    utf8_cp((const unsigned char *)o + i, &l);
+    i += l;
+    while (i < on) {
+        int32_t cp = utf8_cp((const unsigned char *)o + i, &l);
+        if (utf8proc_get_property(cp)->combining_class == 0)
+            break;
+        i += l;
+    }
+    return i;
+}
+
+static int sbuf_set(sbuf *b, const char *p, size_t n)
+{
+    b->n = 0;
+    return sbuf_put(b, p, n);
+}
+
+/* Align the original text o[0..on) with its normalization z[0..zn): split o
+ * into the smallest groups whose normalizations, joined, give z (a group ends
+ * before a starter where normalizing it apart changes nothing), and record them
+ * in c->al[0..*nal). If the groups do not add up to z (a normalizer that does
+ * not work chunk by chunk), one group covers everything. */
+static int norm_align(const kd_tokenizer *t, enc_ctx *c, const char *o, size_t on, const char *z, size_t zn,
+                      size_t *nal)
+{
+    size_t na = 0, zpos = 0, gs = 0, ge = chunk_end(o, on, 0);
+    const char *r;
+    size_t rn;
+    int ok = 1;
+    KD_TRY(normalize(t, c->anorm, o, ge, &r, &rn));
+    KD_TRY(sbuf_set(&c->agrp, r, rn));
+    for (;;) {
+        size_t ce = ge < on ? chunk_end(o, on, ge) : on;
+        int split = 1;
+        if (ge < on) { /* does chunk [ge, ce) normalize apart from the group? */
+            KD_TRY(normalize(t, c->anorm, o + ge, ce - ge, &r, &rn));
+            KD_TRY(sbuf_set(&c->achunk, r, rn));
+            KD_TRY(normalize(t, c->anorm, o + gs, ce - gs, &r, &rn));
+            split = rn == c->agrp.n + c->achunk.n && !memcmp(r, c->agrp.p, c->agrp.n) &&
+                    !memcmp(r + c->agrp.n, c->achunk.p, c->achunk.n);
+            if (!split) {
+                KD_TRY(sbuf_set(&c->agrp, r, rn));
+                ge = ce;
+                continue;
+            }
+        }
+        /* the group [gs, ge) is final */
+        if (zpos + c->agrp.n > zn || memcmp(z + zpos, c->agrp.p, c->agrp.n))
+            ok = 0;
+        KD_TRY(GROW(c->al, c->al_cap, na + 1));
+        c->al[na++] = (nalign){zpos, gs, c->agrp.n == ge - gs && !memcmp(c->agrp.p, o + gs, ge - gs)};
+        zpos += c->agrp.n;
+        if (!ok || ge >= on)
+            break;
+        gs = ge;
+        ge = ce;
+        KD_TRY(sbuf_set(&c->agrp, c->achunk.p, c->achunk.n));
+    }
+    if (!ok || zpos != zn) {
+        c->al[0] = (nalign){0, 0, 0};
+        na = 1;
+    }
+    *nal = na;
+    return KD_OK;
+}
+
+/* The original offset of normalized offset v (see nalign). */
+static size_t align_of(const nalign *al, size_t na, size_t v)
+{
+    size_t lo = 0, hi = na; /* the last group with norm <= v */
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (al[mid].norm <= v)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return al[lo].same ? al[lo].orig + (v - al[lo].norm) : al[lo].orig;
+}
+
 /* --- one text ---------------------------------------------------------------- */
 
-static int encode_text(const kd_tokenizer *t, enc_ctx *c, const char *s, size_t n, kd_ids *out)
+/* Tokenize s[0..n) (text between added tokens) and append the ids; with ov,
+ * also the start of each token as an offset in s. */
+static int encode_text(const kd_tokenizer *t, enc_ctx *c, const char *s, size_t n, kd_ids *out, offv *ov)
 {
     const char *buf;
     int which;
     size_t np;
-    KD_TRY(pretokenize(t, c, s, n, &buf, &which, &np));
+    const size_t *map = NULL;
+    KD_TRY(pretokenize(t, c, s, n, &buf, &which, &np, ov ? &map : NULL));
     for (size_t i = 0; i < np; i++) {
         span p = c->sp[which][i];
+        size_t before = out->n;
+        int done = 0;
         if (p.len == utf8_len((unsigned char)buf[p.off]) && !t->cont_prefix && !t->eow_suffix) {
             /* one character: its own token when it has one */
             int32_t id;
@@ -2153,19 +2346,29 @@ static int encode_text(const kd_tokenizer *t, enc_ctx *c, const char *s, size_t 
             KD_TRY(char_token(t, c, buf + p.off, p.len, 1, 1, &id, &full, &fulln));
             if (id >= 0) {
                 KD_TRY(kd_ids_push(out, id));
-                continue;
+                done = 1;
             }
         }
-        KD_TRY(bpe_word(t, c, buf + p.off, p.len, out));
+        if (!done)
+            KD_TRY(bpe_word(t, c, buf + p.off, p.len, out));
+        if (ov)
+            KD_TRY(piece_offsets(t, buf + p.off, p.len, out->ids + before, out->n - before, map, p.off, ov));
     }
     return KD_OK;
 }
 
-static int encode_ctx(const kd_tokenizer *t, enc_ctx *c, const char *text, size_t len, int add_special, kd_ids *out)
+/* Encode text[0..len) and append the ids to out; with ov (offsets wanted),
+ * append to ov the start in text of each id appended. */
+static int encode_ctx(const kd_tokenizer *t, enc_ctx *c, const char *text, size_t len, int add_special, kd_ids *out,
+                      offv *ov)
 {
     KD_TRY(utf8_validate(text, len));
-    if (add_special)
+    size_t n0 = out->n;
+    if (add_special) {
         KD_TRY(ids_append(out, t->pre_ids, t->npre));
+        if (ov)
+            KD_TRY(offv_fill(ov, out->n - n0, 0));
+    }
     /* 1. added tokens that match the raw text */
     size_t nraw;
     KD_TRY(split_added(t, &t->raw_trie, text, len, &c->sraw, &c->sraw_cap, &nraw));
@@ -2173,24 +2376,41 @@ static int encode_ctx(const kd_tokenizer *t, enc_ctx *c, const char *text, size_
         seg g = c->sraw[i];
         if (g.id >= 0) {
             KD_TRY(kd_ids_push(out, g.id));
+            if (ov)
+                KD_TRY(offv_push(ov, g.off));
             continue;
         }
         /* 2. normalize the text between them, 3. added tokens that match the
          * normalized text, 4. pre-tokenize and tokenize the rest */
         const char *s;
-        size_t sn, nn;
+        size_t sn, nn, nal = 0;
         KD_TRY(normalize(t, c->norm, text + g.off, g.len, &s, &sn));
+        int same = sn == g.len && !memcmp(s, text + g.off, sn);
+        if (ov && !same)
+            KD_TRY(norm_align(t, c, text + g.off, g.len, s, sn, &nal));
         KD_TRY(split_added(t, &t->norm_trie, s, sn, &c->snorm, &c->snorm_cap, &nn));
         for (size_t j = 0; j < nn; j++) {
             seg h = c->snorm[j];
-            if (h.id >= 0)
+            size_t k0 = ov ? ov->n : 0;
+            if (h.id >= 0) {
                 KD_TRY(kd_ids_push(out, h.id));
-            else
-                KD_TRY(encode_text(t, c, s + h.off, h.len, out));
+                if (ov)
+                    KD_TRY(offv_push(ov, 0));
+            } else {
+                KD_TRY(encode_text(t, c, s + h.off, h.len, out, ov));
+            }
+            /* offsets in h -> in s -> in the original segment -> in text */
+            for (size_t k = k0; ov && k < ov->n; k++) {
+                size_t v = h.off + ov->p[k];
+                ov->p[k] = g.off + (same ? v : align_of(c->al, nal, v));
+            }
         }
     }
-    if (add_special)
+    if (add_special) {
         KD_TRY(ids_append(out, t->post_ids, t->npost));
+        if (ov)
+            KD_TRY(offv_fill(ov, out->n - n0, len));
+    }
     return KD_OK;
 }
 
@@ -2201,8 +2421,39 @@ int kd_tok_encode(const kd_tokenizer *t, const char *text, size_t len, int add_s
     if (!text && len)
         return kd_err(KD_E_INTERNAL, "kd_tok_encode: NULL text");
     KD_TRY(ctx_get(t, &c));
-    int st = encode_ctx(t, c, text ? text : "", len, add_special, out);
+    int st = encode_ctx(t, c, text ? text : "", len, add_special, out, NULL);
     ctx_put(t, c);
+    if (st != KD_OK)
+        out->n = n0;
+    return st;
+}
+
+int kd_tok_encode_offsets(const kd_tokenizer *t, const char *text, size_t len, int add_special, kd_ids *out,
+                          uint32_t **offsets)
+{
+    enc_ctx *c = NULL;
+    size_t n0 = out->n;
+    if (!text && len)
+        return kd_err(KD_E_INTERNAL, "kd_tok_encode_offsets: NULL text");
+    if (len > UINT32_MAX)
+        return kd_err(KD_E_RANGE, "a text of %zu bytes is too long for 32-bit token offsets", len);
+    KD_TRY(ctx_get(t, &c));
+    offv ov = {0};
+    int st = encode_ctx(t, c, text ? text : "", len, add_special, out, &ov);
+    ctx_put(t, c);
+    if (st == KD_OK && ov.n != out->n - n0)
+        st = kd_err(KD_E_INTERNAL, "kd_tok_encode_offsets: %zu offsets for %zu tokens", ov.n, out->n - n0);
+    if (st == KD_OK) {
+        uint32_t *p = realloc(*offsets, (out->n ? out->n : 1) * sizeof *p);
+        if (!p)
+            st = kd_err(KD_E_NOMEM, "cannot allocate %zu token offsets", out->n);
+        else {
+            for (size_t i = 0; i < ov.n; i++)
+                p[n0 + i] = (uint32_t)ov.p[i];
+            *offsets = p;
+        }
+    }
+    free(ov.p);
     if (st != KD_OK)
         out->n = n0;
     return st;

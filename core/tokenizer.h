@@ -103,6 +103,27 @@ void kd_tok_free(kd_tokenizer *tok);
  * On error out->n is what it was on entry. Thread-safe. */
 int kd_tok_encode(const kd_tokenizer *tok, const char *text, size_t len, int add_special, kd_ids *out);
 
+/* kd_tok_encode, and where each token starts: the ids are appended to `out`
+ * exactly as kd_tok_encode appends them, and *offsets (NULL or an array from
+ * malloc that this function realloc()s; the caller free()s it) is resized to
+ * out->n entries, of which those from the entry count out->n had on entry
+ * onwards are the byte offsets in `text` where the appended tokens start.
+ * Earlier entries are kept.
+ *   - Offsets never decrease. A token's bytes are text[offset, next offset)
+ *     (the last token: up to len), except where the normalizer changed the
+ *     text: a token that starts inside a changed stretch (the smallest run of
+ *     characters that normalizes apart from its neighbours, e.g. "e" + U+0301)
+ *     gets the start of that stretch.
+ *   - An added token matched with lstrip/rstrip starts where its stripped
+ *     whitespace starts. The tokens add_special puts in front start at 0,
+ *     those it puts behind at len.
+ *   - Byte-fallback and unknown tokens (no byte-level tokenizer makes them)
+ *     are assumed to stand for one byte and one character.
+ * Errors: those of kd_tok_encode; KD_E_RANGE if len >= 4 GiB. On error out
+ * and *offsets are what they were on entry. Thread-safe. */
+int kd_tok_encode_offsets(const kd_tokenizer *tok, const char *text, size_t len, int add_special, kd_ids *out,
+                          uint32_t **offsets);
+
 /* Encode n texts on `nthreads` threads (<= 0: one per online CPU), appending
  * the ids of texts[i] to outs[i]. lens may be NULL: the texts are then
  * NUL-terminated. outs is an array of n initialised kd_ids.
