@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# device_run.sh - what one session runs on the GPU machine, in one command.
+# Expects .device/ (carried, git-ignored) made on the development machine:
+#   .device/distill, .device/tests/*   from `make cuda` (build-cuda/), stripped
+#   .device/tokenizers.tgz             the tokenizers/ folder of the setup cache
+#   .device/corpus.repaired.jsonl      (optional) a corpus to make reference ids for
+# Writes logs and reference files under $OUT. Needs python3 with `tokenizers`.
+set -uo pipefail
+: "${OUT:?OUT must be set}"
+root=$PWD
+log=$OUT/device.log
+exec > >(tee "$log") 2>&1
+echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
+# The test binaries have this checkout's build paths compiled in (/work/main/build-cuda/...).
+mkdir -p /work && { [ -e /work/main ] || ln -s "$root" /work/main; }
+b=/work/main/build-cuda
+mkdir -p $b/tests/tmp $b/fixtures /tmp/kdcache
+cp .device/distill $b/ && cp .device/tests/* $b/tests/
+for f in tests/fixtures/hf/*.tar.gz; do tar -xzf "$f" -C $b/fixtures; done
+tar -xzf .device/tokenizers.tgz -C /tmp/kdcache
+export DISTILL_CACHE=/tmp/kdcache
+
+echo "== GPU tests"
+$b/tests/gpu_test_device
+echo "== unit tests of the CUDA build (CPU paths, run here)"
+for t in $b/tests/test_*; do $t >/tmp/t.log 2>&1 && echo "ok   $(basename $t)" || { echo "FAIL $(basename $t)"; tail -20 /tmp/t.log; }; done
+echo "== distill version / inspect"
+$b/distill version
+$b/distill inspect $b/fixtures/tiny-deepseek-v3 | head -5
+
+echo "== HF reference ids"
+python3 -c 'import tokenizers, transformers; print("tokenizers", tokenizers.__version__, "transformers", transformers.__version__)'
+python3 tools/tokref.py tests/fixtures/tokenizer/wide_corpus.jsonl /tmp/kdcache/tokenizers "$OUT" --suffix .wide.ids.jsonl
+[ -f .device/corpus.repaired.jsonl ] && python3 tools/tokref.py .device/corpus.repaired.jsonl /tmp/kdcache/tokenizers "$OUT" --suffix .ids.jsonl
+
+echo "== tokenizer benchmark: distill vs HF tokenizers, same corpus, same machine"
+python3 tools/make_bench_corpus.py /tmp/bench.jsonl 16
+nproc
+for t in qwen3 llama3_1 deepseek_v3; do
+  $b/distill bench tokenize --tokenizer /tmp/kdcache/tokenizers/$t --corpus /tmp/bench.jsonl --json
+  python3 tools/bench_tokenizers.py /tmp/kdcache/tokenizers/$t /tmp/bench.jsonl
+done
+echo "== done $(date -u +%FT%TZ)"
