@@ -381,7 +381,7 @@ static int collect_stats(kd_store *s, json_t *j)
                 rejected += (uint64_t)!rec.accepted;
                 char reason[128];
                 snprintf(reason, sizeof reason, "%s%.*s", rec.accepted ? "accepted: " : "rejected: ",
-                         rec.reason.len ? (int)(rec.reason.len < 100 ? rec.reason.len : 100) : 9,
+                         rec.reason.len ? (int)(rec.reason.len < 100 ? rec.reason.len : 100) : 11,
                          rec.reason.len ? rec.reason.ptr : "(no reason)");
                 json_t *v = json_object_get(reasons, reason);
                 json_object_set_new(reasons, reason, json_integer(v ? json_integer_value(v) + 1 : 1));
@@ -489,22 +489,21 @@ int kd_data_stats(const char *dataset, FILE *out, int as_json)
                     json_integer_value(json_object_get(j, "loss_tokens")));
         fprintf(out, "\n");
     }
-    fprintf(out, "\nby source:\n  %-7s %-36s %10s %11s %9s %9s\n", "lineage", "source (kind, teacher)", "prompts",
-            "generations", "verdicts", "examples");
+    /* the source goes last: paths are long and would push the counts out of line */
+    fprintf(out, "\nby source:\n  %-7s %10s %11s %9s %9s  %s\n", "lineage", "prompts", "generations", "verdicts",
+            "examples", "source (kind, teacher)");
     size_t i;
     json_t *row;
     json_array_foreach(json_object_get(j, "sources"), i, row)
     {
-        char src[256];
         const char *so = json_string_value(json_object_get(row, "source"));
         const char *k = json_string_value(json_object_get(row, "kind"));
         const char *t = json_string_value(json_object_get(row, "teacher"));
-        snprintf(src, sizeof src, "%s (%s%s%s)", so ? so : "?", k ? k : "?", t ? ", " : "", t ? t : "");
-        fprintf(out, "  %-7" JSON_INTEGER_FORMAT " %-36s", json_integer_value(json_object_get(row, "lineage")), src);
+        fprintf(out, "  %-7" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(row, "lineage")));
         for (int db = 0; db < KD_DB_COUNT; db++)
             fprintf(out, " %*" JSON_INTEGER_FORMAT, db == 0 ? 10 : db == 1 ? 11 : 9,
                     json_integer_value(json_object_get(row, kd_db_name((kd_db)db))));
-        fprintf(out, "\n");
+        fprintf(out, "  %s (%s%s%s)\n", so ? so : "?", k ? k : "?", t ? ", " : "", t ? t : "");
     }
     const json_t *v = json_object_get(j, "verdicts");
     json_int_t acc = json_integer_value(json_object_get(v, "accepted")),

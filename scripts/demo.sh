@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
 # demo.sh DISTILL_BIN - what `make demo` runs. Until the pipeline demo exists
-# (teacher -> traces -> rejection -> student; see docs/roadmap.md), it runs the
-# most complete path there is: inspect a DeepSeek-V3-architecture model made
-# by HF transformers, then check and print the runtime configuration.
+# (teacher -> traces -> rejection -> student; issue 8 in docs/roadmap.md), it runs
+# the most complete path there is, on real components:
+#   1. inspect a DeepSeek-V3-architecture model written by HF transformers;
+#   2. import R1-style traces with their verdicts into an LMDB dataset and show it;
+#   3. render one trace with the DeepSeek-R1 chat template and tokenize it with the
+#      real DeepSeek-V3 tokenizer, with the assistant-only loss mask;
+#   4. check and print the runtime configuration.
 set -euo pipefail
 bin=${1:?usage: demo.sh DISTILL_BIN}
 root=$(cd "$(dirname "$0")/.." && pwd)
-fixtures=$(dirname "$bin")/fixtures
-echo "== distill version"
+build=$(cd "$(dirname "$bin")" && pwd)
+fixtures=$build/fixtures
+work=$build/demo
+rm -rf "$work" && mkdir -p "$work"
+say() { printf '\n== %s\n' "$*"; }
+
+say "distill version"
 "$bin" version
-echo
-echo "== distill inspect $fixtures/tiny-deepseek-v3   (a tiny DeepSeek-V3 MoE written by transformers)"
+
+say "distill inspect $fixtures/tiny-deepseek-v3   (a tiny DeepSeek-V3 MoE written by transformers)"
 "$bin" inspect "$fixtures/tiny-deepseek-v3"
-echo
-echo "== distill config -c configs/runtime.yaml --set runtime.seed=7 --print-config"
+
+say "distill data import $work/traces configs/demo/traces.jsonl --kind generations --verdict-field correct"
+"$bin" data import "$work/traces" "$root/configs/demo/traces.jsonl" --kind generations \
+  --verdict-field correct --teacher demo-teacher --seed 1234
+"$bin" data stats "$work/traces"
+"$bin" data head "$work/traces" -n 1
+
+say "distill tokenize --template deepseek_r1 (ids and assistant-loss mask, real DeepSeek-V3 tokenizer)"
+tokdir=${DISTILL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/distill}/tokenizers/deepseek_v3
+printf '%s\n' '{"messages": [{"role": "user", "content": "What is 17 * 23?"}, {"role": "assistant", "content": "<think>\n17 * 20 + 17 * 3 = 391.\n</think>\nThe answer is \\boxed{391}."}]}' >"$work/chat.jsonl"
+"$bin" tokenize --template deepseek_r1 --messages "$work/chat.jsonl" --text
+"$bin" tokenize --template deepseek_r1 --messages "$work/chat.jsonl" --tokenizer "$tokdir"
+
+say "distill config -c configs/runtime.yaml --set runtime.seed=7 --print-config"
 "$bin" config -c "$root/configs/runtime.yaml" --set runtime.seed=7 --print-config
