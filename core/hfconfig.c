@@ -12,6 +12,7 @@
  * error names the file and the key.
  */
 #include "hfconfig.h"
+#include "json.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -34,21 +35,6 @@
 #define KD_HF_MAX_CONFIG_BYTES (16u << 20)
 
 /* ---- typed access to config.json keys ------------------------------------ */
-
-static const char *json_type_name_(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "a list";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
-}
 
 /* Where a key lives, for messages: "hidden_size" or "rope_parameters.factor". */
 typedef struct {
@@ -94,7 +80,7 @@ static int opt_int_(json_t *obj, const keyctx *k, const char *key, int64_t *out,
     if (!v)
         return KD_OK;
     if (!json_is_integer(v))
-        return key_err_(k, key, KD_E_CONFIG, "must be an integer, got %s", json_type_name_(v));
+        return key_err_(k, key, KD_E_CONFIG, "must be an integer, got %s", kd_json_type_name(v));
     *out = (int64_t)json_integer_value(v);
     return KD_OK;
 }
@@ -116,7 +102,7 @@ static int opt_num_(json_t *obj, const keyctx *k, const char *key, double *out, 
     if (!v)
         return KD_OK;
     if (!json_is_number(v))
-        return key_err_(k, key, KD_E_CONFIG, "must be a number, got %s", json_type_name_(v));
+        return key_err_(k, key, KD_E_CONFIG, "must be a number, got %s", kd_json_type_name(v));
     *out = json_number_value(v);
     return KD_OK;
 }
@@ -136,7 +122,7 @@ static int opt_bool_(json_t *obj, const keyctx *k, const char *key, int *out)
     if (!v)
         return KD_OK;
     if (!json_is_boolean(v))
-        return key_err_(k, key, KD_E_CONFIG, "must be true or false, got %s", json_type_name_(v));
+        return key_err_(k, key, KD_E_CONFIG, "must be true or false, got %s", kd_json_type_name(v));
     *out = json_is_true(v);
     return KD_OK;
 }
@@ -149,7 +135,7 @@ static int opt_str_(json_t *obj, const keyctx *k, const char *key, const char **
     if (!v)
         return KD_OK;
     if (!json_is_string(v))
-        return key_err_(k, key, KD_E_CONFIG, "must be a string, got %s", json_type_name_(v));
+        return key_err_(k, key, KD_E_CONFIG, "must be a string, got %s", kd_json_type_name(v));
     *out = json_string_value(v);
     return KD_OK;
 }
@@ -162,7 +148,7 @@ static int opt_obj_(json_t *obj, const keyctx *k, const char *key, json_t **out)
     if (!v)
         return KD_OK;
     if (!json_is_object(v))
-        return key_err_(k, key, KD_E_CONFIG, "must be an object, got %s", json_type_name_(v));
+        return key_err_(k, key, KD_E_CONFIG, "must be an object, got %s", kd_json_type_name(v));
     *out = v;
     return KD_OK;
 }
@@ -368,7 +354,7 @@ static int parse_special_tokens_(json_t *root, const char *what, kd_model_config
     }
     if (!json_is_array(e))
         return key_err_(&k, "eos_token_id", KD_E_CONFIG, "must be an integer or a list of integers, got %s",
-                        json_type_name_(e));
+                        kd_json_type_name(e));
     if (json_array_size(e) > KD_MAX_EOS)
         return key_err_(&k, "eos_token_id", KD_E_CONFIG, "lists %zu ids, at most %d are supported",
                         json_array_size(e), KD_MAX_EOS);
@@ -378,7 +364,7 @@ static int parse_special_tokens_(json_t *root, const char *what, kd_model_config
     {
         if (!json_is_integer(v))
             return key_err_(&k, "eos_token_id", KD_E_CONFIG, "item %zu must be an integer, got %s", i,
-                            json_type_name_(v));
+                            kd_json_type_name(v));
         c->eos_token_ids[c->n_eos++] = (int64_t)json_integer_value(v);
     }
     return KD_OK;
@@ -623,7 +609,7 @@ int kd_model_config_parse(const char *json, size_t len, const char *what, kd_mod
         return kd_err(KD_E_FORMAT, "%s:%d:%d: invalid JSON: %s", what, jerr.line, jerr.column, jerr.text);
     int st;
     if (!json_is_object(root))
-        st = kd_err(KD_E_FORMAT, "%s: must hold a JSON object, not %s", what, json_type_name_(root));
+        st = kd_err(KD_E_FORMAT, "%s: must hold a JSON object, not %s", what, kd_json_type_name(root));
     else
         st = parse_root_(root, what, out);
     json_decref(root);

@@ -13,6 +13,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "safetensors.h"
+#include "json.h"
 #include "status.h"
 #include "util.h"
 
@@ -34,21 +35,6 @@
 typedef unsigned long long ull; /* for printf of uint64_t without PRIu64 noise */
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static const char *jtype_(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "object";
-    case JSON_ARRAY: return "array";
-    case JSON_STRING: return "string";
-    case JSON_INTEGER: return "integer";
-    case JSON_REAL: return "real number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "boolean";
-    case JSON_NULL: return "null";
-    }
-    return "value";
-}
 
 /* "[64, 128]" into buf; returns buf. Long shapes are cut short, never overrun. */
 static char *fmt_shape_(char *buf, size_t cap, const int64_t *shape, int ndim)
@@ -115,7 +101,7 @@ static int parse_entry_(const char *what, const char *name, const json_t *v, uin
                         kd_st_tensor *t, span_ *s)
 {
     if (!json_is_object(v))
-        return BAD_TENSOR_(what, name, "entry is a JSON %s, not an object", jtype_(v));
+        return BAD_TENSOR_(what, name, "entry is %s, not an object", kd_json_type_name(v));
     const char *key;
     const json_t *jv;
     json_object_foreach((json_t *)v, key, jv) {
@@ -128,7 +114,7 @@ static int parse_entry_(const char *what, const char *name, const json_t *v, uin
     if (!jd)
         return BAD_TENSOR_(what, name, "missing key 'dtype'");
     if (!json_is_string(jd))
-        return BAD_TENSOR_(what, name, "dtype is a JSON %s, not a string", jtype_(jd));
+        return BAD_TENSOR_(what, name, "dtype is %s, not a string", kd_json_type_name(jd));
     if (kd_dtype_parse(json_string_value(jd), &t->dtype) != KD_OK) {
         /* keep kd_dtype_parse's text (it lists the known names) under KD_E_FORMAT */
         char why[512];
@@ -140,7 +126,7 @@ static int parse_entry_(const char *what, const char *name, const json_t *v, uin
     if (!js)
         return BAD_TENSOR_(what, name, "missing key 'shape'");
     if (!json_is_array(js))
-        return BAD_TENSOR_(what, name, "shape is a JSON %s, not an array", jtype_(js));
+        return BAD_TENSOR_(what, name, "shape is %s, not an array", kd_json_type_name(js));
     size_t ndim = json_array_size(js);
     if (ndim > KD_ST_MAX_DIMS)
         return BAD_TENSOR_(what, name, "shape has %zu dims, more than the %d allowed", ndim, KD_ST_MAX_DIMS);
@@ -149,7 +135,7 @@ static int parse_entry_(const char *what, const char *name, const json_t *v, uin
     for (size_t i = 0; i < ndim; i++) {
         const json_t *jx = json_array_get(js, i);
         if (!json_is_integer(jx))
-            return BAD_TENSOR_(what, name, "shape dim %zu is a JSON %s, not an integer", i, jtype_(jx));
+            return BAD_TENSOR_(what, name, "shape dim %zu is %s, not an integer", i, kd_json_type_name(jx));
         if (json_integer_value(jx) < 0)
             return BAD_TENSOR_(what, name, "shape dim %zu is negative (%lld)", i,
                                (long long)json_integer_value(jx));
@@ -171,7 +157,7 @@ static int parse_entry_(const char *what, const char *name, const json_t *v, uin
     if (!jo)
         return BAD_TENSOR_(what, name, "missing key 'data_offsets'");
     if (!json_is_array(jo) || json_array_size(jo) != 2)
-        return BAD_TENSOR_(what, name, "data_offsets must be [begin, end], got a JSON %s%s", jtype_(jo),
+        return BAD_TENSOR_(what, name, "data_offsets must be [begin, end], got %s%s", kd_json_type_name(jo),
                            json_is_array(jo) ? (json_array_size(jo) < 2 ? " of fewer than 2 entries"
                                                                          : " of more than 2 entries")
                                              : "");
@@ -241,13 +227,13 @@ static int check_tiling_(const char *what, span_ *s, size_t n, uint64_t dlen)
 static int check_meta_(const char *what, const json_t *meta)
 {
     if (!json_is_object(meta))
-        return kd_err(KD_E_FORMAT, "'%s': __metadata__ is a JSON %s, not an object", what, jtype_(meta));
+        return kd_err(KD_E_FORMAT, "'%s': __metadata__ is %s, not an object", what, kd_json_type_name(meta));
     const char *key;
     const json_t *v;
     json_object_foreach((json_t *)meta, key, v) {
         if (!json_is_string(v))
-            return kd_err(KD_E_FORMAT, "'%s': __metadata__ key '%s' is a JSON %s, not a string", what, key,
-                          jtype_(v));
+            return kd_err(KD_E_FORMAT, "'%s': __metadata__ key '%s' is %s, not a string", what, key,
+                          kd_json_type_name(v));
     }
     return KD_OK;
 }
@@ -281,7 +267,7 @@ static int parse_(const unsigned char *buf, size_t len, const char *what, parsed
     int rc = KD_OK;
     span_ *spans = NULL;
     if (!json_is_object(p->root)) {
-        rc = kd_err(KD_E_FORMAT, "'%s': header is a JSON %s, not an object", what, jtype_(p->root));
+        rc = kd_err(KD_E_FORMAT, "'%s': header is %s, not an object", what, kd_json_type_name(p->root));
         goto fail;
     }
 
@@ -415,12 +401,12 @@ static int open_single_(kd_st *st, const char *path)
 static int open_shards_(kd_st *st, const char *dir, const char *idx, json_t *root)
 {
     if (!json_is_object(root))
-        return kd_err(KD_E_FORMAT, "'%s': the index is a JSON %s, not an object", idx, jtype_(root));
+        return kd_err(KD_E_FORMAT, "'%s': the index is %s, not an object", idx, kd_json_type_name(root));
     json_t *wm = json_object_get(root, "weight_map");
     if (!wm)
         return kd_err(KD_E_FORMAT, "'%s': missing key 'weight_map'", idx);
     if (!json_is_object(wm))
-        return kd_err(KD_E_FORMAT, "'%s': weight_map is a JSON %s, not an object", idx, jtype_(wm));
+        return kd_err(KD_E_FORMAT, "'%s': weight_map is %s, not an object", idx, kd_json_type_name(wm));
     size_t nmap = json_object_size(wm);
     if (nmap == 0)
         return kd_err(KD_E_FORMAT, "'%s': weight_map is empty", idx);
@@ -435,8 +421,8 @@ static int open_shards_(kd_st *st, const char *dir, const char *idx, json_t *roo
     json_t *v;
     json_object_foreach(wm, key, v) {
         if (!json_is_string(v)) {
-            rc = kd_err(KD_E_FORMAT, "'%s': weight_map entry '%s' is a JSON %s, not a file name", idx, key,
-                        jtype_(v));
+            rc = kd_err(KD_E_FORMAT, "'%s': weight_map entry '%s' is %s, not a file name", idx, key,
+                        kd_json_type_name(v));
             goto out;
         }
         const char *s = json_string_value(v);

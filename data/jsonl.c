@@ -11,6 +11,7 @@
  * leaves no partial records behind.
  */
 #include "jsonl.h"
+#include "core/json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,20 +43,6 @@ void kd_import_opts_init(kd_import_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->seed = -1;
-}
-
-static const char *json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -451,7 +438,7 @@ static int want_string(worker *w, parsed *p, const json_t *o, const char *name, 
         return 0;
     }
     if (!json_is_string(v)) {
-        mark_bad(w, p, "field '%s' is %s, expected a string", name, json_type_name(v));
+        mark_bad(w, p, "field '%s' is %s, expected a string", name, kd_json_type_name(v));
         return 0;
     }
     out->ptr = json_string_value(v);
@@ -467,7 +454,7 @@ static int want_index(worker *w, parsed *p, const json_t *o, const char *name, u
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max) {
-        mark_bad(w, p, "field '%s' is %s, expected an integer from 0 to %llu", name, json_type_name(v),
+        mark_bad(w, p, "field '%s' is %s, expected an integer from 0 to %llu", name, kd_json_type_name(v),
                  (unsigned long long)max);
         return 0;
     }
@@ -511,7 +498,7 @@ static void parse_line(worker *w, const line *ln, parsed *p)
         return;
     }
     if (!json_is_object(o)) {
-        mark_bad(w, p, "not a JSON object but %s", json_type_name(o));
+        mark_bad(w, p, "not a JSON object but %s", kd_json_type_name(o));
         goto done;
     }
     if (!fm->resolved) {
@@ -539,7 +526,7 @@ static void parse_line(worker *w, const line *ln, parsed *p)
         }
         if (!json_is_array(m) || json_array_size(m) == 0) {
             mark_bad(w, p, "field '%s' is %s, expected a non-empty array of messages", fm->messages,
-                     json_is_array(m) ? "an empty array" : json_type_name(m));
+                     json_is_array(m) ? "an empty array" : kd_json_type_name(m));
             goto done;
         }
         const json_t *user = NULL;
@@ -591,20 +578,20 @@ static void parse_line(worker *w, const line *ln, parsed *p)
         }
         if (fm->form == 1 && !json_is_string(gv)) {
             mark_bad(w, p, "field '%s' is %s; this file's first line had a string there", fm->generation,
-                     json_type_name(gv));
+                     kd_json_type_name(gv));
             goto done;
         }
         if (fm->form == 2) {
             if (!json_is_array(gv)) {
                 mark_bad(w, p, "field '%s' is %s; this file's first line had an array of strings there",
-                         fm->generation, json_type_name(gv));
+                         fm->generation, kd_json_type_name(gv));
                 goto done;
             }
             size_t i;
             json_t *g;
             json_array_foreach(gv, i, g) if (!json_is_string(g))
             {
-                mark_bad(w, p, "element %zu of '%s' is %s, expected a string", i, fm->generation, json_type_name(g));
+                mark_bad(w, p, "element %zu of '%s' is %s, expected a string", i, fm->generation, kd_json_type_name(g));
                 goto done;
             }
         }
@@ -619,13 +606,13 @@ static void parse_line(worker *w, const line *ln, parsed *p)
         }
         if (fm->verdict[0] && (vv = json_object_get(o, fm->verdict)) != NULL && !json_is_null(vv)) {
             if (fm->form == 1 && !json_is_boolean(vv)) {
-                mark_bad(w, p, "field '%s' is %s, expected a boolean verdict", fm->verdict, json_type_name(vv));
+                mark_bad(w, p, "field '%s' is %s, expected a boolean verdict", fm->verdict, kd_json_type_name(vv));
                 goto done;
             }
             if (fm->form == 2) {
                 if (!json_is_array(vv) || json_array_size(vv) != json_array_size(gv)) {
                     mark_bad(w, p, "field '%s' is %s, expected an array of %zu booleans (one per generation)",
-                             fm->verdict, json_type_name(vv), json_array_size(gv));
+                             fm->verdict, kd_json_type_name(vv), json_array_size(gv));
                     goto done;
                 }
                 size_t i;
@@ -633,7 +620,7 @@ static void parse_line(worker *w, const line *ln, parsed *p)
                 json_array_foreach(vv, i, x) if (!json_is_boolean(x) && !json_is_null(x))
                 {
                     mark_bad(w, p, "element %zu of '%s' is %s, expected a boolean or null", i, fm->verdict,
-                             json_type_name(x));
+                             kd_json_type_name(x));
                     goto done;
                 }
             }
