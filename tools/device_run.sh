@@ -5,6 +5,7 @@
 #   .device/tokenizers.tgz             the tokenizers/ folder of the setup cache
 #   .device/corpus.repaired.jsonl      (optional) a corpus to make reference ids for
 # Writes logs and reference files under $OUT. Needs python3 with `tokenizers`.
+# STEPS (default "gpu tokref bench") picks the parts to run.
 set -uo pipefail
 : "${OUT:?OUT must be set}"
 root=$PWD
@@ -20,6 +21,9 @@ for f in tests/fixtures/hf/*.tar.gz; do tar -xzf "$f" -C $b/fixtures; done
 tar -xzf .device/tokenizers.tgz -C /tmp/kdcache
 export DISTILL_CACHE=/tmp/kdcache
 
+STEPS=${STEPS:-gpu tokref bench}
+has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
+if has gpu; then
 echo "== GPU tests"
 $b/tests/gpu_test_device
 echo "== unit tests of the CUDA build (CPU paths, run here)"
@@ -28,16 +32,27 @@ echo "== distill version / inspect"
 $b/distill version
 $b/distill inspect $b/fixtures/tiny-deepseek-v3 | head -5
 
+fi
+if has tokref; then
 echo "== HF reference ids"
 python3 -c 'import tokenizers, transformers; print("tokenizers", tokenizers.__version__, "transformers", transformers.__version__)'
 python3 tools/tokref.py tests/fixtures/tokenizer/wide_corpus.jsonl /tmp/kdcache/tokenizers "$OUT" --suffix .wide.ids.jsonl
 [ -f .device/corpus.repaired.jsonl ] && python3 tools/tokref.py .device/corpus.repaired.jsonl /tmp/kdcache/tokenizers "$OUT" --suffix .ids.jsonl
 
+fi
+if has bench; then
 echo "== tokenizer benchmark: distill vs HF tokenizers, same corpus, same machine"
 python3 tools/make_bench_corpus.py /tmp/bench.jsonl 16
+python3 tools/make_bench_corpus.py /tmp/cold.jsonl 0
 nproc
 for t in qwen3 llama3_1 deepseek_v3; do
   $b/distill bench tokenize --tokenizer /tmp/kdcache/tokenizers/$t --corpus /tmp/bench.jsonl --json
   python3 tools/bench_tokenizers.py /tmp/kdcache/tokenizers/$t /tmp/bench.jsonl
+  echo "-- cold: each document once, one pass"
+  $b/distill bench tokenize --tokenizer /tmp/kdcache/tokenizers/$t --corpus /tmp/cold.jsonl --repeat 1 --json
+  python3 tools/bench_tokenizers.py /tmp/kdcache/tokenizers/$t /tmp/cold.jsonl --repeat 1
 done
+echo "== dataset store benchmark (no peer)"
+TMPDIR=/tmp $b/distill data bench
+fi
 echo "== done $(date -u +%FT%TZ)"

@@ -4,7 +4,8 @@
 Texts: the tokenizer fixture corpora (prose, random Unicode, the wide corpus of code, LaTeX,
 CJK, Arabic, Cyrillic, emoji), the Math-Verify cases (LaTeX answers), and this repository's
 C sources and Markdown, cut into documents of about 4 KB. The set is cycled until the output
-holds MB megabytes (default 16) of UTF-8 text. Deterministic; lines are split on "\\n" only.
+holds MB megabytes (default 16) of UTF-8 text; MB = 0 writes each distinct document once (a
+cold-cache corpus, for one pass). Deterministic; lines are split on "\\n" only.
 """
 import json, os, sys
 
@@ -30,7 +31,7 @@ for d, _, files in sorted(os.walk(root)):
             docs += [text[i:i + 4096] for i in range(0, len(text), 4096)]
 target, size, n = int(mb * 1e6), 0, 0
 with open(out, "w", encoding="utf-8") as o:
-    while size < target:
+    while size < target or (target == 0 and n < len(docs)):
         t = docs[n % len(docs)]
         o.write(json.dumps({"text": t}, ensure_ascii=True) + "\n")
         size += len(t.encode("utf-8"))
