@@ -1,6 +1,9 @@
-/* cmd_data.c - `distill data <import|export|show|head|stats|merge|bench>`: the
- * dataset store from the command line. Each subcommand parses its options and
- * calls one function of data/jsonl.h or data/tools.h. */
+/* cmd_data.c - `distill data <import|export|show|head|stats|merge|bench|...>`:
+ * the dataset store from the command line. Each subcommand parses its options
+ * and calls one function of data/jsonl.h, data/tools.h or data/curate.h. The
+ * curation ops take their flags from their config schema (data/curate.h), so
+ * `--key value` on the command line and `key: value` in a curate script are
+ * the same thing. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -8,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "data/curate.h"
 #include "data/jsonl.h"
 #include "data/tools.h"
 
@@ -23,7 +27,15 @@ static void usage(FILE *f)
                "  head DATASET [-n N]        the first records of a sub-database\n"
                "  stats DATASET              counts, sources, verdicts, length histograms\n"
                "  merge OUT SHARD...         merge shards into one dataset, deduplicating units\n"
-               "  bench                      measure import MB/s and zero-copy examples/s\n\n"
+               "  bench                      measure import MB/s and zero-copy examples/s\n"
+               "curation (each reads IN and writes OUT, reporting kept/dropped):\n"
+               "  filter IN OUT --where EXPR keep the units a predicate holds for\n"
+               "  dedupe IN OUT              drop exact and near (MinHash) duplicates\n"
+               "  decontaminate IN OUT --benchmarks F.jsonl  drop benchmark n-gram overlaps\n"
+               "  split|sample|select IN OUT deterministic split, sample, best k per prompt\n"
+               "  tokenize IN OUT            chat template + tokenizer into examples (resumable)\n"
+               "  curate SCRIPT.yaml         run a list of these steps (configs/curation/)\n"
+               "  bench-dedupe [--docs N]    MinHash dedupe benchmark\n\n"
                "'distill data <subcommand> --help' documents each one's options.\n");
 }
 
@@ -501,6 +513,253 @@ static int sub_bench(int argc, char **argv)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Curation: flags come from the op's schema. */
+
+static void flag_name_(char *buf, size_t cap, const char *key)
+{
+    snprintf(buf, cap, "%s", key);
+    for (char *c = buf; *c; c++)
+        if (*c == '_')
+            *c = '-';
+}
+
+static void curate_op_usage(FILE *f, const kd_curate_op *op)
+{
+    char flag[64], left[96];
+    fprintf(f, "usage: distill data %s IN OUT [options]\n\n%s.\n", op->name, op->summary);
+    fprintf(f, "Writes OUT.partial and renames it to OUT when done; a rerun with the same input\n"
+               "and options is a no-op (\"already done\"); see docs/datasets.md, Curation.\n\noptions:\n");
+    for (const kd_cfg_field *fl = op->schema->fields; fl->key; fl++) {
+        flag_name_(flag, sizeof flag, fl->key);
+        switch (fl->type) {
+        case KD_CFG_T_BOOL: snprintf(left, sizeof left, "--%s, --no-%s", flag, flag); break;
+        case KD_CFG_T_STRLIST: snprintf(left, sizeof left, "--%s V (repeatable)", flag); break;
+        case KD_CFG_T_ENUM: snprintf(left, sizeof left, "--%s %s", flag, fl->choices); break;
+        default: snprintf(left, sizeof left, "--%s V", flag); break;
+        }
+        fprintf(f, "      %-28s %s", left, fl->doc ? fl->doc : "");
+        if (fl->def)
+            fprintf(f, " (default: %s)", fl->def);
+        fputc('\n', f);
+    }
+    fprintf(f, "      %-28s %s\n", "--fast", "no fsync per batch, one sync at the end (see import --help)");
+    fprintf(f, "      %-28s %s\n", "--no-progress", "no progress bar");
+    fprintf(f, "  -h, %-28s %s\n", "--help", "this help");
+}
+
+static int set_flag_(const kd_curate_op *op, void *cfg, const kd_cfg_field *fl, const char *val)
+{
+    char *base = (char *)cfg + fl->offset;
+    if (fl->type == KD_CFG_T_STRING) { /* as given: no YAML parsing of an expression */
+        char *c = strdup(val);
+        if (!c)
+            return kd_err(KD_E_NOMEM, "out of memory");
+        free(*(char **)base);
+        *(char **)base = c;
+        return KD_OK;
+    }
+    if (fl->type == KD_CFG_T_STRLIST) {
+        kd_cfg_strlist *l = (kd_cfg_strlist *)base;
+        char **ni = realloc(l->items, (l->n + 1) * sizeof *ni);
+        char *c = strdup(val);
+        if (!ni || !c) {
+            free(c);
+            if (ni)
+                l->items = ni;
+            return kd_err(KD_E_NOMEM, "out of memory");
+        }
+        l->items = ni;
+        l->items[l->n++] = c;
+        return KD_OK;
+    }
+    size_t n = strlen(fl->key) + strlen(val) + 2;
+    char *a = malloc(n);
+    if (!a)
+        return kd_err(KD_E_NOMEM, "out of memory");
+    snprintf(a, n, "%s=%s", fl->key, val);
+    int st = kd_cfg_set(op->schema, cfg, a);
+    free(a);
+    return st;
+}
+
+static int sub_curate_op(int argc, char **argv)
+{
+    const kd_curate_op *op = kd_curate_op_find(argv[0]);
+    char cmd[64], flag[64];
+    snprintf(cmd, sizeof cmd, "data %s", op->name);
+    void *cfg = calloc(1, op->schema->size);
+    if (!cfg)
+        return kd_cli_fail(kd_err(KD_E_NOMEM, "out of memory"));
+    int rc = kd_cfg_defaults(op->schema, cfg), code = 0;
+    kd_curate_run *run = (kd_curate_run *)((char *)cfg + op->run_offset);
+    run->progress = 1;
+    const char *pos[2];
+    int npos = 0;
+    for (int i = 1; i < argc && rc == KD_OK && !code; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            curate_op_usage(stdout, op);
+            kd_cfg_release(op->schema, cfg);
+            free(cfg);
+            return 0;
+        }
+        if (strncmp(a, "--", 2) != 0 || !a[2]) {
+            if (npos == 2) {
+                code = kd_cli_usage_error(cmd, "unexpected argument '%s'", a);
+                break;
+            }
+            pos[npos++] = a;
+            continue;
+        }
+        if (!strcmp(a, "--fast")) {
+            run->store_flags |= KD_STORE_FAST;
+            continue;
+        }
+        if (!strcmp(a, "--no-progress")) {
+            run->progress = 0;
+            continue;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        int negate = 0;
+        const kd_cfg_field *fl = NULL;
+        for (int pass = 0; pass < 2 && !fl; pass++) {
+            const char *nm = name + (pass ? 3 : 0);
+            size_t nl = nlen - (pass ? 3 : 0);
+            if (pass && (nlen <= 3 || strncmp(name, "no-", 3) != 0))
+                break;
+            for (const kd_cfg_field *x = op->schema->fields; x->key; x++) {
+                flag_name_(flag, sizeof flag, x->key);
+                if (strlen(flag) == nl && !strncmp(flag, nm, nl) && (!pass || x->type == KD_CFG_T_BOOL)) {
+                    fl = x;
+                    negate = pass;
+                }
+            }
+        }
+        if (!fl) {
+            code = kd_cli_usage_error(cmd, "unknown option '%.*s'", (int)nlen + 2, a);
+            break;
+        }
+        const char *val;
+        if (fl->type == KD_CFG_T_BOOL && !eq)
+            val = negate ? "false" : "true";
+        else if (eq)
+            val = eq + 1;
+        else if (i + 1 < argc)
+            val = argv[++i];
+        else {
+            code = kd_cli_usage_error(cmd, "option '%s' wants a value", a);
+            break;
+        }
+        rc = set_flag_(op, cfg, fl, val);
+    }
+    if (rc == KD_OK && !code && npos != 2)
+        code = kd_cli_usage_error(cmd, "wants IN and OUT datasets");
+    kd_curate_report rep;
+    if (rc == KD_OK && !code)
+        rc = op->fn(pos[0], pos[1], cfg, &rep);
+    if (rc == KD_OK && !code) {
+        char line[512];
+        kd_info("%s", kd_curate_report_line(&rep, line, sizeof line));
+    }
+    kd_cfg_release(op->schema, cfg);
+    free(cfg);
+    if (code)
+        return code;
+    return rc == KD_OK ? 0 : kd_cli_fail(rc);
+}
+
+static void curate_usage(FILE *f)
+{
+    fprintf(f, "usage: distill data curate SCRIPT.yaml [--set KEY=VALUE]... [--print-config] [--fast]\n\n"
+               "Runs the script's steps in order. The YAML is\n"
+               "  {input: DIR, output: DIR, steps: [{dedupe: {...}}, {filter: {where: ...}}, ...]}\n"
+               "and each step's keys are the flags of 'distill data <step> --help'. Step N writes\n"
+               "OUTPUT/steps/NN-<step>/, the last step OUTPUT/final/. Each step prints a one-line\n"
+               "report; a rerun of a finished script does nothing. Examples: configs/curation/.\n\n"
+               "options:\n"
+               "      --set KEY=VALUE  override one key: output=DIR, steps.2.filter.where=...\n"
+               "      --print-config   print the effective script as YAML and exit\n"
+               "      --fast           no fsync per batch, one sync at the end of each step\n"
+               "      --no-progress    no progress bars\n"
+               "  -h, --help           this help\n");
+}
+
+static int sub_curate(int argc, char **argv)
+{
+    enum { O_FAST = 0x100, O_NOPROG };
+    static const struct option lo[] = {{"set", required_argument, NULL, KD_OPT_SET},
+                                       {"print-config", no_argument, NULL, KD_OPT_PRINT_CONFIG},
+                                       {"fast", no_argument, NULL, O_FAST},
+                                       {"no-progress", no_argument, NULL, O_NOPROG},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+    kd_cli_config cc = {0};
+    kd_curate_run run = {.progress = 1};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        if (opt == 'h') {
+            curate_usage(stdout);
+            free(cc.sets);
+            return 0;
+        } else if (opt == O_FAST) {
+            run.store_flags |= KD_STORE_FAST;
+        } else if (opt == O_NOPROG) {
+            run.progress = 0;
+        } else if (!kd_cli_config_opt(&cc, opt, optarg)) {
+            free(cc.sets);
+            return kd_cli_usage_error("data curate", "bad option");
+        }
+    }
+    if (argc - optind != 1) {
+        free(cc.sets);
+        return kd_cli_usage_error("data curate", "wants one SCRIPT.yaml");
+    }
+    cc.path = argv[optind];
+    kd_curate_script s = {0};
+    int printed = 0;
+    int rc = kd_cli_config_build(&cc, &kd_curate_script_schema, &s, &printed);
+    if (rc == KD_OK && !printed)
+        rc = kd_curate_script_run(&s, &run, NULL);
+    kd_cfg_release(&kd_curate_script_schema, &s);
+    free(cc.sets);
+    return rc == KD_OK ? 0 : kd_cli_fail(rc);
+}
+
+static int sub_bench_dedupe(int argc, char **argv)
+{
+    static const struct option lo[] = {{"docs", required_argument, NULL, 'n'},
+                                       {"threads", required_argument, NULL, 't'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+    uint64_t docs = 1000000, threads = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        if (opt == 'h') {
+            printf("usage: distill data bench-dedupe [--docs N] [--threads T]\n\n"
+                   "Generates N documents of 60 words (10%% planted near duplicates of an earlier\n"
+                   "document, one word changed) and dedupes them in memory with the default MinHash\n"
+                   "parameters (5-grams, 128 permutations, 16 bands x 8 rows); prints docs/s, the\n"
+                   "recall of the planted pairs and the false positives.\n\n"
+                   "options:\n"
+                   "      --docs N     documents (default 1M; K, M, G suffixes)\n"
+                   "      --threads T  signature threads (default: online CPUs)\n"
+                   "  -h, --help       this help\n");
+            return 0;
+        } else if (opt == 'n' || opt == 't') {
+            uint64_t v;
+            if (!parse_size(optarg, &v) || v == 0 || (opt == 't' && v > 64))
+                return kd_cli_usage_error("data bench-dedupe", "wants a positive count, got '%s'", optarg);
+            *(opt == 'n' ? &docs : &threads) = v;
+        } else {
+            return kd_cli_usage_error("data bench-dedupe", "bad option");
+        }
+    }
+    int rc = kd_dedupe_bench(docs, (int)threads, stdout);
+    return rc == KD_OK ? 0 : kd_cli_fail(rc);
+}
+
+/* ------------------------------------------------------------------------ */
 
 static int sub_show(int argc, char **argv) { return sub_show_head(argc, argv, 0); }
 static int sub_head(int argc, char **argv) { return sub_show_head(argc, argv, 1); }
@@ -511,7 +770,8 @@ int cmd_data(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } subs[] = {{"import", sub_import}, {"export", sub_export}, {"show", sub_show}, {"head", sub_head},
-                {"stats", sub_stats},   {"merge", sub_merge},   {"bench", sub_bench}};
+                {"stats", sub_stats},   {"merge", sub_merge},   {"bench", sub_bench},
+                {"curate", sub_curate}, {"bench-dedupe", sub_bench_dedupe}};
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -520,11 +780,13 @@ int cmd_data(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (kd_curate_op_find(argv[1]))
+        return sub_curate_op(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
         if (!strcmp(argv[1], subs[i].name)) {
             optind = 1; /* the subcommand parses from its own argv[0] */
             return subs[i].fn(argc - 1, argv + 1);
         }
-    return kd_cli_usage_error("data", "'%s' is not a data subcommand (import, export, show, head, stats, merge, bench)",
+    return kd_cli_usage_error("data", "'%s' is not a data subcommand (import, export, show, head, stats, merge, bench, filter, dedupe, decontaminate, split, sample, select, tokenize, curate, bench-dedupe)",
                               argv[1]);
 }

@@ -392,6 +392,7 @@ static const char *want_(const kd_cfg_field *f)
     case KD_CFG_T_ENUM: return "one of";
     case KD_CFG_T_STRLIST: return "a list of strings";
     case KD_CFG_T_SECTION: return "a mapping";
+    case KD_CFG_T_STEPS: return "a list of steps";
     case KD_CFG_T_END: break;
     }
     return "?";
@@ -468,6 +469,105 @@ static int set_strlist_(const src_ *s, kd_cfg_strlist *l, const yaml_node_t *n, 
 
 static int apply_mapping_(const src_ *s, const kd_cfg_field *fields, char *base, const yaml_node_t *n,
                           const char *path);
+static int defaults_(const kd_cfg_schema *schema, const kd_cfg_field *fields, char *base, const char *path);
+static void release_(const kd_cfg_field *fields, char *base);
+static void join_path_(char *buf, size_t cap, const char *path, const char *key, size_t len);
+
+static void steps_free_(const kd_cfg_field *f, kd_cfg_steps *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->items[i].cfg)
+            release_(f->kinds[l->items[i].kind].schema->fields, l->items[i].cfg);
+        free(l->items[i].cfg);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+/* "dedupe, filter, tokenize" */
+static void known_kinds_(const kd_cfg_field *f, char *buf, size_t cap)
+{
+    size_t o = 0;
+    buf[0] = 0;
+    for (const kd_cfg_step_kind *k = f->kinds; k->name && o < cap; k++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%s", k == f->kinds ? "" : ", ", k->name);
+}
+
+static int find_kind_(const kd_cfg_field *f, const char *name, size_t len)
+{
+    for (int i = 0; f->kinds[i].name; i++)
+        if (strlen(f->kinds[i].name) == len && !memcmp(f->kinds[i].name, name, len))
+            return i;
+    return -1;
+}
+
+/* STEPS: a sequence of single-key mappings {kind: mapping-or-null}. All or
+ * nothing, as for STRLIST: the old list is replaced when the new one is whole. */
+static int set_steps_(const src_ *s, const kd_cfg_field *f, kd_cfg_steps *l, const yaml_node_t *n,
+                      const char *path)
+{
+    char got[CFG_QUOTE_MAX + 16], item_path[CFG_PATH_MAX], known[CFG_MSG_MAX / 2];
+    yaml_document_t *doc = (yaml_document_t *)&s->doc;
+    kd_cfg_steps nl = {0, NULL};
+    if (n && n->type == YAML_SCALAR_NODE && is_null_(s, n)) {
+        steps_free_(f, l);
+        return KD_OK;
+    }
+    if (!n || n->type != YAML_SEQUENCE_NODE)
+        return fail_(s, n, path, "expected a list of steps (- name: {...}), got %s", describe_(s, n, got, sizeof got));
+    size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (count) {
+        nl.items = calloc(count, sizeof *nl.items);
+        if (!nl.items)
+            return kd_err(KD_E_NOMEM, "%s: %s: out of memory", s->where, path);
+    }
+    int st = KD_OK;
+    for (size_t i = 0; i < count && st == KD_OK; i++) {
+        const yaml_node_t *it = yaml_document_get_node(doc, n->data.sequence.items.start[i]);
+        snprintf(item_path, sizeof item_path, "%s[%zu]", path, i);
+        if (it->type != YAML_MAPPING_NODE || it->data.mapping.pairs.top - it->data.mapping.pairs.start != 1) {
+            known_kinds_(f, known, sizeof known);
+            st = fail_(s, it, item_path, "a step is a mapping with one key, the step's name (%s), got %s", known,
+                       describe_(s, it, got, sizeof got));
+            break;
+        }
+        const yaml_node_t *k = yaml_document_get_node(doc, it->data.mapping.pairs.start->key);
+        const yaml_node_t *v = yaml_document_get_node(doc, it->data.mapping.pairs.start->value);
+        if (k->type != YAML_SCALAR_NODE) {
+            st = fail_(s, k, item_path, "a step's name must be a scalar, got %s", describe_(s, k, got, sizeof got));
+            break;
+        }
+        int kind = find_kind_(f, scalar_(k), k->data.scalar.length);
+        if (kind < 0) {
+            known_kinds_(f, known, sizeof known);
+            st = fail_(s, k, item_path, "unknown step '%.*s' (known steps: %s)",
+                       (int)(k->data.scalar.length > 64 ? 64 : k->data.scalar.length), scalar_(k), known);
+            break;
+        }
+        const kd_cfg_schema *sub = f->kinds[kind].schema;
+        assert(sub->size > 0);
+        nl.items[i].kind = kind;
+        nl.items[i].cfg = calloc(1, sub->size);
+        nl.n = i + 1;
+        if (!nl.items[i].cfg) {
+            st = kd_err(KD_E_NOMEM, "%s: %s: out of memory", s->where, item_path);
+            break;
+        }
+        char sub_path[CFG_PATH_MAX];
+        join_path_(sub_path, sizeof sub_path, item_path, f->kinds[kind].name, strlen(f->kinds[kind].name));
+        st = defaults_(sub, sub->fields, nl.items[i].cfg, sub_path);
+        if (st == KD_OK && !(v->type == YAML_SCALAR_NODE && is_null_(s, v)))
+            st = apply_mapping_(s, sub->fields, nl.items[i].cfg, v, sub_path);
+    }
+    if (st != KD_OK) {
+        steps_free_(f, &nl);
+        return st;
+    }
+    steps_free_(f, l);
+    *l = nl;
+    return KD_OK;
+}
 
 /* Apply node `n` (NULL: null) to field `f` of the struct at `base`. */
 static int apply_field_(const src_ *s, const kd_cfg_field *f, char *base, const yaml_node_t *n,
@@ -477,6 +577,8 @@ static int apply_field_(const src_ *s, const kd_cfg_field *f, char *base, const 
     void *ptr = base + f->offset;
     if (f->type == KD_CFG_T_SECTION)
         return apply_mapping_(s, f->children, ptr, n, path);
+    if (f->type == KD_CFG_T_STEPS)
+        return set_steps_(s, f, ptr, n, path);
     if (f->type == KD_CFG_T_STRLIST)
         return set_strlist_(s, ptr, n, path);
     if (f->type == KD_CFG_T_STRING && is_null_(s, n)) {
@@ -657,6 +759,7 @@ static int defaults_(const kd_cfg_schema *schema, const kd_cfg_field *fields, ch
             *(char **)ptr = NULL;
             break;
         case KD_CFG_T_STRLIST: strlist_free_(ptr); break;
+        case KD_CFG_T_STEPS: steps_free_(f, ptr); break;
         default: break;
         }
     }
@@ -718,12 +821,35 @@ int kd_cfg_set(const kd_cfg_schema *schema, void *cfg, const char *assignment)
             return unknown_key_(&s, NULL, fields, parent, path);
         if (!dot)
             break;
+        if (f->type == KD_CFG_T_STEPS) {
+            /* steps.<index>.<kind>.key... */
+            const kd_cfg_steps *l = (const kd_cfg_steps *)(base + f->offset);
+            const char *is = dot + 1, *idot = memchr(is, '.', (size_t)(eq - is));
+            char *iend;
+            unsigned long long idx = strtoull(is, &iend, 10);
+            if (!idot || iend != idot || iend == is || idx >= l->n)
+                return fail_(&s, NULL, full, "'%s' has %zu steps; address one as %s.<index>.<step>.<key>", path, l->n,
+                             path);
+            const kd_cfg_step_kind *k = &f->kinds[l->items[idx].kind];
+            const char *ks = idot + 1, *kdot = memchr(ks, '.', (size_t)(eq - ks));
+            if (!kdot || (size_t)(kdot - ks) != strlen(k->name) || memcmp(ks, k->name, strlen(k->name)))
+                return fail_(&s, NULL, full, "step %llu of '%s' is '%s'; write %s.%llu.%s.<key>", idx, path, k->name,
+                             path, idx, k->name);
+            snprintf(parent, sizeof parent, "%s[%llu].%s", path, idx, k->name);
+            snprintf(path, sizeof path, "%s", parent);
+            base = l->items[idx].cfg;
+            fields = k->schema->fields;
+            seg = kdot + 1;
+            continue;
+        }
         if (f->type != KD_CFG_T_SECTION)
             return fail_(&s, NULL, full, "'%s' is not a section", path);
         base += f->offset;
         fields = f->children;
         seg = dot + 1;
     }
+    if (f->type == KD_CFG_T_STEPS)
+        return fail_(&s, NULL, path, "is a list of steps; set one step's key as %s.<index>.<step>.<key>", path);
     if (f->type == KD_CFG_T_SECTION) {
         char known[CFG_MSG_MAX / 2];
         known_keys_(f->children, known, sizeof known);
@@ -880,6 +1006,27 @@ static int print_fields_(FILE *out, const kd_cfg_field *fields, const char *base
                 KD_TRY(print_fields_(out, f->children, ptr, indent + 2, with_docs, child));
             }
             continue;
+        case KD_CFG_T_STEPS: {
+            const kd_cfg_steps *l = ptr;
+            if (!l->n) {
+                fputs(" []\n", out);
+                continue;
+            }
+            fputc('\n', out);
+            for (size_t i = 0; i < l->n; i++) {
+                const kd_cfg_step_kind *k = &f->kinds[l->items[i].kind];
+                char item[CFG_PATH_MAX];
+                snprintf(item, sizeof item, "%s[%zu].%s", child, i, k->name);
+                fprintf(out, "%*s- %s:", indent + 2, "", k->name);
+                if (!k->schema->fields->key) {
+                    fputs(" {}\n", out);
+                } else {
+                    fputc('\n', out);
+                    KD_TRY(print_fields_(out, k->schema->fields, l->items[i].cfg, indent + 6, with_docs, item));
+                }
+            }
+            continue;
+        }
         case KD_CFG_T_INT: fprintf(out, " %lld", (long long)*(const int64_t *)ptr); break;
         case KD_CFG_T_FLOAT:
             fmt_double_(num, sizeof num, *(const double *)ptr);
@@ -939,6 +1086,8 @@ static void release_(const kd_cfg_field *fields, char *base)
             *(char **)ptr = NULL;
         } else if (f->type == KD_CFG_T_STRLIST) {
             strlist_free_(ptr);
+        } else if (f->type == KD_CFG_T_STEPS) {
+            steps_free_(f, ptr);
         }
     }
 }

@@ -36,6 +36,14 @@
  *   SECTION a mapping with its own field table; stored inline at `offset`.
  *           A section left empty (null: every key under it commented out)
  *           changes nothing.
+ *   STEPS   a sequence of single-key mappings, `- name: {key: value, ...}`
+ *           (a tagged union): `name` is one of the field's kinds and picks
+ *           the sub-schema; each item is its own struct of that schema's
+ *           size, defaults first. Stored as kd_cfg_steps; a new list replaces
+ *           the old one whole. Errors name the item: "steps[2].filter.where".
+ *           --set reaches into an item by index and kind:
+ *           "steps.2.filter.where=..." (the kind must match the item's).
+ *           The default is the empty list.
  * A key given twice in one mapping is an error. `~` is allowed for STRING only.
  * Quoted numbers and booleans are accepted ("7" for an INT). YAML aliases,
  * non-standard tags and multi-document files are refused (KD_E_CONFIG).
@@ -60,13 +68,35 @@ typedef enum {
     KD_CFG_T_STRING,  /* char * (owned by the struct; kd_cfg_release frees it) */
     KD_CFG_T_ENUM,    /* int: index into the '|'-separated choices */
     KD_CFG_T_STRLIST, /* kd_cfg_strlist */
-    KD_CFG_T_SECTION  /* nested struct */
+    KD_CFG_T_SECTION, /* nested struct */
+    KD_CFG_T_STEPS    /* kd_cfg_steps: a list of tagged sub-configurations */
 } kd_cfg_type;
 
 typedef struct kd_cfg_strlist {
     char **items; /* owned */
     size_t n;
 } kd_cfg_strlist;
+
+struct kd_cfg_schema;
+
+/* STEPS: the kinds a step may be. Items of the list are single-key mappings
+ * `{name: {...}}`; `name` picks the schema, whose struct is allocated for the
+ * item (schema->size bytes) and filled with its defaults, then the mapping. */
+typedef struct kd_cfg_step_kind {
+    const char *name;                   /* the key, e.g. "filter" */
+    const struct kd_cfg_schema *schema; /* its fields; schema->size must be set */
+} kd_cfg_step_kind;
+
+/* One step: kinds[kind] of the field's table, and its config struct (owned). */
+typedef struct kd_cfg_step {
+    int kind;
+    void *cfg;
+} kd_cfg_step;
+
+typedef struct kd_cfg_steps {
+    size_t n;
+    kd_cfg_step *items; /* owned; kd_cfg_release frees every item's struct */
+} kd_cfg_steps;
 
 typedef struct kd_cfg_field {
     const char *key;
@@ -77,6 +107,7 @@ typedef struct kd_cfg_field {
     const char *choices;                 /* ENUM: "a|b|c" */
     const struct kd_cfg_field *children; /* SECTION: its fields, offsets relative to the section */
     const char *doc;                     /* one line, printed as a comment by --print-config */
+    const kd_cfg_step_kind *kinds;       /* STEPS: the kinds, terminated by {NULL, NULL} */
 } kd_cfg_field;
 
 typedef struct kd_cfg_schema {
@@ -85,14 +116,15 @@ typedef struct kd_cfg_schema {
     size_t size;                /* sizeof the config struct (for callers that allocate it) */
 } kd_cfg_schema;
 
-#define KD_CFG_INT(S, m, def, lo, hi, doc) {#m, KD_CFG_T_INT, offsetof(S, m), def, lo, hi, NULL, NULL, doc}
-#define KD_CFG_FLOAT(S, m, def, lo, hi, doc) {#m, KD_CFG_T_FLOAT, offsetof(S, m), def, lo, hi, NULL, NULL, doc}
-#define KD_CFG_BOOL(S, m, def, doc) {#m, KD_CFG_T_BOOL, offsetof(S, m), def, 0, 0, NULL, NULL, doc}
-#define KD_CFG_STRING(S, m, def, doc) {#m, KD_CFG_T_STRING, offsetof(S, m), def, 0, 0, NULL, NULL, doc}
-#define KD_CFG_ENUM(S, m, def, choices, doc) {#m, KD_CFG_T_ENUM, offsetof(S, m), def, 0, 0, choices, NULL, doc}
-#define KD_CFG_STRLIST(S, m, doc) {#m, KD_CFG_T_STRLIST, offsetof(S, m), NULL, 0, 0, NULL, NULL, doc}
-#define KD_CFG_SECTION(S, m, fields, doc) {#m, KD_CFG_T_SECTION, offsetof(S, m), NULL, 0, 0, NULL, fields, doc}
-#define KD_CFG_END {NULL, KD_CFG_T_END, 0, NULL, 0, 0, NULL, NULL, NULL}
+#define KD_CFG_INT(S, m, def, lo, hi, doc) {#m, KD_CFG_T_INT, offsetof(S, m), def, lo, hi, NULL, NULL, doc, NULL}
+#define KD_CFG_FLOAT(S, m, def, lo, hi, doc) {#m, KD_CFG_T_FLOAT, offsetof(S, m), def, lo, hi, NULL, NULL, doc, NULL}
+#define KD_CFG_BOOL(S, m, def, doc) {#m, KD_CFG_T_BOOL, offsetof(S, m), def, 0, 0, NULL, NULL, doc, NULL}
+#define KD_CFG_STRING(S, m, def, doc) {#m, KD_CFG_T_STRING, offsetof(S, m), def, 0, 0, NULL, NULL, doc, NULL}
+#define KD_CFG_ENUM(S, m, def, choices, doc) {#m, KD_CFG_T_ENUM, offsetof(S, m), def, 0, 0, choices, NULL, doc, NULL}
+#define KD_CFG_STRLIST(S, m, doc) {#m, KD_CFG_T_STRLIST, offsetof(S, m), NULL, 0, 0, NULL, NULL, doc, NULL}
+#define KD_CFG_SECTION(S, m, fields, doc) {#m, KD_CFG_T_SECTION, offsetof(S, m), NULL, 0, 0, NULL, fields, doc, NULL}
+#define KD_CFG_STEPS(S, m, kinds, doc) {#m, KD_CFG_T_STEPS, offsetof(S, m), NULL, 0, 0, NULL, NULL, doc, kinds}
+#define KD_CFG_END {NULL, KD_CFG_T_END, 0, NULL, 0, 0, NULL, NULL, NULL, NULL}
 
 /* Fill `cfg` (a zeroed struct of the schema's type) with every default.
  * Errors: KD_E_CONFIG if a default in the schema itself does not parse. */

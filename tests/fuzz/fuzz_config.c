@@ -46,6 +46,7 @@ typedef struct {
     int mode;
     kd_cfg_strlist files;
     opt_cfg opt;
+    kd_cfg_steps pipeline;
 } fz_cfg;
 
 static const kd_cfg_field inner_fields[] = {
@@ -66,6 +67,10 @@ static const kd_cfg_field opt_fields[] = {
     KD_CFG_END,
 };
 
+static const kd_cfg_schema inner_schema = {"inner", inner_fields, sizeof(inner_cfg)};
+static const kd_cfg_schema opt_schema = {"opt", opt_fields, sizeof(opt_cfg)};
+static const kd_cfg_step_kind step_kinds[] = {{"inner", &inner_schema}, {"opt", &opt_schema}, {NULL, NULL}};
+
 static const kd_cfg_field top_fields[] = {
     KD_CFG_INT(fz_cfg, steps, "100", 1, 1e9, "optimizer steps"),
     KD_CFG_INT(fz_cfg, big, "0", -1e19, 1e19, "any int64"),
@@ -76,6 +81,7 @@ static const kd_cfg_field top_fields[] = {
     KD_CFG_ENUM(fz_cfg, mode, "greedy", "greedy|sample|beam", "decoding"),
     KD_CFG_STRLIST(fz_cfg, files, "input files"),
     KD_CFG_SECTION(fz_cfg, opt, opt_fields, "the optimizer"),
+    KD_CFG_STEPS(fz_cfg, pipeline, step_kinds, "a list of steps"),
     KD_CFG_END,
 };
 

@@ -695,6 +695,120 @@ TEST(print_empty_section)
     free(buf);
 }
 
+/* ---- STEPS: a list of tagged sub-configurations ------------------------ */
+
+typedef struct {
+    char *where;
+    int64_t n;
+} step_a_cfg;
+typedef struct {
+    int fast;
+    kd_cfg_strlist files;
+} step_b_cfg;
+typedef struct {
+    char *name;
+    kd_cfg_steps steps;
+} steps_cfg;
+static const kd_cfg_field step_a_fields[] = {KD_CFG_STRING(step_a_cfg, where, "all", "a predicate"),
+                                             KD_CFG_INT(step_a_cfg, n, "3", 0, 10, "a count"), KD_CFG_END};
+static const kd_cfg_field step_b_fields[] = {KD_CFG_BOOL(step_b_cfg, fast, "false", "go fast"),
+                                             KD_CFG_STRLIST(step_b_cfg, files, "some files"), KD_CFG_END};
+static const kd_cfg_schema step_a_schema = {"a", step_a_fields, sizeof(step_a_cfg)};
+static const kd_cfg_schema step_b_schema = {"b", step_b_fields, sizeof(step_b_cfg)};
+static const kd_cfg_step_kind step_kinds[] = {{"alpha", &step_a_schema}, {"beta", &step_b_schema}, {NULL, NULL}};
+static const kd_cfg_field steps_fields[] = {KD_CFG_STRING(steps_cfg, name, "x", "a name"),
+                                            KD_CFG_STEPS(steps_cfg, steps, step_kinds, "the steps"), KD_CFG_END};
+static const kd_cfg_schema steps_schema = {"steps", steps_fields, sizeof(steps_cfg)};
+
+TEST(steps_load)
+{
+    steps_cfg c;
+    memset(&c, 0, sizeof c);
+    CHECK_OK(kd_cfg_defaults(&steps_schema, &c));
+    CHECK_EQ_INT(c.steps.n, 0);
+    const char *y = "name: n\nsteps:\n  - alpha: {n: 7}\n  - beta:\n      fast: true\n      files: [f1, f2]\n"
+                    "  - alpha:\n  - alpha: {where: \"x == 1\"}\n";
+    CHECK_OK(kd_cfg_load_string(&steps_schema, &c, y, strlen(y), "s.yaml"));
+    CHECK_EQ_INT(c.steps.n, 4);
+    CHECK_EQ_INT(c.steps.items[0].kind, 0);
+    CHECK_EQ_INT(((step_a_cfg *)c.steps.items[0].cfg)->n, 7);
+    CHECK_STR(((step_a_cfg *)c.steps.items[0].cfg)->where, "all"); /* defaults first */
+    CHECK_EQ_INT(c.steps.items[1].kind, 1);
+    CHECK_EQ_INT(((step_b_cfg *)c.steps.items[1].cfg)->fast, 1);
+    CHECK_EQ_INT(((step_b_cfg *)c.steps.items[1].cfg)->files.n, 2);
+    CHECK_EQ_INT(((step_a_cfg *)c.steps.items[2].cfg)->n, 3); /* null body: all defaults */
+    CHECK_STR(((step_a_cfg *)c.steps.items[3].cfg)->where, "x == 1");
+    /* --set into an item, by index and kind */
+    CHECK_OK(kd_cfg_set(&steps_schema, &c, "steps.0.alpha.n=9"));
+    CHECK_EQ_INT(((step_a_cfg *)c.steps.items[0].cfg)->n, 9);
+    CHECK_ERR(kd_cfg_set(&steps_schema, &c, "steps.1.alpha.n=9"), KD_E_CONFIG, "step 1 of 'steps' is 'beta'");
+    CHECK_ERR(kd_cfg_set(&steps_schema, &c, "steps.4.alpha.n=9"), KD_E_CONFIG, "has 4 steps");
+    CHECK_ERR(kd_cfg_set(&steps_schema, &c, "steps=[]"), KD_E_CONFIG, "is a list of steps");
+    CHECK_ERR(kd_cfg_set(&steps_schema, &c, "steps.0.alpha.n=11"), KD_E_CONFIG, "steps[0].alpha.n");
+    /* print round-trips */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    CHECK_OK(kd_cfg_print(&steps_schema, &c, f, 1));
+    fclose(f);
+    CHECK_HAS(buf, "steps:\n  - alpha:\n      # a predicate\n      where: \"all\"\n");
+    steps_cfg d;
+    memset(&d, 0, sizeof d);
+    CHECK_OK(kd_cfg_defaults(&steps_schema, &d));
+    CHECK_OK(kd_cfg_load_string(&steps_schema, &d, buf, len, "printed"));
+    CHECK_EQ_INT(d.steps.n, 4);
+    CHECK_EQ_INT(((step_a_cfg *)d.steps.items[0].cfg)->n, 9);
+    CHECK_STR(((step_b_cfg *)d.steps.items[1].cfg)->files.items[1], "f2");
+    CHECK_STR(((step_a_cfg *)d.steps.items[3].cfg)->where, "x == 1");
+    char *buf2 = NULL;
+    size_t len2 = 0;
+    f = open_memstream(&buf2, &len2);
+    CHECK_OK(kd_cfg_print(&steps_schema, &d, f, 1));
+    fclose(f);
+    CHECK_STR(buf, buf2);
+    free(buf);
+    free(buf2);
+    /* a new list replaces the old one whole; the empty list prints as [] */
+    CHECK_OK(kd_cfg_load_string(&steps_schema, &d, "steps: []\n", 10, "e"));
+    CHECK_EQ_INT(d.steps.n, 0);
+    buf = NULL;
+    f = open_memstream(&buf, &len);
+    CHECK_OK(kd_cfg_print(&steps_schema, &d, f, 0));
+    fclose(f);
+    CHECK_HAS(buf, "steps: []\n");
+    free(buf);
+    kd_cfg_release(&steps_schema, &d);
+    kd_cfg_release(&steps_schema, &c);
+    CHECK_EQ_INT(c.steps.n, 0);
+}
+
+TEST(steps_errors)
+{
+    steps_cfg c;
+    memset(&c, 0, sizeof c);
+    CHECK_OK(kd_cfg_defaults(&steps_schema, &c));
+    const char *y1 = "steps:\n  - alpha: {}\n  - gamma: {}\n";
+    CHECK_ERR(kd_cfg_load_string(&steps_schema, &c, y1, strlen(y1), "s.yaml"), KD_E_CONFIG,
+              "s.yaml:3:5: steps[1]: unknown step 'gamma' (known steps: alpha, beta)");
+    const char *y2 = "steps:\n  - alpha: {}\n  - beta: {}\n  - alpha: {nn: 1}\n";
+    CHECK_ERR(kd_cfg_load_string(&steps_schema, &c, y2, strlen(y2), "s.yaml"), KD_E_CONFIG,
+              "s.yaml:4:13: steps[2].alpha.nn: unknown key");
+    const char *y3 = "steps:\n  - alpha: {n: 99}\n";
+    CHECK_ERR(kd_cfg_load_string(&steps_schema, &c, y3, strlen(y3), "s.yaml"), KD_E_CONFIG, "steps[0].alpha.n");
+    const char *y4 = "steps:\n  - alpha: {}\n    beta: {}\n";
+    CHECK_ERR(kd_cfg_load_string(&steps_schema, &c, y4, strlen(y4), "s.yaml"), KD_E_CONFIG,
+              "steps[0]: a step is a mapping with one key");
+    const char *y5 = "steps: alpha\n";
+    CHECK_ERR(kd_cfg_load_string(&steps_schema, &c, y5, strlen(y5), "s.yaml"), KD_E_CONFIG, "expected a list of steps");
+    const char *y6 = "steps:\n  - alpha: [1]\n";
+    CHECK_ERR(kd_cfg_load_string(&steps_schema, &c, y6, strlen(y6), "s.yaml"), KD_E_CONFIG, "steps[0].alpha");
+    const char *y7 = "steps:\n  - 3\n";
+    CHECK_ERR(kd_cfg_load_string(&steps_schema, &c, y7, strlen(y7), "s.yaml"), KD_E_CONFIG, "steps[0]");
+    /* the failed loads left the (empty) list as it was */
+    CHECK_EQ_INT(c.steps.n, 0);
+    kd_cfg_release(&steps_schema, &c);
+}
+
 int main(void)
 {
     RUN(defaults);
@@ -712,5 +826,7 @@ int main(void)
     RUN(build);
     RUN(print_roundtrip);
     RUN(print_empty_section);
+    RUN(steps_load);
+    RUN(steps_errors);
     return test_summary();
 }
