@@ -34,6 +34,7 @@ static void usage(FILE *f)
                "  decontaminate IN OUT --benchmarks F.jsonl  drop benchmark n-gram overlaps\n"
                "  split|sample|select IN OUT deterministic split, sample, best k per prompt\n"
                "  tokenize IN OUT            chat template + tokenizer into examples (resumable)\n"
+               "  mix [IN] OUT --sources DIR:W --total N  weighted mixture of datasets\n"
                "  curate SCRIPT.yaml         run a list of these steps (configs/curation/)\n"
                "  bench-dedupe [--docs N]    MinHash dedupe benchmark\n\n"
                "'distill data <subcommand> --help' documents each one's options.\n");
@@ -526,7 +527,12 @@ static void flag_name_(char *buf, size_t cap, const char *key)
 static void curate_op_usage(FILE *f, const kd_curate_op *op)
 {
     char flag[64], left[96];
-    fprintf(f, "usage: distill data %s IN OUT [options]\n\n%s.\n", op->name, op->summary);
+    int mix = !strcmp(op->name, "mix"); /* the one op that may take no IN: its sources are flags */
+    fprintf(f, "usage: distill data %s %s [options]\n\n%s.\n", op->name, mix ? "[IN] OUT --sources DIR:WEIGHT..." : "IN OUT",
+            op->summary);
+    if (mix)
+        fprintf(f, "Draws --total units; a source's share is proportional to its weight. IN, when\n"
+                   "given, is one more source, with --input-weight.\n");
     fprintf(f, "Writes OUT.partial and renames it to OUT when done; a rerun with the same input\n"
                "and options is a no-op (\"already done\"); see docs/datasets.md, Curation.\n\noptions:\n");
     for (const kd_cfg_field *fl = op->schema->fields; fl->key; fl++) {
@@ -652,6 +658,11 @@ static int sub_curate_op(int argc, char **argv)
             break;
         }
         rc = set_flag_(op, cfg, fl, val);
+    }
+    if (rc == KD_OK && !code && npos == 1 && !strcmp(op->name, "mix")) { /* mix OUT: sources only */
+        pos[1] = pos[0];
+        pos[0] = NULL;
+        npos = 2;
     }
     if (rc == KD_OK && !code && npos != 2)
         code = kd_cli_usage_error(cmd, "wants IN and OUT datasets");
@@ -787,6 +798,6 @@ int cmd_data(int argc, char **argv)
             optind = 1; /* the subcommand parses from its own argv[0] */
             return subs[i].fn(argc - 1, argv + 1);
         }
-    return kd_cli_usage_error("data", "'%s' is not a data subcommand (import, export, show, head, stats, merge, bench, filter, dedupe, decontaminate, split, sample, select, tokenize, curate, bench-dedupe)",
+    return kd_cli_usage_error("data", "'%s' is not a data subcommand (import, export, show, head, stats, merge, bench, filter, dedupe, decontaminate, split, sample, select, tokenize, mix, curate, bench-dedupe)",
                               argv[1]);
 }

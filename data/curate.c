@@ -1,7 +1,7 @@
 /* curate.c - the curation machinery (unit iterator, output job, reports),
  * the filter language, and the ops filter, split, sample and select; the op
  * table and the script runner. dedupe.c holds dedupe and decontaminate,
- * tokenize_ds.c holds tokenize. */
+ * tokenize_ds.c holds tokenize, mix.c holds mix. */
 #include "curate_impl.h"
 
 #include <assert.h>
@@ -37,11 +37,14 @@ static char *fmt_thousands_(char *buf, size_t cap, uint64_t v)
 char *kd_curate_report_line(const kd_curate_report *r, char *buf, size_t cap)
 {
     char a[32], b[32], c[32];
-    size_t o = (size_t)snprintf(buf, cap, "%s: %skept %s, dropped %s", r->op, r->already_done ? "already done: " : "",
-                                fmt_thousands_(a, sizeof a, r->kept), fmt_thousands_(b, sizeof b, r->dropped));
+    int mix = !strcmp(r->op, "mix"); /* its "reasons" are the units drawn per source: no dropped count */
+    size_t o = (size_t)snprintf(buf, cap, "%s: %skept %s", r->op, r->already_done ? "already done: " : "",
+                                fmt_thousands_(a, sizeof a, r->kept));
+    if (!mix && o < cap)
+        o += (size_t)snprintf(buf + o, cap - o, ", dropped %s", fmt_thousands_(b, sizeof b, r->dropped));
     int first = 1;
     for (int i = 0; i < r->nreasons && o < cap; i++) {
-        if (!r->reasons[i].n)
+        if (!r->reasons[i].n && !mix)
             continue;
         o += (size_t)snprintf(buf + o, cap - o, "%s%s %s", first ? " (" : ", ", r->reasons[i].name,
                               fmt_thousands_(c, sizeof c, r->reasons[i].n));
@@ -1388,6 +1391,16 @@ static const kd_cfg_field tokenize_fields_[] = {
     KD_CFG_END};
 const kd_cfg_schema kd_tokenize_schema = {"tokenize", tokenize_fields_, sizeof(kd_tokenize_opts)};
 
+static const kd_cfg_field mix_fields_[] = {
+    KD_CFG_STRLIST(kd_mix_opts, sources, "a source dataset and its weight, DIR:WEIGHT"),
+    KD_CFG_FLOAT(kd_mix_opts, input_weight, "1", 0, 1e300,
+                 "weight of the input (IN, or a script step's input); 0 leaves it out"),
+    KD_CFG_INT(kd_mix_opts, total, "0", 0, 9.2e18, "units to draw (required)"),
+    KD_CFG_BOOL(kd_mix_opts, replacement, "false", "draw with replacement: units may repeat"),
+    KD_CFG_INT(kd_mix_opts, seed, "0", 0, 9.2e18, "seeds the draws"),
+    KD_CFG_END};
+const kd_cfg_schema kd_mix_schema = {"mix", mix_fields_, sizeof(kd_mix_opts)};
+
 #define OP_(name, T, fn, summary)                                                                          \
     {name, &kd_##T##_schema, offsetof(kd_##T##_opts, run),                                                 \
      (int (*)(const char *, const char *, const void *, kd_curate_report *))fn, summary}
@@ -1399,12 +1412,13 @@ const kd_curate_op kd_curate_ops[] = {
     OP_("sample", sample, kd_curate_sample, "keep a deterministic random sample"),
     OP_("select", select, kd_curate_select, "keep the best k units per prompt"),
     OP_("tokenize", tokenize, kd_curate_tokenize, "render a chat template into examples with loss masks"),
+    OP_("mix", mix, kd_curate_mix, "draw a weighted mixture of datasets, with or without replacement"),
     {NULL, NULL, 0, NULL, NULL}};
 
 const kd_cfg_step_kind kd_curate_step_kinds[] = {
     {"filter", &kd_filter_schema},     {"dedupe", &kd_dedupe_schema}, {"decontaminate", &kd_decontam_schema},
     {"split", &kd_split_schema},       {"sample", &kd_sample_schema}, {"select", &kd_select_schema},
-    {"tokenize", &kd_tokenize_schema}, {NULL, NULL}};
+    {"tokenize", &kd_tokenize_schema}, {"mix", &kd_mix_schema},    {NULL, NULL}};
 
 const kd_curate_op *kd_curate_op_find(const char *name)
 {
@@ -1421,7 +1435,7 @@ static const kd_cfg_field script_fields_[] = {
     KD_CFG_STRING(kd_curate_script, output, NULL,
                   "folder: steps/NN-op/ holds each step's output, final/ the last step's"),
     KD_CFG_STEPS(kd_curate_script, steps, kd_curate_step_kinds,
-                 "the steps, in order: filter, dedupe, decontaminate, split, sample, select, tokenize"),
+                 "the steps, in order: filter, dedupe, decontaminate, split, sample, select, tokenize, mix"),
     KD_CFG_END};
 const kd_cfg_schema kd_curate_script_schema = {"curate", script_fields_, sizeof(kd_curate_script)};
 

@@ -7,6 +7,7 @@
  *     sample          keep a deterministic random sample of n units
  *     select          keep the best k units of each prompt (shortest correct, ...)
  *     tokenize        render each unit with a chat template into `examples`
+ *     mix             draw a weighted mixture of several datasets (see kd_curate_mix)
  *     curate          run a list of these from YAML (kd_curate_script)
  *
  * THE UNIT. When the input has generations, an op works on generations, each
@@ -46,9 +47,10 @@
 extern "C" {
 #endif
 
-#define KD_CURATE_MAX_REASONS 8
+#define KD_CURATE_MAX_REASONS 16 /* also the most sources of a mix */
 
-/* What an op did. `reasons` counts the dropped units per reason. */
+/* What an op did. `reasons` counts the dropped units per reason (mix: the
+ * units drawn from each source, named by the folder's last component). */
 typedef struct kd_curate_report {
     char op[24];
     char unit[16]; /* "generations" or "prompts" */
@@ -62,7 +64,8 @@ typedef struct kd_curate_report {
     uint64_t examples; /* tokenize: examples written (kept units) */
 } kd_curate_report;
 
-/* "dedupe: kept 9,512, dropped 488 (exact 301, near 187)" into buf; returns buf. */
+/* "dedupe: kept 9,512, dropped 488 (exact 301, near 187)" into buf; returns buf.
+ * mix has no dropped count: "mix: kept 10,000 (a 7,000, b 3,000)". */
 char *kd_curate_report_line(const kd_curate_report *r, char *buf, size_t cap);
 
 /* Fields every op's options end with; not part of the YAML schema nor of the
@@ -134,9 +137,18 @@ typedef struct kd_tokenize_opts {
     kd_curate_run run;
 } kd_tokenize_opts;
 
+typedef struct kd_mix_opts {
+    kd_cfg_strlist sources; /* "DIR:WEIGHT" each (split at the last ':'); DIR a dataset */
+    double input_weight;    /* the weight of the op's input (IN, a script step's input); 0: leave it out */
+    int64_t total;          /* units to draw (>= 1) */
+    int replacement;        /* draw with replacement: a unit may be drawn more than once */
+    int64_t seed;
+    kd_curate_run run;
+} kd_mix_opts;
+
 /* The schemas (YAML keys mirror the CLI flags). */
 extern const kd_cfg_schema kd_filter_schema, kd_dedupe_schema, kd_decontam_schema, kd_split_schema,
-    kd_sample_schema, kd_select_schema, kd_tokenize_schema;
+    kd_sample_schema, kd_select_schema, kd_tokenize_schema, kd_mix_schema;
 
 /* Each op: read `in_dir`, write `out_dir` (see OUTPUT PROTOCOL), fill *rep. */
 int kd_curate_filter(const char *in_dir, const char *out_dir, const kd_filter_opts *o, kd_curate_report *rep);
@@ -147,6 +159,41 @@ int kd_curate_split(const char *in_dir, const char *out_dir, const kd_split_opts
 int kd_curate_sample(const char *in_dir, const char *out_dir, const kd_sample_opts *o, kd_curate_report *rep);
 int kd_curate_select(const char *in_dir, const char *out_dir, const kd_select_opts *o, kd_curate_report *rep);
 int kd_curate_tokenize(const char *in_dir, const char *out_dir, const kd_tokenize_opts *o, kd_curate_report *rep);
+
+/* mix: draw o->total units from the sources: `in_dir` with o->input_weight
+ * (when in_dir is neither NULL nor "" and the weight is > 0), then each of
+ * o->sources in order. All sources must have the same unit (generations or
+ * prompts); a source with no units draws nothing.
+ *
+ * COUNTS. Source i gets total * w_i / sum(w), rounded by largest remainder
+ * (ties to the earlier source), so the counts are exact and sum to total.
+ * Without replacement a source gives at most its size: a source whose share
+ * reaches its size gives all its units and the rest is shared again among
+ * the others by weight, until no share exceeds its source; when the sources
+ * hold fewer than total units, all are kept (a warning says so). With
+ * replacement every source with units gets its full share.
+ *
+ * DRAWS (deterministic given seed and the source list). Without replacement:
+ * a source's units with the smallest seeded hashes of (source index, key).
+ * With replacement: draw k picks the unit floor(u_k * size) for a seeded
+ * uniform u_k, so a unit may come out several times.
+ *
+ * OUTPUT. Prompt ids are renumbered 0, 1, ... in the order source, then key
+ * (so ids of different sources never collide); in generation mode each output
+ * prompt's samples are renumbered 0, 1, ... (a repeat is one more sample of
+ * the same prompt); in prompt mode each copy of a prompt is a new prompt.
+ * Every record keeps its lineage (the sources' lineage tables are merged) and
+ * gets extra "mix_origin": {"source": DIR, "prompt_id", "sample" (not for
+ * prompts), "copy": 0, 1, ... (the repeat)}. Each source also gets a lineage
+ * entry {"kind": "curate", "op": "mix", "source": DIR, "weight", "drawn"}.
+ * The output's "input" (for the options hash and history) is in_dir, else
+ * the first source.
+ *
+ * Errors: KD_E_CONFIG (a source not DIR:WEIGHT, a negative or non-numeric
+ * weight, weights summing to 0, total < 1, a source listed twice or equal to
+ * the output, sources of different units, more than KD_CURATE_MAX_REASONS
+ * sources), KD_E_NOTFOUND (a source that is not a dataset), the store's. */
+int kd_curate_mix(const char *in_dir, const char *out_dir, const kd_mix_opts *o, kd_curate_report *rep);
 
 /* ---- the op table (the CLI and the script runner use it) ----------------- */
 

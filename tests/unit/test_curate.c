@@ -561,6 +561,261 @@ TEST(example_scripts_load)
     }
 }
 
+/* ---- mix ------------------------------------------------------------------ */
+
+/* The generations' extra "mix_origin" in key order: "src pid:sample#copy ..."
+ * with src the source folder's last character. */
+static void origins_of(const char *dir, char *buf, size_t cap)
+{
+    kd_store *s;
+    buf[0] = 0;
+    if (kd_store_open(dir, KD_STORE_RDONLY, &s) != KD_OK) {
+        snprintf(buf, cap, "(cannot open)");
+        return;
+    }
+    kd_store_read *r;
+    CHECK_OK(kd_store_read_begin(s, &r));
+    kd_store_cursor *c;
+    CHECK_OK(kd_store_cursor_open(r, KD_DB_GENERATIONS, &c));
+    kd_record rec;
+    size_t o = 0;
+    while (kd_store_cursor_next(c, &rec) > 0 && o < cap) {
+        json_t *x = json_loadb(rec.extra.ptr, rec.extra.len, 0, NULL), *m = json_object_get(x, "mix_origin");
+        const char *src = json_string_value(json_object_get(m, "source"));
+        o += (size_t)snprintf(buf + o, cap - o, "%s%c%lld:%lld#%lld", o ? " " : "", src ? src[strlen(src) - 1] : '?',
+                              (long long)json_integer_value(json_object_get(m, "prompt_id")),
+                              (long long)json_integer_value(json_object_get(m, "sample")),
+                              (long long)json_integer_value(json_object_get(m, "copy")));
+        json_decref(x);
+    }
+    kd_store_cursor_close(c);
+    kd_store_read_end(r);
+    kd_store_close(s);
+}
+
+/* n generation units: prompts 1.. with 2 samples each, texts tagged with `tag`. */
+static void make_mix_src(const char *dir, const char *tag, int n)
+{
+    static char texts[64][2][32];
+    static unit u[64];
+    for (int i = 0; i < n && i < 64; i++) {
+        snprintf(texts[i][0], 32, "%s prompt %d", tag, i / 2);
+        snprintf(texts[i][1], 32, "%s gen %d", tag, i);
+        u[i] = (unit){(uint64_t)(i / 2 + 1), (uint32_t)(i % 2), texts[i][0], texts[i][1], i % 3 == 0, 1, 0};
+    }
+    make_ds(dir, u, (size_t)n);
+}
+
+static kd_mix_opts mix_opts(const char *s1, const char *s2, int64_t total)
+{
+    static char items[4][1100];
+    static char *ptrs[2];
+    static int k;
+    kd_mix_opts o;
+    memset(&o, 0, sizeof o);
+    o.total = total;
+    ptrs[0] = items[k++ % 4];
+    snprintf(ptrs[0], 1100, "%s", s1);
+    o.sources.items = ptrs;
+    o.sources.n = 1;
+    if (s2) {
+        ptrs[1] = items[k++ % 4];
+        snprintf(ptrs[1], 1100, "%s", s2);
+        o.sources.n = 2;
+    }
+    return o;
+}
+
+TEST(mix_counts)
+{
+    const char *a = scratch("mx_a"), *b = scratch("mx_b"), *out = scratch("mx_out");
+    make_mix_src(a, "a", 20);
+    make_mix_src(b, "b", 20);
+    char sa[1100], sb[1100], line[256];
+    snprintf(sa, sizeof sa, "%s:0.7", a);
+    snprintf(sb, sizeof sb, "%s:0.3", b);
+    kd_mix_opts o = mix_opts(sa, sb, 10);
+    kd_curate_report rep;
+    CHECK_OK(kd_curate_mix(NULL, out, &o, &rep));
+    CHECK_STR(kd_curate_report_line(&rep, line, sizeof line), "mix: kept 10 (curate_mx_a 7, curate_mx_b 3)");
+    CHECK_STR(rep.unit, "generations");
+    CHECK_EQ_INT(count_of(out, KD_DB_GENERATIONS), 10);
+    /* every kept generation keeps its verdict (i % 3 == 0 ones are accepted, all have one) */
+    CHECK_EQ_INT(count_of(out, KD_DB_VERDICTS), 10);
+    /* prompt ids renumbered from 0: a's first, then b's; samples 0.. per prompt */
+    static char keys[4096], org[4096];
+    keys_of(out, keys, sizeof keys);
+    CHECK(!strncmp(keys, "0:0", 3));
+    origins_of(out, org, sizeof org);
+    int na = 0, nb = 0;
+    for (const char *p = org; *p; p++)
+        if ((p == org || p[-1] == ' ') && (*p == 'a' || *p == 'b'))
+            *p == 'a' ? na++ : nb++;
+    CHECK_EQ_INT(na, 7);
+    CHECK_EQ_INT(nb, 3);
+    /* the prompts: one per distinct (source, prompt id), no collision across sources */
+    uint64_t np = count_of(out, KD_DB_PROMPTS);
+    CHECK(np >= 5 && np <= 10);
+    /* rerun: a no-op with the stored report */
+    CHECK_OK(kd_curate_mix(NULL, out, &o, &rep));
+    CHECK_EQ_INT(rep.already_done, 1);
+    CHECK_STR(kd_curate_report_line(&rep, line, sizeof line),
+              "mix: already done: kept 10 (curate_mx_a 7, curate_mx_b 3)");
+    /* other options into the same output are refused */
+    kd_mix_opts o2 = mix_opts(sa, sb, 11);
+    CHECK_ERR(kd_curate_mix(NULL, out, &o2, &rep), KD_E_CONFIG, "with other input or options");
+    /* integer weights, input included with input_weight: 1:1 over 5 gives 3/2 (the tie to the earlier) */
+    snprintf(sb, sizeof sb, "%s:1", b);
+    kd_mix_opts o3 = mix_opts(sb, NULL, 5);
+    o3.input_weight = 1;
+    CHECK_OK(kd_curate_mix(a, scratch("mx_out3"), &o3, &rep));
+    CHECK_STR(kd_curate_report_line(&rep, line, sizeof line), "mix: kept 5 (curate_mx_a 3, curate_mx_b 2)");
+}
+
+TEST(mix_shortfall)
+{
+    const char *a = scratch("mx_a"), *c = scratch("mx_c");
+    make_mix_src(a, "a", 20);
+    make_mix_src(c, "c", 2);
+    char sa[1100], sc[1100], line[256];
+    snprintf(sa, sizeof sa, "%s:1", a);
+    snprintf(sc, sizeof sc, "%s:1", c);
+    kd_curate_report rep;
+    /* shares 5/5; c holds 2: a gets the other 8 */
+    kd_mix_opts o = mix_opts(sa, sc, 10);
+    CHECK_OK(kd_curate_mix(NULL, scratch("mx_sf1"), &o, &rep));
+    CHECK_STR(kd_curate_report_line(&rep, line, sizeof line), "mix: kept 10 (curate_mx_a 8, curate_mx_c 2)");
+    /* asking more than they hold keeps all 22 */
+    o = mix_opts(sa, sc, 30);
+    CHECK_OK(kd_curate_mix(NULL, scratch("mx_sf2"), &o, &rep));
+    CHECK_STR(kd_curate_report_line(&rep, line, sizeof line), "mix: kept 22 (curate_mx_a 20, curate_mx_c 2)");
+    /* no unit twice without replacement */
+    static char org[8192];
+    o = mix_opts(sa, sc, 30);
+    const char *sf3 = scratch("mx_sf3");
+    CHECK_OK(kd_curate_mix(NULL, sf3, &o, &rep));
+    origins_of(sf3, org, sizeof org);
+    CHECK(strstr(org, "#1") == NULL);
+    CHECK_EQ_INT(count_of(sf3, KD_DB_GENERATIONS), 22);
+    CHECK_EQ_INT(count_of(sf3, KD_DB_PROMPTS), 11);
+}
+
+TEST(mix_replacement)
+{
+    const char *a = scratch("mx_a"), *c = scratch("mx_c"), *out = scratch("mx_rep");
+    make_mix_src(a, "a", 20);
+    make_mix_src(c, "c", 2);
+    char sa[1100], sc[1100], line[256];
+    snprintf(sa, sizeof sa, "%s:1", a);
+    snprintf(sc, sizeof sc, "%s:1", c);
+    kd_mix_opts o = mix_opts(sa, sc, 12);
+    o.replacement = 1;
+    kd_curate_report rep;
+    CHECK_OK(kd_curate_mix(NULL, out, &o, &rep));
+    /* c holds 2 units but gets its full share of 6: repeats */
+    CHECK_STR(kd_curate_report_line(&rep, line, sizeof line), "mix: kept 12 (curate_mx_a 6, curate_mx_c 6)");
+    CHECK_EQ_INT(count_of(out, KD_DB_GENERATIONS), 12);
+    CHECK_EQ_INT(count_of(out, KD_DB_VERDICTS), 12);
+    static char org[4096];
+    origins_of(out, org, sizeof org);
+    CHECK(strstr(org, "c1:0#") != NULL || strstr(org, "c1:1#") != NULL);
+    CHECK(strstr(org, "#1") != NULL); /* some unit came out twice, as another key */
+    /* c's units all hang off one output prompt (c has one prompt, id 1) */
+    char keys[1024];
+    keys_of(out, keys, sizeof keys);
+    CHECK(count_of(out, KD_DB_PROMPTS) <= 6);
+    CHECK(strstr(keys, ":5") != NULL); /* the c prompt's samples go 0..5 */
+}
+
+TEST(mix_seed)
+{
+    const char *a = scratch("mx_a"), *b = scratch("mx_b");
+    make_mix_src(a, "a", 60);
+    make_mix_src(b, "b", 60);
+    char sa[1100], sb[1100];
+    snprintf(sa, sizeof sa, "%s:2", a);
+    snprintf(sb, sizeof sb, "%s:1", b);
+    static char k1[8192], k2[8192], k3[8192];
+    for (int repl = 0; repl < 2; repl++) {
+        kd_mix_opts o = mix_opts(sa, sb, 30);
+        o.replacement = repl;
+        o.seed = 5;
+        kd_curate_report rep;
+        const char *o1 = scratch("mx_s1"), *o2 = scratch("mx_s2"), *o3 = scratch("mx_s3");
+        CHECK_OK(kd_curate_mix(NULL, o1, &o, &rep));
+        CHECK_EQ_INT(rep.kept, 30);
+        CHECK_OK(kd_curate_mix(NULL, o2, &o, &rep));
+        o.seed = 6;
+        CHECK_OK(kd_curate_mix(NULL, o3, &o, &rep));
+        origins_of(o1, k1, sizeof k1);
+        origins_of(o2, k2, sizeof k2);
+        origins_of(o3, k3, sizeof k3);
+        CHECK_STR(k1, k2);
+        CHECK(strcmp(k1, k3) != 0);
+    }
+}
+
+TEST(mix_errors)
+{
+    const char *a = scratch("mx_a"), *out = scratch("mx_err");
+    make_mix_src(a, "a", 4);
+    char s1[1100], s2[1100];
+    kd_curate_report rep;
+    snprintf(s1, sizeof s1, "%s:-1", a);
+    kd_mix_opts o = mix_opts(s1, NULL, 3);
+    CHECK_ERR(kd_curate_mix(NULL, out, &o, &rep), KD_E_CONFIG, "weight -1 is negative");
+    snprintf(s1, sizeof s1, "%s:0", a);
+    o = mix_opts(s1, NULL, 3);
+    CHECK_ERR(kd_curate_mix(NULL, out, &o, &rep), KD_E_CONFIG, "the weights sum to 0");
+    snprintf(s1, sizeof s1, "%s:x1", a);
+    o = mix_opts(s1, NULL, 3);
+    CHECK_ERR(kd_curate_mix(NULL, out, &o, &rep), KD_E_CONFIG, "weight 'x1' is not a number");
+    o = mix_opts(a, NULL, 3);
+    CHECK_ERR(kd_curate_mix(NULL, out, &o, &rep), KD_E_CONFIG, "wants DIR:WEIGHT");
+    snprintf(s1, sizeof s1, "%s:1", a);
+    o = mix_opts(s1, "/nonexistent/mix_src:1", 3);
+    CHECK_ERR(kd_curate_mix(NULL, out, &o, &rep), KD_E_NOTFOUND, "source '/nonexistent/mix_src' is not a dataset");
+    snprintf(s2, sizeof s2, "%s/:2", a);
+    o = mix_opts(s1, s2, 3);
+    CHECK_ERR(kd_curate_mix(NULL, out, &o, &rep), KD_E_CONFIG, "is listed twice");
+    o = mix_opts(s1, NULL, 0);
+    CHECK_ERR(kd_curate_mix(NULL, out, &o, &rep), KD_E_CONFIG, "total is 0");
+    CHECK(access(out, F_OK) != 0);
+}
+
+TEST(mix_script)
+{
+    const char *in = scratch("mx_in"), *b = scratch("mx_b"), *outdir = scratch("mx_sc");
+    make_mix_src(in, "i", 10);
+    make_mix_src(b, "b", 10);
+    char yaml[4096];
+    snprintf(yaml, sizeof yaml,
+             "input: %s\noutput: %s\nsteps:\n"
+             "  - filter: {where: verdict == accepted}\n"
+             "  - mix: {sources: [\"%s:3\"], input_weight: 1, total: 8}\n",
+             in, outdir, b);
+    kd_curate_script sc;
+    memset(&sc, 0, sizeof sc);
+    CHECK_OK(kd_cfg_defaults(&kd_curate_script_schema, &sc));
+    CHECK_OK(kd_cfg_load_string(&kd_curate_script_schema, &sc, yaml, strlen(yaml), "mix.yaml"));
+    kd_curate_report reps[2];
+    CHECK_OK(kd_curate_script_run(&sc, NULL, reps));
+    /* the filter keeps 4 of 10 (i % 3 == 0); shares 2/6 fit */
+    CHECK_EQ_INT(reps[0].kept, 4);
+    char line[256];
+    CHECK_STR(kd_curate_report_line(&reps[1], line, sizeof line), "mix: kept 8 (01-filter 2, curate_mx_b 6)");
+    CHECK_OK(kd_curate_script_run(&sc, NULL, reps));
+    CHECK_EQ_INT(reps[1].already_done, 1);
+    kd_cfg_release(&kd_curate_script_schema, &sc);
+    /* the example script loads */
+    char p[1024];
+    snprintf(p, sizeof p, "%s/configs/curation/mix.yaml", KD_TEST_SRC);
+    memset(&sc, 0, sizeof sc);
+    CHECK_OK(kd_cfg_build(&kd_curate_script_schema, &sc, p, NULL, 0));
+    CHECK(sc.steps.n >= 1);
+    kd_cfg_release(&kd_curate_script_schema, &sc);
+}
+
 int main(void)
 {
     kd_log_set_level(KD_LOG_WARNING);
@@ -576,5 +831,11 @@ int main(void)
     RUN(tokenize_masks);
     RUN(script_rerun);
     RUN(example_scripts_load);
+    RUN(mix_counts);
+    RUN(mix_shortfall);
+    RUN(mix_replacement);
+    RUN(mix_seed);
+    RUN(mix_errors);
+    RUN(mix_script);
     return test_summary();
 }
