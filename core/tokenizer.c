@@ -33,6 +33,7 @@
 
 #include "log.h"
 #include "status.h"
+#include "unicode.h"
 #include "util.h"
 
 /* ======================================================================== */
@@ -899,7 +900,9 @@ static int normalize(const kd_tokenizer *t, sbuf nb[2], const char *s, size_t n,
  *   \s  Oniguruma: Unicode White_Space. PCRE2 with UCP also matches U+180E.
  *   \S  its complement (outside a class; inside one PCRE2's \S is kept).
  *   \h  Oniguruma: a hex digit. PCRE2: horizontal space. (\H likewise.)
- * Everything else (\p{..}, (?i:..), lookahead, {m,n}) is copied verbatim. */
+ * Everything else (\p{..}, (?i:..), lookahead, {m,n}) is copied verbatim; then
+ * kd_regex_unicode_rewrite (unicode.h) widens each \p{..} from PCRE2's Unicode
+ * tables to Oniguruma's (Unicode 16.0). */
 #define WS_BODY "\\t-\\r\\x20\\x85\\xA0\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 #define HEX_BODY "0-9a-fA-F"
 
@@ -952,19 +955,28 @@ static int translate_regex(const char *src, size_t n, sbuf *out)
 static int compile_regex(const char *file, const char *where, const char *pat, size_t n, int literal,
                          pcre2_code **out)
 {
-    sbuf tr = {0};
-    if (!literal)
-        KD_TRY(translate_regex(pat, n, &tr));
+    char *rw = NULL; /* the pattern translated, then rewritten for Unicode 16 */
+    size_t rwn = 0;
+    if (!literal) {
+        sbuf tr = {0};
+        int st = translate_regex(pat, n, &tr);
+        if (st == KD_OK)
+            st = kd_regex_unicode_rewrite(tr.p ? tr.p : "", tr.n, &rw, &rwn);
+        free(tr.p);
+        if (st != KD_OK)
+            return kd_err_wrap(st, "'%s': %s: %s regex '%.*s' (offsets are in the translated pattern)", file, where,
+                               st == KD_E_FORMAT ? "invalid" : "cannot use", (int)(n > 200 ? 200 : n), pat);
+    }
     int errcode;
     PCRE2_SIZE erroff;
     uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP); /* LITERAL refuses UCP */
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)(literal ? pat : tr.p), literal ? n : tr.n, opts, &errcode,
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)(literal ? pat : rw), literal ? n : rwn, opts, &errcode,
                                    &erroff, NULL);
-    free(tr.p);
+    free(rw);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(errcode, msg, sizeof msg);
-        return kd_err(KD_E_FORMAT, "'%s': %s: invalid regex '%.*s': %s (at offset %zu of the translated pattern)",
+        return kd_err(KD_E_FORMAT, "'%s': %s: invalid regex '%.*s': %s (at offset %zu of the rewritten pattern)",
                       file, where, (int)(n > 200 ? 200 : n), pat, (const char *)msg, (size_t)erroff);
     }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* without the JIT the interpreter runs: same results */
