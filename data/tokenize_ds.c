@@ -77,7 +77,7 @@ static int push_msg_(titem_ *t, const char *role, const char *content, size_t le
     if (!nm)
         return kd_err(KD_E_NOMEM, "out of memory");
     t->msgs = nm;
-    const char *r, *c;
+    const char *r = NULL, *c = NULL;
     KD_TRY(own_(t, role, strlen(role), &r));
     KD_TRY(own_(t, content, len, &c));
     t->msgs[t->nmsgs++] = (kd_chat_msg){r, c};
