@@ -440,11 +440,12 @@ int kd_curate_mix(const char *in_dir, const char *out_dir, const kd_mix_opts *o,
         st = src_write_(&j, &src[i], &next_pid, o->run.progress ? &pb : NULL);
     if (st == KD_OK && o->run.progress)
         kd_progress_finish(&pb);
+    /* the job may point into the sources (its input name): release them last */
+    if (st != KD_OK)
+        cur_abort_(&j);
+    else
+        st = cur_finish_(&j);
     for (int i = 0; i < ns; i++)
         src_release_(&src[i]);
-    if (st != KD_OK) {
-        cur_abort_(&j);
-        return st;
-    }
-    return cur_finish_(&j);
+    return st;
 }
