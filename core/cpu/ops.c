@@ -1,0 +1,417 @@
+/* ops.c - the CPU reference backend of core/ops.h: fp32, OpenBLAS for the
+ * matmuls, OpenMP over rows where it pays. Each forward is followed by its
+ * backward. Legend as in ops.h: N rows, I/O linear in/out, C channels, V vocab,
+ * B batch, T tokens, H query heads, K kv heads, D head dim.
+ */
+#include "core/ops.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+
+/* ---- linear ---------------------------------------------------------------- */
+
+void kd_matmul_forward(float *y, const float *x, const float *w, const float *b,
+                       int64_t N, int64_t nI, int64_t nO)
+{
+    assert(y && x && w && N >= 0 && nI > 0 && nO > 0);
+    if (N == 0)
+        return;
+    float beta = 0.0f;
+    if (b) {
+#pragma omp parallel for if (N * nO > 65536)
+        for (int64_t n = 0; n < N; n++)
+            memcpy(y + n * nO, b, (size_t)nO * sizeof(float));
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)nO, (int)nI, 1.0f, x, (int)nI,
+                w, (int)nI, beta, y, (int)nO);
+}
+
+void kd_matmul_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, int64_t N, int64_t nI, int64_t nO)
+{
+    assert(dy && N >= 0 && nI > 0 && nO > 0);
+    if (N == 0)
+        return;
+    if (dx) /* dx (N, nI) += dy (N, nO) W (nO, nI) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)nI, (int)nO, 1.0f, dy,
+                    (int)nO, w, (int)nI, 1.0f, dx, (int)nI);
+    if (dw) /* dw (nO, nI) += dy^T (nO, N) x (N, nI) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nO, (int)nI, (int)N, 1.0f, dy,
+                    (int)nO, x, (int)nI, 1.0f, dw, (int)nI);
+    if (db) {
+#pragma omp parallel for if (N * nO > 65536)
+        for (int64_t o = 0; o < nO; o++) {
+            double s = 0.0;
+            for (int64_t n = 0; n < N; n++)
+                s += dy[n * nO + o];
+            db[o] += (float)s;
+        }
+    }
+}
+
+/* ---- embedding --------------------------------------------------------------- */
+
+void kd_embedding_forward(float *out, const int64_t *ids, const float *wte, int64_t N, int64_t C)
+{
+    for (int64_t n = 0; n < N; n++) {
+        assert(ids[n] >= 0);
+        memcpy(out + n * C, wte + ids[n] * C, (size_t)C * sizeof(float));
+    }
+}
+
+void kd_embedding_backward(float *dwte, const float *dout, const int64_t *ids, int64_t N, int64_t C)
+{
+    /* rows may repeat, so parallelise over channels, not rows */
+#pragma omp parallel for if (N * C > 65536)
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t n = 0; n < N; n++)
+            dwte[ids[n] * C + c] += dout[n * C + c];
+}
+
+/* ---- RMSNorm ----------------------------------------------------------------- */
+
+void kd_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w,
+                        int64_t N, int64_t C, double eps)
+{
+#pragma omp parallel for if (N * C > 65536)
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = x + n * C;
+        double ss = 0.0;
+        for (int64_t c = 0; c < C; c++)
+            ss += (double)xr[c] * xr[c];
+        /* HF: x * torch.rsqrt(variance + eps), then weight * x, all fp32 */
+        float r = (float)(1.0 / sqrt(ss / (double)C + eps));
+        if (rstd)
+            rstd[n] = r;
+        for (int64_t c = 0; c < C; c++)
+            out[n * C + c] = w[c] * (xr[c] * r);
+    }
+}
+
+void kd_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                         const float *rstd, int64_t N, int64_t C)
+{
+    if (dx) {
+#pragma omp parallel for if (N * C > 65536)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * C, *g = dout + n * C;
+            double r = rstd[n], dot = 0.0;
+            for (int64_t c = 0; c < C; c++)
+                dot += (double)g[c] * w[c] * xr[c];
+            double k = dot * r * r * r / (double)C;
+            for (int64_t c = 0; c < C; c++)
+                dx[n * C + c] += (float)(r * g[c] * w[c] - k * xr[c]);
+        }
+    }
+    if (dw) {
+#pragma omp parallel for if (N * C > 65536)
+        for (int64_t c = 0; c < C; c++) {
+            double s = 0.0;
+            for (int64_t n = 0; n < N; n++)
+                s += (double)dout[n * C + c] * x[n * C + c] * rstd[n];
+            dw[c] += (float)s;
+        }
+    }
+}
+
+/* ---- RoPE -------------------------------------------------------------------- */
+
+int kd_rope_table(float *cos_, float *sin_, const kd_rope *rope, int64_t T, int64_t D,
+                  float *attn_scale)
+{
+    if (D % 2)
+        return kd_err(KD_E_RANGE, "rope: head dim %lld is odd", (long long)D);
+    if (rope->type != KD_ROPE_DEFAULT && rope->type != KD_ROPE_LINEAR && rope->type != KD_ROPE_LLAMA3)
+        return kd_err(KD_E_UNSUPPORTED, "rope type %d is not implemented on the CPU dense path "
+                      "(default, linear, llama3 are)", (int)rope->type);
+    const int64_t half = D / 2;
+    float *inv = malloc((size_t)half * sizeof(float));
+    if (!inv)
+        return kd_err(KD_E_NOMEM, "rope table");
+    for (int64_t i = 0; i < half; i++) {
+        /* HF: 1 / base ** (arange(0, D, 2).float() / D), in fp32 */
+        float e = (float)(2 * i) / (float)D;
+        inv[i] = (float)(1.0 / pow(rope->theta, (double)e));
+    }
+    if (rope->type == KD_ROPE_LINEAR) {
+        for (int64_t i = 0; i < half; i++)
+            inv[i] = inv[i] / (float)rope->factor;
+    } else if (rope->type == KD_ROPE_LLAMA3) {
+        /* transformers _compute_llama3_parameters */
+        double factor = rope->factor, lo = rope->low_freq_factor, hi = rope->high_freq_factor;
+        double old = (double)rope->original_max_position;
+        double lo_wl = old / lo, hi_wl = old / hi;
+        for (int64_t i = 0; i < half; i++) {
+            double f = inv[i], wl = 2.0 * M_PI / f;
+            double g = wl > lo_wl ? f / factor : f;
+            if (!(wl < hi_wl) && !(wl > lo_wl)) {
+                double s = (old / wl - lo) / (hi - lo);
+                g = (1.0 - s) * g / factor + s * g;
+            }
+            inv[i] = (float)g;
+        }
+    }
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < half; i++) {
+            float a = (float)t * inv[i]; /* fp32 product, as HF's matmul of positions */
+            cos_[t * half + i] = (float)cos((double)a);
+            sin_[t * half + i] = (float)sin((double)a);
+        }
+    free(inv);
+    if (attn_scale)
+        *attn_scale = 1.0f;
+    return KD_OK;
+}
+
+/* rotate by +angle (dir 1) or by -angle (dir -1, the transpose) */
+static void rope_apply_(float *x, const float *cos_, const float *sin_, int64_t B, int64_t T,
+                        int64_t NH, int64_t D, float dir)
+{
+    const int64_t half = D / 2;
+#pragma omp parallel for collapse(2) if (B * T * NH * D > 65536)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            const float *c = cos_ + t * half, *s = sin_ + t * half;
+            for (int64_t h = 0; h < NH; h++) {
+                float *r = x + ((b * T + t) * NH + h) * D;
+                for (int64_t i = 0; i < half; i++) {
+                    float x1 = r[i], x2 = r[i + half], si = dir * s[i];
+                    r[i] = x1 * c[i] - x2 * si;
+                    r[i + half] = x2 * c[i] + x1 * si;
+                }
+            }
+        }
+}
+
+void kd_rope_forward(float *x, const float *cos_, const float *sin_, int64_t B, int64_t T,
+                     int64_t NH, int64_t D)
+{
+    rope_apply_(x, cos_, sin_, B, T, NH, D, 1.0f);
+}
+
+void kd_rope_backward(float *dx, const float *cos_, const float *sin_, int64_t B, int64_t T,
+                      int64_t NH, int64_t D)
+{
+    rope_apply_(dx, cos_, sin_, B, T, NH, D, -1.0f);
+}
+
+/* ---- SwiGLU ------------------------------------------------------------------ */
+
+void kd_swiglu_forward(float *out, const float *gate, const float *up, int64_t n)
+{
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void kd_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                        const float *up, int64_t n)
+{
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
+        if (dgate)
+            dgate[i] += dout[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+        if (dup)
+            dup[i] += dout[i] * g * sg;
+    }
+}
+
+/* ---- causal GQA attention ------------------------------------------------------ */
+
+void kd_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                          int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, float scale)
+{
+    assert(H % K == 0);
+    const int64_t G = H / K;
+#pragma omp parallel
+    {
+        float *s = malloc((size_t)T * sizeof(float));
+        assert(s);
+#pragma omp for collapse(3) schedule(dynamic, 16)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t t = 0; t < T; t++) {
+                    const int64_t kh = h / G;
+                    const float *qr = q + ((b * T + t) * H + h) * D;
+                    float mx = -INFINITY;
+                    for (int64_t j = 0; j <= t; j++) {
+                        const float *kr = k + ((b * T + j) * K + kh) * D;
+                        float d = 0.0f;
+                        for (int64_t i = 0; i < D; i++)
+                            d += qr[i] * kr[i];
+                        s[j] = d * scale;
+                        if (s[j] > mx)
+                            mx = s[j];
+                    }
+                    float sum = 0.0f;
+                    for (int64_t j = 0; j <= t; j++) {
+                        s[j] = expf(s[j] - mx);
+                        sum += s[j];
+                    }
+                    float inv = 1.0f / sum;
+                    float *o = out + ((b * T + t) * H + h) * D;
+                    for (int64_t i = 0; i < D; i++)
+                        o[i] = 0.0f;
+                    for (int64_t j = 0; j <= t; j++) {
+                        const float *vr = v + ((b * T + j) * K + kh) * D;
+                        float p = s[j] * inv;
+                        for (int64_t i = 0; i < D; i++)
+                            o[i] += p * vr[i];
+                    }
+                    lse[(b * H + h) * T + t] = mx + logf(sum);
+                }
+        free(s);
+    }
+}
+
+void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                           const float *k, const float *v, const float *out, const float *lse,
+                           int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, float scale)
+{
+    assert(H % K == 0);
+    const int64_t G = H / K;
+    /* one task per (b, kv head): it alone writes that head's dk, dv and its
+     * query heads' dq, so there are no races */
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t kh = 0; kh < K; kh++)
+            for (int64_t h = kh * G; h < (kh + 1) * G; h++)
+                for (int64_t t = 0; t < T; t++) {
+                    const float *qr = q + ((b * T + t) * H + h) * D;
+                    const float *go = dout + ((b * T + t) * H + h) * D;
+                    const float *orow = out + ((b * T + t) * H + h) * D;
+                    float *gq = dq + ((b * T + t) * H + h) * D;
+                    float L = lse[(b * H + h) * T + t];
+                    float delta = 0.0f;
+                    for (int64_t i = 0; i < D; i++)
+                        delta += go[i] * orow[i];
+                    for (int64_t j = 0; j <= t; j++) {
+                        const float *kr = k + ((b * T + j) * K + kh) * D;
+                        const float *vr = v + ((b * T + j) * K + kh) * D;
+                        float sc = 0.0f, dp = 0.0f;
+                        for (int64_t i = 0; i < D; i++) {
+                            sc += qr[i] * kr[i];
+                            dp += go[i] * vr[i];
+                        }
+                        float p = expf(sc * scale - L);
+                        float ds = p * (dp - delta) * scale;
+                        float *gk = dk + ((b * T + j) * K + kh) * D;
+                        float *gv = dv + ((b * T + j) * K + kh) * D;
+                        for (int64_t i = 0; i < D; i++) {
+                            gq[i] += ds * kr[i];
+                            gk[i] += ds * qr[i];
+                            gv[i] += p * go[i];
+                        }
+                    }
+                }
+}
+
+/* ---- residual ------------------------------------------------------------------ */
+
+void kd_residual_forward(float *out, const float *a, const float *b, int64_t n)
+{
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+void kd_residual_backward(float *da, float *db, const float *dout, int64_t n)
+{
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        if (da)
+            da[i] += dout[i];
+        if (db)
+            db[i] += dout[i];
+    }
+}
+
+/* ---- cross-entropy ----------------------------------------------------------------- */
+
+/* log-sum-exp of one row, in double */
+static double row_lse_(const float *x, int64_t V)
+{
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < V; i++)
+        if (x[i] > mx)
+            mx = x[i];
+    double s = 0.0;
+    for (int64_t i = 0; i < V; i++)
+        s += exp((double)x[i] - mx);
+    return (double)mx + log(s);
+}
+
+double kd_crossentropy_forward(const float *logits, const int64_t *targets, int64_t N, int64_t V,
+                               int64_t *count)
+{
+    double sum = 0.0;
+    int64_t cnt = 0;
+#pragma omp parallel for reduction(+ : sum, cnt) if (N * V > 65536)
+    for (int64_t n = 0; n < N; n++) {
+        if (targets[n] == KD_IGNORE_INDEX)
+            continue;
+        assert(targets[n] >= 0 && targets[n] < V);
+        sum += row_lse_(logits + n * V, V) - (double)logits[n * V + targets[n]];
+        cnt++;
+    }
+    if (count)
+        *count = cnt;
+    return cnt ? sum / (double)cnt : 0.0;
+}
+
+void kd_crossentropy_backward(float *dlogits, const float *logits, const int64_t *targets,
+                              int64_t N, int64_t V, float dloss)
+{
+    int64_t cnt = 0;
+    for (int64_t n = 0; n < N; n++)
+        cnt += targets[n] != KD_IGNORE_INDEX;
+    double w = cnt ? (double)dloss / (double)cnt : 0.0;
+#pragma omp parallel for if (N * V > 65536)
+    for (int64_t n = 0; n < N; n++) {
+        float *d = dlogits + n * V;
+        if (targets[n] == KD_IGNORE_INDEX) {
+            memset(d, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        const float *x = logits + n * V;
+        double l = row_lse_(x, V);
+        for (int64_t i = 0; i < V; i++)
+            d[i] = (float)(exp((double)x[i] - l) * w);
+        d[targets[n]] -= (float)w;
+    }
+}
+
+/* ---- AdamW ------------------------------------------------------------------------- */
+
+void kd_adamw_update(float *p, const float *g, float *m, float *v, int64_t n,
+                     const kd_adamw *hp, int64_t step)
+{
+    assert(step >= 1);
+    /* the scalar algebra of torch's _single_tensor_adamw: python doubles */
+    const double bc1 = 1.0 - pow((double)hp->beta1, (double)step);
+    const double bc2 = 1.0 - pow((double)hp->beta2, (double)step);
+    const float step_size = (float)((double)hp->lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    const float decay = (float)(1.0 - (double)hp->lr * (double)hp->weight_decay);
+    const float b1 = (float)hp->beta1, b2 = (float)hp->beta2, eps = (float)hp->eps;
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float pi = p[i] * decay;
+        float mi = m[i] + (gi - m[i]) * (1.0f - b1);
+        float vi = v[i] * b2 + (1.0f - b2) * gi * gi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] = pi - step_size * (mi / denom);
+        m[i] = mi;
+        v[i] = vi;
+    }
+}

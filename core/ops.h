@@ -1,0 +1,134 @@
+/* ops.h - the reference ops layer: plain functions on fp32 arrays.
+ *
+ * This is the CPU backend (core/cpu/ops.c). Every op is a forward and the
+ * matching backward; the student model is written in terms of these and
+ * nothing else, so a second backend only has to provide the same set.
+ *
+ * Legend of dimension letters:
+ *   B batch, T tokens per sequence, N = B*T rows, C channels (hidden),
+ *   I input features and O output features of a linear layer (nI, nO as
+ *   parameters; a bare I collides with complex.h via cblas.h), V vocab,
+ *   H query heads, K key/value heads (H % K == 0), D head dim, F mlp width.
+ *
+ * Layout: row-major. A linear weight is (O, I) as in torch.nn.Linear.
+ * Attention tensors are (B, T, H, D), i.e. the rows of a q_proj output.
+ *
+ * Conventions:
+ *   - Every backward ACCUMULATES (+=) into its gradient outputs, as llm.c
+ *     does; zero them before the first contribution. A NULL gradient output
+ *     is skipped.
+ *   - Sizes are `int64_t`; all inputs must be valid for the given shapes and
+ *     must not alias outputs unless stated. Programmer errors (negative sizes,
+ *     NULL where required) are asserted, not returned.
+ *   - Reductions that decide accuracy (norms, softmax sums, the loss) are
+ *     accumulated in double or fp32 as noted; softmax is always fp32 or wider.
+ */
+#ifndef KD_OPS_H
+#define KD_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hfconfig.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- linear: y = x W^T + b ------------------------------------------------
+ * y (N, O) is overwritten; x (N, I); w (O, I); b (O) or NULL. */
+void kd_matmul_forward(float *y, const float *x, const float *w, const float *b,
+                       int64_t N, int64_t nI, int64_t nO);
+/* dx (N, I) += dy W; dw (O, I) += dy^T x; db (O) += sum_n dy. */
+void kd_matmul_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, int64_t N, int64_t nI, int64_t nO);
+
+/* ---- embedding lookup -----------------------------------------------------
+ * out (N, C) = wte[ids[n]]; wte (V, C). ids must lie in [0, V). */
+void kd_embedding_forward(float *out, const int64_t *ids, const float *wte, int64_t N, int64_t C);
+/* dwte[ids[n]] += dout[n] (a scatter-add; repeated ids add up). */
+void kd_embedding_backward(float *dwte, const float *dout, const int64_t *ids, int64_t N, int64_t C);
+
+/* ---- RMSNorm: out = x / sqrt(mean(x^2) + eps) * w ---------------------------
+ * out (N, C) overwritten; rstd (N) receives 1/sqrt(mean(x^2)+eps) for the
+ * backward (may be NULL at inference). Sum of squares in double. */
+void kd_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w,
+                        int64_t N, int64_t C, double eps);
+/* dx (N, C) += ...; dw (C) += sum_n dout * x * rstd. rstd from the forward. */
+void kd_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                         const float *rstd, int64_t N, int64_t C);
+
+/* ---- RoPE (non-interleaved halves, as HF Llama / Qwen2) ---------------------
+ * For i < D/2 with c = cos[t, i], s = sin[t, i]:
+ *   out[i]       = x[i] c - x[i + D/2] s
+ *   out[i + D/2] = x[i + D/2] c + x[i] s
+ * kd_rope_table fills cos, sin (T, D/2) for positions 0..T-1 from the rope
+ * config: types default, linear and llama3 are supported, computed as HF does
+ * (inverse frequencies in fp32). Returns KD_OK, KD_E_UNSUPPORTED for other
+ * rope types (yarn, dynamic), KD_E_RANGE if D is odd. *attn_scale (may be
+ * NULL) receives the factor HF multiplies cos/sin by (1 for these types). */
+int kd_rope_table(float *cos_, float *sin_, const kd_rope *rope, int64_t T, int64_t D,
+                  float *attn_scale);
+/* Rotate x (B, T, NH, D) in place, NH heads per row, positions 0..T-1. */
+void kd_rope_forward(float *x, const float *cos_, const float *sin_, int64_t B, int64_t T,
+                     int64_t NH, int64_t D);
+/* The transpose rotation, in place on dx (B, T, NH, D): turns the gradient
+ * of the rotated tensor into the gradient of its input. (In place, so it
+ * overwrites rather than accumulates.) */
+void kd_rope_backward(float *dx, const float *cos_, const float *sin_, int64_t B, int64_t T,
+                      int64_t NH, int64_t D);
+
+/* ---- SwiGLU: out = silu(gate) * up, elementwise over n -------------------- */
+void kd_swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
+/* dgate += dout * up * silu'(gate); dup += dout * silu(gate). */
+void kd_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                        const float *up, int64_t n);
+
+/* ---- causal grouped-query attention ---------------------------------------
+ * q (B, T, H, D); k, v (B, T, K, D); query head h reads kv head h / (H/K).
+ * out (B, T, H, D) = softmax(scale * q k^T, causal) v, overwritten.
+ * lse (B, H, T) receives the log-sum-exp of each softmax row (scaled scores),
+ * which is all the backward needs to rebuild the probabilities; memory is
+ * O(B T H D), not O(T^2). Scores and softmax in fp32. */
+void kd_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                          int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, float scale);
+/* dq (B, T, H, D) +=, dk, dv (B, T, K, D) +=, from dout and the forward's
+ * q, k, v, out, lse. */
+void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                           const float *k, const float *v, const float *out, const float *lse,
+                           int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, float scale);
+
+/* ---- residual add: out = a + b over n (out may alias a or b) --------------- */
+void kd_residual_forward(float *out, const float *a, const float *b, int64_t n);
+/* da += dout; db += dout. */
+void kd_residual_backward(float *da, float *db, const float *dout, int64_t n);
+
+/* ---- softmax cross-entropy with ignore index -------------------------------
+ * logits (N, V); targets (N), where KD_IGNORE_INDEX (-100) marks a row that
+ * does not count. Returns the mean over counted rows of -log softmax(logits)
+ * [target] (0 if no row counts; torch returns nan there). Sums in double.
+ * The backward writes (not accumulates) dlogits (N, V) = dloss *
+ * (softmax - onehot) / count for counted rows and 0 for the others; pass
+ * dloss = 1 for the plain mean loss. Targets outside [0, V) other than -100
+ * are a programmer error (asserted). */
+#define KD_IGNORE_INDEX (-100)
+double kd_crossentropy_forward(const float *logits, const int64_t *targets, int64_t N, int64_t V,
+                               int64_t *count);
+void kd_crossentropy_backward(float *dlogits, const float *logits, const int64_t *targets,
+                              int64_t N, int64_t V, float dloss);
+
+/* ---- AdamW, as torch.optim.AdamW (decoupled weight decay) ------------------
+ * One step over n parameters p with gradient g and moments m, v (zero before
+ * the first step). `step` is the 1-based step number, for bias correction:
+ *   p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ *   p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps). */
+typedef struct kd_adamw {
+    double lr, beta1, beta2, eps, weight_decay;
+} kd_adamw;
+void kd_adamw_update(float *p, const float *g, float *m, float *v, int64_t n,
+                     const kd_adamw *hp, int64_t step);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

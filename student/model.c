@@ -1,0 +1,515 @@
+/* model.c - the dense student (Qwen2 / Llama) on the CPU reference ops.
+ *
+ * Legend: B batch, T tokens, N = B*T, V vocab, C hidden, L layers, H query
+ * heads, K kv heads, D head dim, Q = H*D, R = K*D, F mlp width.
+ *
+ * Order: the parameter layout, the activations, load, forward, backward,
+ * update, free.
+ */
+#include "student/model.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/dtype.h"
+#include "core/safetensors.h"
+#include "core/status.h"
+
+/* ---- parameters -------------------------------------------------------------- */
+
+enum {
+    P_WTE,  /* (V, C)    model.embed_tokens.weight */
+    P_LN1,  /* (L, C)    input_layernorm.weight */
+    P_QW,   /* (L, Q, C) q_proj.weight */
+    P_QB,   /* (L, Q)    q_proj.bias (attention_bias) */
+    P_KW,   /* (L, R, C) */
+    P_KB,   /* (L, R) */
+    P_VW,   /* (L, R, C) */
+    P_VB,   /* (L, R) */
+    P_OW,   /* (L, C, Q) o_proj.weight */
+    P_OB,   /* (L, C)    o_proj.bias (Llama attention_bias only) */
+    P_LN2,  /* (L, C)    post_attention_layernorm.weight */
+    P_GW,   /* (L, F, C) gate_proj.weight */
+    P_GB,   /* (L, F)    (mlp_bias) */
+    P_UW,   /* (L, F, C) up_proj.weight */
+    P_UB,   /* (L, F) */
+    P_DW,   /* (L, C, F) down_proj.weight */
+    P_DB,   /* (L, C) */
+    P_LNF,  /* (C)       model.norm.weight */
+    P_LMH,  /* (V, C)    lm_head.weight; absent when tied */
+    P_COUNT
+};
+
+/* per-layer HF suffixes of the layer slots, "" for the global ones */
+static const char *const layer_suffix_[P_COUNT] = {
+    "", "input_layernorm.weight",
+    "self_attn.q_proj.weight", "self_attn.q_proj.bias",
+    "self_attn.k_proj.weight", "self_attn.k_proj.bias",
+    "self_attn.v_proj.weight", "self_attn.v_proj.bias",
+    "self_attn.o_proj.weight", "self_attn.o_proj.bias",
+    "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight", "mlp.gate_proj.bias",
+    "mlp.up_proj.weight", "mlp.up_proj.bias",
+    "mlp.down_proj.weight", "mlp.down_proj.bias",
+    "", "",
+};
+
+/* ---- activations ------------------------------------------------------------- */
+
+typedef struct acts {
+    float *x0;       /* (N, C)    embeddings */
+    float *ln1;      /* (L, N, C) */
+    float *ln1_rstd; /* (L, N) */
+    float *q;        /* (L, N, Q) after rope */
+    float *k;        /* (L, N, R) after rope */
+    float *v;        /* (L, N, R) */
+    float *atty;     /* (L, N, Q) attention output */
+    float *lse;      /* (L, B, H, T) */
+    float *res1;     /* (L, N, C) after attention residual */
+    float *ln2;      /* (L, N, C) */
+    float *ln2_rstd; /* (L, N) */
+    float *gate;     /* (L, N, F) */
+    float *up;       /* (L, N, F) */
+    float *act;      /* (L, N, F) silu(gate)*up */
+    float *res2;     /* (L, N, C) after mlp residual: the layer's output */
+    float *lnf;      /* (N, C) */
+    float *lnf_rstd; /* (N) */
+    float *logits;   /* (N, V) */
+    /* backward scratch, reused across layers */
+    float *dres;     /* (N, C) gradient of the residual stream */
+    float *dln;      /* (N, C) */
+    float *dq;       /* (N, Q) */
+    float *dk;       /* (N, R) */
+    float *dv;       /* (N, R) */
+    float *datt;     /* (N, Q) */
+    float *dgate;    /* (N, F) */
+    float *dup;      /* (N, F) */
+    float *dact;     /* (N, F) */
+    float *dlogits;  /* (N, V) */
+    float *rope_cos; /* (T, D/2) */
+    float *rope_sin; /* (T, D/2) */
+} acts;
+
+#define N_ACTS ((int)(sizeof(acts) / sizeof(float *)))
+
+struct kd_student {
+    kd_model_config cfg;
+    kd_tensor_spec *specs; /* the manifest */
+    size_t nspecs;
+    size_t psize[P_COUNT]; /* elements of each slot (all layers) */
+    size_t poff[P_COUNT];  /* offset of each slot in params/grads */
+    size_t nparams;
+    float *params;         /* one allocation */
+    float *grads;          /* one allocation, same layout */
+    float *adam_m, *adam_v; /* one allocation (2 * nparams), on the first step */
+    int64_t step;
+    float attn_scale;      /* rope attention factor (1 for the supported types) */
+    acts a;
+    float *acts_mem;       /* one allocation */
+    int64_t act_B, act_T;  /* the shape acts_mem was laid out for */
+};
+
+static float *slot_(float *base, const kd_student *m, int p)
+{
+    if (!m->psize[p])
+        return NULL;
+    if (p == P_LMH && m->cfg.tie_word_embeddings)
+        return base + m->poff[P_WTE];
+    return base + m->poff[p];
+}
+
+static void layout_params_(kd_student *m)
+{
+    const kd_model_config *c = &m->cfg;
+    const size_t V = (size_t)c->vocab_size, C = (size_t)c->hidden_size, L = (size_t)c->num_layers;
+    const size_t Q = (size_t)(c->num_heads * c->head_dim), R = (size_t)(c->num_kv_heads * c->head_dim);
+    const size_t F = (size_t)c->intermediate_size;
+    const int qkvb = c->attention_bias, ob = c->arch == KD_ARCH_LLAMA && c->attention_bias;
+    const int mb = c->mlp_bias;
+    size_t *s = m->psize;
+    s[P_WTE] = V * C;
+    s[P_LN1] = L * C;
+    s[P_QW] = L * Q * C;
+    s[P_QB] = qkvb ? L * Q : 0;
+    s[P_KW] = L * R * C;
+    s[P_KB] = qkvb ? L * R : 0;
+    s[P_VW] = L * R * C;
+    s[P_VB] = qkvb ? L * R : 0;
+    s[P_OW] = L * C * Q;
+    s[P_OB] = ob ? L * C : 0;
+    s[P_LN2] = L * C;
+    s[P_GW] = L * F * C;
+    s[P_GB] = mb ? L * F : 0;
+    s[P_UW] = L * F * C;
+    s[P_UB] = mb ? L * F : 0;
+    s[P_DW] = L * C * F;
+    s[P_DB] = mb ? L * C : 0;
+    s[P_LNF] = C;
+    s[P_LMH] = V * C; /* tied: shares P_WTE's storage, takes none of its own */
+    size_t off = 0;
+    for (int p = 0; p < P_COUNT; p++) {
+        m->poff[p] = off;
+        if (!(p == P_LMH && c->tie_word_embeddings))
+            off += s[p];
+    }
+    m->nparams = off;
+}
+
+/* the slot and element offset of an HF name, or -1 */
+static int find_slot_(const kd_student *m, const char *name, size_t *off, size_t *numel)
+{
+    int p = -1;
+    size_t L = (size_t)m->cfg.num_layers;
+    if (!strcmp(name, "model.embed_tokens.weight"))
+        p = P_WTE;
+    else if (!strcmp(name, "model.norm.weight"))
+        p = P_LNF;
+    else if (!strcmp(name, "lm_head.weight") && !m->cfg.tie_word_embeddings)
+        p = P_LMH;
+    else if (!strncmp(name, "model.layers.", 13)) {
+        char *end;
+        unsigned long long li = strtoull(name + 13, &end, 10);
+        if (end == name + 13 || *end != '.' || li >= L)
+            return -1;
+        for (int q = 0; q < P_COUNT; q++)
+            if (layer_suffix_[q][0] && !strcmp(end + 1, layer_suffix_[q])) {
+                p = q;
+                break;
+            }
+        if (p < 0 || !m->psize[p])
+            return -1;
+        *numel = m->psize[p] / L;
+        *off = m->poff[p] + (size_t)li * *numel;
+        return p;
+    }
+    if (p < 0)
+        return -1;
+    *numel = m->psize[p];
+    *off = m->poff[p];
+    return p;
+}
+
+/* ---- load --------------------------------------------------------------------- */
+
+static int convert_(float *dst, const kd_st_tensor *t)
+{
+    const unsigned char *src = t->data;
+    switch (t->dtype) {
+    case KD_F32:
+        memcpy(dst, src, t->numel * sizeof(float));
+        return KD_OK;
+    case KD_BF16:
+    case KD_F16:
+        for (uint64_t i = 0; i < t->numel; i++) {
+            unsigned short h;
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = t->dtype == KD_BF16 ? kd_bf16_to_f32(h) : kd_f16_to_f32(h);
+        }
+        return KD_OK;
+    default:
+        return kd_err(KD_E_DTYPE, "tensor '%s' is %s; the dense student loads F32, BF16, F16",
+                      t->name, kd_dtype_name(t->dtype));
+    }
+}
+
+int kd_student_load(const char *dir, kd_student **out)
+{
+    *out = NULL;
+    kd_student *m = calloc(1, sizeof *m);
+    if (!m)
+        return kd_err(KD_E_NOMEM, "student model");
+    kd_st *st = NULL;
+    int rc = kd_model_config_load(dir, &m->cfg);
+    if (rc)
+        goto fail;
+    if (m->cfg.arch != KD_ARCH_QWEN2 && m->cfg.arch != KD_ARCH_LLAMA) {
+        rc = kd_err(KD_E_UNSUPPORTED, "model_type '%s': the dense student takes qwen2 or llama",
+                    m->cfg.model_type);
+        goto fail;
+    }
+    if (m->cfg.num_heads % m->cfg.num_kv_heads || m->cfg.head_dim % 2) {
+        rc = kd_err(KD_E_CONFIG, "heads %lld / kv heads %lld / head_dim %lld do not fit",
+                    (long long)m->cfg.num_heads, (long long)m->cfg.num_kv_heads,
+                    (long long)m->cfg.head_dim);
+        goto fail;
+    }
+    if (m->cfg.rope.type != KD_ROPE_DEFAULT && m->cfg.rope.type != KD_ROPE_LINEAR &&
+        m->cfg.rope.type != KD_ROPE_LLAMA3) {
+        rc = kd_err(KD_E_UNSUPPORTED, "rope type %d: the dense student takes default, linear, llama3",
+                    (int)m->cfg.rope.type);
+        goto fail;
+    }
+    layout_params_(m);
+    if ((rc = kd_model_tensors(&m->cfg, &m->specs, &m->nspecs)))
+        goto fail;
+    m->params = calloc(m->nparams, sizeof(float));
+    m->grads = calloc(m->nparams, sizeof(float));
+    if (!m->params || !m->grads) {
+        rc = kd_err(KD_E_NOMEM, "student parameters (%zu floats)", m->nparams);
+        goto fail;
+    }
+    if ((rc = kd_st_open(dir, &st)))
+        goto fail;
+    size_t covered = 0;
+    for (size_t i = 0; i < m->nspecs; i++) {
+        const kd_tensor_spec *sp = &m->specs[i];
+        size_t off, numel;
+        if (find_slot_(m, sp->name, &off, &numel) < 0) {
+            rc = kd_err(KD_E_INTERNAL, "manifest tensor '%s' has no place in the dense student",
+                        sp->name);
+            goto fail;
+        }
+        const kd_st_tensor *t = kd_st_find(st, sp->name);
+        if (!t) {
+            rc = kd_err(KD_E_NOTFOUND, "tensor '%s' is not in '%s'", sp->name, dir);
+            goto fail;
+        }
+        int ok = t->ndim == sp->ndim && t->numel == numel;
+        for (int d = 0; ok && d < sp->ndim; d++)
+            ok = t->shape[d] == sp->shape[d];
+        if (!ok) {
+            rc = kd_err(KD_E_SHAPE, "tensor '%s' has %d dims / %llu elements, config says %d / %zu",
+                        sp->name, t->ndim, (unsigned long long)t->numel, sp->ndim, numel);
+            goto fail;
+        }
+        if ((rc = convert_(m->params + off, t)))
+            goto fail;
+        covered += numel;
+    }
+    if (covered != m->nparams) {
+        rc = kd_err(KD_E_INTERNAL, "manifest covers %zu of %zu parameters", covered, m->nparams);
+        goto fail;
+    }
+    kd_st_free(st);
+    *out = m;
+    return KD_OK;
+fail:
+    kd_st_free(st);
+    kd_student_free(m);
+    return rc;
+}
+
+void kd_student_free(kd_student *m)
+{
+    if (!m)
+        return;
+    free(m->specs);
+    free(m->params);
+    free(m->grads);
+    free(m->adam_m);
+    free(m->acts_mem);
+    free(m);
+}
+
+const kd_model_config *kd_student_config(const kd_student *m) { return &m->cfg; }
+size_t kd_student_param_count(const kd_student *m) { return m->nspecs; }
+const char *kd_student_param_name(const kd_student *m, size_t i)
+{
+    return i < m->nspecs ? m->specs[i].name : NULL;
+}
+
+int kd_student_tensor(kd_student *m, const char *name, int which, float **data, size_t *numel)
+{
+    size_t off, n;
+    if (find_slot_(m, name, &off, &n) < 0)
+        return kd_err(KD_E_NOTFOUND, "no parameter '%s' in the student", name);
+    *data = (which ? m->grads : m->params) + off;
+    *numel = n;
+    return KD_OK;
+}
+
+/* ---- activations ------------------------------------------------------------ */
+
+static int ensure_acts_(kd_student *m, int64_t B, int64_t T)
+{
+    if (m->acts_mem && m->act_B == B && m->act_T == T)
+        return KD_OK;
+    const kd_model_config *c = &m->cfg;
+    const size_t N = (size_t)(B * T), V = (size_t)c->vocab_size, C = (size_t)c->hidden_size;
+    const size_t L = (size_t)c->num_layers, H = (size_t)c->num_heads, D = (size_t)c->head_dim;
+    const size_t Q = H * D, R = (size_t)c->num_kv_heads * D, F = (size_t)c->intermediate_size;
+    const size_t sz[N_ACTS] = {
+        N * C, L * N * C, L * N, L * N * Q, L * N * R, L * N * R, L * N * Q, L * N * H,
+        L * N * C, L * N * C, L * N, L * N * F, L * N * F, L * N * F, L * N * C, N * C, N, N * V,
+        N * C, N * C, N * Q, N * R, N * R, N * Q, N * F, N * F, N * F, N * V,
+        (size_t)T * D / 2, (size_t)T * D / 2,
+    };
+    size_t total = 0;
+    for (int i = 0; i < N_ACTS; i++)
+        total += sz[i];
+    free(m->acts_mem);
+    m->acts_mem = malloc(total * sizeof(float));
+    if (!m->acts_mem) {
+        m->act_B = m->act_T = 0;
+        return kd_err(KD_E_NOMEM, "student activations (%zu floats)", total);
+    }
+    float **ptrs = (float **)&m->a;
+    float *p = m->acts_mem;
+    for (int i = 0; i < N_ACTS; i++) {
+        ptrs[i] = p;
+        p += sz[i];
+    }
+    m->act_B = B;
+    m->act_T = T;
+    return kd_rope_table(m->a.rope_cos, m->a.rope_sin, &c->rope, T, (int64_t)D, &m->attn_scale);
+}
+
+/* ---- forward ------------------------------------------------------------------- */
+
+int kd_student_forward(kd_student *m, const int64_t *ids, int64_t B, int64_t T, float *logits)
+{
+    const kd_model_config *c = &m->cfg;
+    const int64_t N = B * T, V = c->vocab_size, C = c->hidden_size, L = c->num_layers;
+    const int64_t H = c->num_heads, K = c->num_kv_heads, D = c->head_dim, Q = H * D, R = K * D;
+    const int64_t F = c->intermediate_size;
+    if (B <= 0 || T <= 0)
+        return kd_err(KD_E_RANGE, "batch %lld x %lld tokens", (long long)B, (long long)T);
+    if (c->max_position > 0 && T > c->max_position)
+        return kd_err(KD_E_RANGE, "%lld tokens exceed max_position_embeddings %lld", (long long)T,
+                      (long long)c->max_position);
+    for (int64_t i = 0; i < N; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)",
+                          (long long)ids[i], (long long)i, (long long)V);
+    KD_TRY(ensure_acts_(m, B, T));
+    acts *a = &m->a;
+    float *P = m->params;
+    const float scale = 1.0f / sqrtf((float)D);
+
+    kd_embedding_forward(a->x0, ids, slot_(P, m, P_WTE), N, C);
+    for (int64_t l = 0; l < L; l++) {
+        const float *xin = l == 0 ? a->x0 : a->res2 + (l - 1) * N * C;
+        float *ln1 = a->ln1 + l * N * C, *q = a->q + l * N * Q, *k = a->k + l * N * R;
+        float *v = a->v + l * N * R, *atty = a->atty + l * N * Q, *lse = a->lse + l * N * H;
+        float *res1 = a->res1 + l * N * C, *ln2 = a->ln2 + l * N * C;
+        float *gate = a->gate + l * N * F, *up = a->up + l * N * F, *act = a->act + l * N * F;
+        float *res2 = a->res2 + l * N * C;
+#define W(p, n) (slot_(P, m, p) ? slot_(P, m, p) + l * (n) : NULL)
+        kd_rmsnorm_forward(ln1, a->ln1_rstd + l * N, xin, W(P_LN1, C), N, C, c->rms_norm_eps);
+        kd_matmul_forward(q, ln1, W(P_QW, Q * C), W(P_QB, Q), N, C, Q);
+        kd_matmul_forward(k, ln1, W(P_KW, R * C), W(P_KB, R), N, C, R);
+        kd_matmul_forward(v, ln1, W(P_VW, R * C), W(P_VB, R), N, C, R);
+        kd_rope_forward(q, a->rope_cos, a->rope_sin, B, T, H, D);
+        kd_rope_forward(k, a->rope_cos, a->rope_sin, B, T, K, D);
+        kd_attention_forward(atty, lse, q, k, v, B, T, H, K, D, scale);
+        kd_matmul_forward(res1, atty, W(P_OW, C * Q), W(P_OB, C), N, Q, C);
+        kd_residual_forward(res1, res1, xin, N * C);
+        kd_rmsnorm_forward(ln2, a->ln2_rstd + l * N, res1, W(P_LN2, C), N, C, c->rms_norm_eps);
+        kd_matmul_forward(gate, ln2, W(P_GW, F * C), W(P_GB, F), N, C, F);
+        kd_matmul_forward(up, ln2, W(P_UW, F * C), W(P_UB, F), N, C, F);
+        kd_swiglu_forward(act, gate, up, N * F);
+        kd_matmul_forward(res2, act, W(P_DW, C * F), W(P_DB, C), N, F, C);
+        kd_residual_forward(res2, res2, res1, N * C);
+#undef W
+    }
+    kd_rmsnorm_forward(a->lnf, a->lnf_rstd, a->res2 + (L - 1) * N * C, slot_(P, m, P_LNF), N, C,
+                       c->rms_norm_eps);
+    kd_matmul_forward(a->logits, a->lnf, slot_(P, m, P_LMH), NULL, N, C, V);
+    if (logits)
+        memcpy(logits, a->logits, (size_t)(N * V) * sizeof(float));
+    return KD_OK;
+}
+
+/* ---- backward ------------------------------------------------------------------- */
+
+int kd_student_loss_backward(kd_student *m, const int64_t *ids, const int64_t *labels, int64_t B,
+                             int64_t T, float *loss)
+{
+    KD_TRY(kd_student_forward(m, ids, B, T, NULL));
+    const kd_model_config *c = &m->cfg;
+    const int64_t N = B * T, V = c->vocab_size, C = c->hidden_size, L = c->num_layers;
+    const int64_t H = c->num_heads, K = c->num_kv_heads, D = c->head_dim, Q = H * D, R = K * D;
+    const int64_t F = c->intermediate_size;
+    acts *a = &m->a;
+    float *P = m->params, *G = m->grads;
+    const float scale = 1.0f / sqrtf((float)D);
+
+    /* shift: position t predicts labels[b, t+1]; the last position predicts nothing */
+    int64_t *tgt = malloc((size_t)N * sizeof(int64_t));
+    if (!tgt)
+        return kd_err(KD_E_NOMEM, "targets");
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++)
+            tgt[b * T + t] = t + 1 < T ? labels[b * T + t + 1] : KD_IGNORE_INDEX;
+    for (int64_t i = 0; i < N; i++)
+        if (tgt[i] != KD_IGNORE_INDEX && (tgt[i] < 0 || tgt[i] >= V)) {
+            free(tgt);
+            return kd_err(KD_E_RANGE, "label %lld is outside [0, %lld)", (long long)tgt[i],
+                          (long long)V);
+        }
+    *loss = (float)kd_crossentropy_forward(a->logits, tgt, N, V, NULL);
+    kd_crossentropy_backward(a->dlogits, a->logits, tgt, N, V, 1.0f);
+    free(tgt);
+
+    memset(G, 0, m->nparams * sizeof(float));
+#define Z(p, n) memset((p), 0, (size_t)(n) * sizeof(float))
+    Z(a->dln, N * C);
+    kd_matmul_backward(a->dln, slot_(G, m, P_LMH), NULL, a->dlogits, a->lnf, slot_(P, m, P_LMH), N,
+                       C, V);
+    Z(a->dres, N * C);
+    kd_rmsnorm_backward(a->dres, slot_(G, m, P_LNF), a->dln, a->res2 + (L - 1) * N * C,
+                        slot_(P, m, P_LNF), a->lnf_rstd, N, C);
+    for (int64_t l = L - 1; l >= 0; l--) {
+        const float *xin = l == 0 ? a->x0 : a->res2 + (l - 1) * N * C;
+        float *ln1 = a->ln1 + l * N * C, *q = a->q + l * N * Q, *k = a->k + l * N * R;
+        float *v = a->v + l * N * R, *atty = a->atty + l * N * Q, *lse = a->lse + l * N * H;
+        float *res1 = a->res1 + l * N * C, *ln2 = a->ln2 + l * N * C;
+        float *gate = a->gate + l * N * F, *up = a->up + l * N * F, *act = a->act + l * N * F;
+#define W(p, n) (slot_(P, m, p) ? slot_(P, m, p) + l * (n) : NULL)
+#define DW(p, n) (slot_(G, m, p) ? slot_(G, m, p) + l * (n) : NULL)
+        /* res2 = res1 + down(act): dres is d res2, and flows on to d res1 */
+        Z(a->dact, N * F);
+        kd_matmul_backward(a->dact, DW(P_DW, C * F), DW(P_DB, C), a->dres, act, W(P_DW, C * F), N,
+                           F, C);
+        Z(a->dgate, N * F);
+        Z(a->dup, N * F);
+        kd_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, N * F);
+        Z(a->dln, N * C);
+        kd_matmul_backward(a->dln, DW(P_GW, F * C), DW(P_GB, F), a->dgate, ln2, W(P_GW, F * C), N,
+                           C, F);
+        kd_matmul_backward(a->dln, DW(P_UW, F * C), DW(P_UB, F), a->dup, ln2, W(P_UW, F * C), N,
+                           C, F);
+        kd_rmsnorm_backward(a->dres, DW(P_LN2, C), a->dln, res1, W(P_LN2, C),
+                            a->ln2_rstd + l * N, N, C);
+        /* res1 = xin + o(atty): dres is now d res1, and flows on to d xin */
+        Z(a->datt, N * Q);
+        kd_matmul_backward(a->datt, DW(P_OW, C * Q), DW(P_OB, C), a->dres, atty, W(P_OW, C * Q), N,
+                           Q, C);
+        Z(a->dq, N * Q);
+        Z(a->dk, N * R);
+        Z(a->dv, N * R);
+        kd_attention_backward(a->dq, a->dk, a->dv, a->datt, q, k, v, atty, lse, B, T, H, K, D,
+                              scale);
+        kd_rope_backward(a->dq, a->rope_cos, a->rope_sin, B, T, H, D);
+        kd_rope_backward(a->dk, a->rope_cos, a->rope_sin, B, T, K, D);
+        Z(a->dln, N * C);
+        kd_matmul_backward(a->dln, DW(P_QW, Q * C), DW(P_QB, Q), a->dq, ln1, W(P_QW, Q * C), N, C, Q);
+        kd_matmul_backward(a->dln, DW(P_KW, R * C), DW(P_KB, R), a->dk, ln1, W(P_KW, R * C), N, C, R);
+        kd_matmul_backward(a->dln, DW(P_VW, R * C), DW(P_VB, R), a->dv, ln1, W(P_VW, R * C), N, C, R);
+        kd_rmsnorm_backward(a->dres, DW(P_LN1, C), a->dln, xin, W(P_LN1, C), a->ln1_rstd + l * N, N,
+                            C);
+#undef W
+#undef DW
+    }
+    kd_embedding_backward(slot_(G, m, P_WTE), a->dres, ids, N, C);
+#undef Z
+    return KD_OK;
+}
+
+/* ---- update ------------------------------------------------------------------------ */
+
+int kd_student_adamw_step(kd_student *m, const kd_adamw *hp)
+{
+    if (!m->adam_m) {
+        m->adam_m = calloc(2 * m->nparams, sizeof(float));
+        if (!m->adam_m)
+            return kd_err(KD_E_NOMEM, "AdamW moments (%zu floats)", 2 * m->nparams);
+        m->adam_v = m->adam_m + m->nparams;
+    }
+    m->step++;
+    kd_adamw_update(m->params, m->grads, m->adam_m, m->adam_v, (int64_t)m->nparams, hp, m->step);
+    return KD_OK;
+}

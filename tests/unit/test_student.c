@@ -1,0 +1,243 @@
+/* test_student.c - the dense student against the HF fixtures (tiny-qwen2,
+ * tiny-llama3): logits, loss, every gradient and one AdamW step, with the
+ * tolerances of FIXTURES.md. One line per check with the measured error. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/safetensors.h"
+#include "student/model.h"
+#include "test.h"
+
+static double rel_err_(const float *out, const float *ref, size_t n)
+{
+    double d = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)out[i] - ref[i];
+        d += e * e;
+        r += (double)ref[i] * ref[i];
+    }
+    return r > 0 ? sqrt(d / r) : sqrt(d);
+}
+
+/* a fixture tensor as a newly allocated copy (caller frees) */
+static void *copy_(const kd_st *st, const char *name, kd_dtype dt, size_t *numel)
+{
+    const kd_st_tensor *t = kd_st_find(st, name);
+    if (!t || t->dtype != dt)
+        return NULL;
+    void *p = malloc(t->nbytes ? t->nbytes : 1);
+    memcpy(p, t->data, t->nbytes);
+    if (numel)
+        *numel = t->numel;
+    return p;
+}
+
+static void check_fixture_(const char *fx)
+{
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s/%s", KD_TEST_FIXTURES, fx);
+    kd_student *m = NULL;
+    CHECK_OK(kd_student_load(dir, &m));
+    if (!m)
+        return;
+    const int64_t V = kd_student_config(m)->vocab_size;
+
+    /* logits */
+    kd_st *ri = NULL;
+    snprintf(path, sizeof path, "%s/ref_infer.safetensors", dir);
+    CHECK_OK(kd_st_open(path, &ri));
+    if (ri) {
+        size_t T = 0, nl = 0;
+        int64_t *ids = copy_(ri, "input_ids", KD_I64, &T);
+        float *ref = copy_(ri, "logits", KD_F32, &nl);
+        CHECK(ids && ref && nl == T * (size_t)V);
+        if (ids && ref && nl == T * (size_t)V) {
+            float *out = malloc(nl * sizeof(float));
+            CHECK_OK(kd_student_forward(m, ids, 1, (int64_t)T, out));
+            double worst = 0.0;
+            for (size_t t = 0; t < T; t++) {
+                double e = rel_err_(out + t * V, ref + t * V, (size_t)V);
+                if (e > worst)
+                    worst = e;
+            }
+            double all = rel_err_(out, ref, nl);
+            printf("%s logits: overall rel %.3g, worst row rel %.3g (T=%zu)\n", fx, all, worst, T);
+            CHECK(all <= 1e-4);
+            CHECK(worst <= 1e-4);
+            free(out);
+        }
+        free(ids);
+        free(ref);
+        kd_st_free(ri);
+    }
+
+    /* loss, gradients, AdamW */
+    kd_st *rt = NULL;
+    snprintf(path, sizeof path, "%s/ref_train.safetensors", dir);
+    CHECK_OK(kd_st_open(path, &rt));
+    if (rt) {
+        const kd_st_tensor *ti = kd_st_find(rt, "input_ids");
+        size_t n = 0, nlab = 0, nloss = 0;
+        int64_t *ids = copy_(rt, "input_ids", KD_I64, &n);
+        int64_t *labels = copy_(rt, "labels", KD_I64, &nlab);
+        float *refloss = copy_(rt, "loss", KD_F32, &nloss);
+        CHECK(ti && ti->ndim == 2 && ids && labels && refloss && n == nlab && nloss == 1);
+        if (ti && ti->ndim == 2 && ids && labels && refloss && n == nlab) {
+            int64_t B = ti->shape[0], T = ti->shape[1];
+            float loss = 0.0f;
+            CHECK_OK(kd_student_loss_backward(m, ids, labels, B, T, &loss));
+            double le = fabs((double)loss - refloss[0]) / fabs((double)refloss[0]);
+            printf("%s loss: %.8f vs ref %.8f, rel %.3g\n", fx, loss, refloss[0], le);
+            CHECK(le <= 1e-5);
+
+            double gworst = 0.0;
+            size_t np = kd_student_param_count(m);
+            for (size_t i = 0; i < np; i++) {
+                const char *name = kd_student_param_name(m, i);
+                char key[256];
+                snprintf(key, sizeof key, "grad.%s", name);
+                size_t rn = 0, gn = 0;
+                float *ref = copy_(rt, key, KD_F32, &rn), *g = NULL;
+                CHECK_OK(kd_student_tensor(m, name, 1, &g, &gn));
+                if (!ref || !g || rn != gn) {
+                    FAIL_("%s: gradient '%s' missing or of the wrong size", fx, name);
+                    free(ref);
+                    continue;
+                }
+                double e = rel_err_(g, ref, gn);
+                printf("%s grad %-48s rel %.3g\n", fx, name, e);
+                if (!(e <= 1e-4))
+                    FAIL_("%s: gradient '%s' rel %.3g > 1e-4", fx, name, e);
+                if (e > gworst)
+                    gworst = e;
+                free(ref);
+            }
+            printf("%s grads: worst rel %.3g over %zu tensors\n", fx, gworst, np);
+
+            const kd_adamw hp = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
+                                 .weight_decay = 0.1};
+            CHECK_OK(kd_student_adamw_step(m, &hp));
+            double pworst = 0.0;
+            for (size_t i = 0; i < np; i++) {
+                const char *name = kd_student_param_name(m, i);
+                char key[256];
+                snprintf(key, sizeof key, "after_adamw.%s", name);
+                size_t rn = 0, pn = 0;
+                float *ref = copy_(rt, key, KD_F32, &rn), *p = NULL;
+                CHECK_OK(kd_student_tensor(m, name, 0, &p, &pn));
+                if (!ref || !p || rn != pn) {
+                    FAIL_("%s: after_adamw '%s' missing or of the wrong size", fx, name);
+                    free(ref);
+                    continue;
+                }
+                double e = rel_err_(p, ref, pn);
+                /* End to end (our gradients, then our step). Not a failure:
+                 * at step 1 the update is lr * g / (|g| + eps), so elements
+                 * whose reference gradient is ~eps (1e-8) amplify gradient
+                 * noise far below the 1e-4 gradient tolerance (seen in
+                 * tiny-qwen2 layer 1 k_proj.bias, g = 2e-9). The strict 1e-5
+                 * check of the optimizer is adamw_from_ref_grads_ below. */
+                printf("%s adamw %-47s rel %.3g%s\n", fx, name, e,
+                       e <= 1e-5 ? "" : "  (WARN > 1e-5: ill-conditioned, see comment)");
+                if (e > pworst)
+                    pworst = e;
+                free(ref);
+            }
+            printf("%s adamw (own grads): worst rel %.3g\n", fx, pworst);
+        }
+        free(ids);
+        free(labels);
+        free(refloss);
+        kd_st_free(rt);
+    }
+    kd_student_free(m);
+}
+
+/* One AdamW step from the reference gradients: every parameter vs
+ * after_adamw, rel <= 1e-5. This tests the optimizer alone. */
+static void adamw_from_ref_grads_(const char *fx)
+{
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s/%s", KD_TEST_FIXTURES, fx);
+    snprintf(path, sizeof path, "%s/ref_train.safetensors", dir);
+    kd_student *m = NULL;
+    kd_st *rt = NULL;
+    CHECK_OK(kd_student_load(dir, &m));
+    CHECK_OK(kd_st_open(path, &rt));
+    if (!m || !rt) {
+        kd_student_free(m);
+        kd_st_free(rt);
+        return;
+    }
+    size_t np = kd_student_param_count(m);
+    for (size_t i = 0; i < np; i++) {
+        char key[256];
+        snprintf(key, sizeof key, "grad.%s", kd_student_param_name(m, i));
+        size_t rn = 0, gn = 0;
+        float *ref = copy_(rt, key, KD_F32, &rn), *g = NULL;
+        CHECK_OK(kd_student_tensor(m, kd_student_param_name(m, i), 1, &g, &gn));
+        CHECK(ref && g && rn == gn);
+        if (ref && g && rn == gn)
+            memcpy(g, ref, gn * sizeof(float));
+        free(ref);
+    }
+    const kd_adamw hp = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
+    CHECK_OK(kd_student_adamw_step(m, &hp));
+    double worst = 0.0;
+    for (size_t i = 0; i < np; i++) {
+        const char *name = kd_student_param_name(m, i);
+        char key[256];
+        snprintf(key, sizeof key, "after_adamw.%s", name);
+        size_t rn = 0, pn = 0;
+        float *ref = copy_(rt, key, KD_F32, &rn), *p = NULL;
+        CHECK_OK(kd_student_tensor(m, name, 0, &p, &pn));
+        if (ref && p && rn == pn) {
+            double e = rel_err_(p, ref, pn);
+            printf("%s adamw(ref grads) %-38s rel %.3g\n", fx, name, e);
+            if (!(e <= 1e-5))
+                FAIL_("%s: adamw from reference grads '%s' rel %.3g > 1e-5", fx, name, e);
+            if (e > worst)
+                worst = e;
+        } else
+            FAIL_("%s: after_adamw '%s' missing", fx, name);
+        free(ref);
+    }
+    printf("%s adamw (reference grads): worst rel %.3g\n", fx, worst);
+    kd_st_free(rt);
+    kd_student_free(m);
+}
+
+TEST(qwen2_adamw) { adamw_from_ref_grads_("tiny-qwen2"); }
+TEST(llama3_adamw) { adamw_from_ref_grads_("tiny-llama3"); }
+
+TEST(qwen2) { check_fixture_("tiny-qwen2"); }
+TEST(llama3) { check_fixture_("tiny-llama3"); }
+
+TEST(errors)
+{
+    kd_student *m = NULL;
+    CHECK_ERR(kd_student_load(KD_TEST_FIXTURES "/tiny-deepseek-v3", &m), KD_E_UNSUPPORTED,
+              "deepseek_v3");
+    CHECK(m == NULL);
+    CHECK_OK(kd_student_load(KD_TEST_FIXTURES "/tiny-qwen2", &m));
+    if (m) {
+        int64_t ids[2] = {0, 100000};
+        CHECK_ERR(kd_student_forward(m, ids, 1, 2, NULL), KD_E_RANGE, "outside");
+        float *p;
+        size_t n;
+        CHECK_ERR(kd_student_tensor(m, "lm_head.weight", 0, &p, &n), KD_E_NOTFOUND, "lm_head");
+        kd_student_free(m);
+    }
+}
+
+int main(void)
+{
+    RUN(qwen2);
+    RUN(llama3);
+    RUN(qwen2_adamw);
+    RUN(llama3_adamw);
+    RUN(errors);
+    return test_summary();
+}
