@@ -20,6 +20,7 @@ int cmd_version(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_parity(int argc, char **argv);
 
 /* Print "error: <kd_strerror(st)>" and return the exit code for st. */
 int kd_cli_fail(int st);

@@ -20,6 +20,7 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "encode text to token ids or decode ids, as HF tokenizers does"},
     {"data", cmd_data, "import, export, inspect and merge LMDB datasets"},
     {"bench", cmd_bench, "benchmark programs that print figures (tokenize, ...)"},
+    {"parity", cmd_parity, "check the student against a HF reference fixture folder"},
     {"version", cmd_version, "print the version and build options"},
 };
 

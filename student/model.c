@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/dtype.h"
+#include "core/json.h"
 #include "core/safetensors.h"
 #include "core/status.h"
 
@@ -436,9 +437,9 @@ int kd_student_loss_backward(kd_student *m, const int64_t *ids, const int64_t *l
             tgt[b * T + t] = t + 1 < T ? labels[b * T + t + 1] : KD_IGNORE_INDEX;
     for (int64_t i = 0; i < N; i++)
         if (tgt[i] != KD_IGNORE_INDEX && (tgt[i] < 0 || tgt[i] >= V)) {
+            int st = kd_err(KD_E_RANGE, "label %lld is outside [0, %lld)", (long long)tgt[i], (long long)V);
             free(tgt);
-            return kd_err(KD_E_RANGE, "label %lld is outside [0, %lld)", (long long)tgt[i],
-                          (long long)V);
+            return st;
         }
     *loss = (float)kd_crossentropy_forward(a->logits, tgt, N, V, NULL);
     kd_crossentropy_backward(a->dlogits, a->logits, tgt, N, V, 1.0f);
@@ -512,4 +513,226 @@ int kd_student_adamw_step(kd_student *m, const kd_adamw *hp)
     m->step++;
     kd_adamw_update(m->params, m->grads, m->adam_m, m->adam_v, (int64_t)m->nparams, hp, m->step);
     return KD_OK;
+}
+
+/* ---- generation with a KV cache --------------------------------------------------- */
+
+struct kd_kvcache {
+    int64_t max_T, len; /* capacity and positions filled */
+    float *k, *v;       /* (L, max_T, R) each, after rope for k; one allocation */
+    float *rope_cos;    /* (max_T, D/2) */
+    float *rope_sin;    /* (max_T, D/2) */
+};
+
+int kd_kvcache_new(const kd_student *m, int64_t max_T, kd_kvcache **out)
+{
+    *out = NULL;
+    const kd_model_config *c = &m->cfg;
+    if (max_T <= 0 || (c->max_position > 0 && max_T > c->max_position))
+        return kd_err(KD_E_RANGE, "kv cache of %lld positions (max_position_embeddings %lld)",
+                      (long long)max_T, (long long)c->max_position);
+    const size_t L = (size_t)c->num_layers, R = (size_t)(c->num_kv_heads * c->head_dim);
+    const size_t half = (size_t)c->head_dim / 2, T = (size_t)max_T;
+    kd_kvcache *kv = calloc(1, sizeof *kv);
+    float *mem = malloc((2 * L * T * R + 2 * T * half) * sizeof(float));
+    if (!kv || !mem) {
+        free(kv);
+        free(mem);
+        return kd_err(KD_E_NOMEM, "kv cache of %lld positions", (long long)max_T);
+    }
+    kv->max_T = max_T;
+    kv->k = mem;
+    kv->v = mem + L * T * R;
+    kv->rope_cos = kv->v + L * T * R;
+    kv->rope_sin = kv->rope_cos + T * half;
+    int rc = kd_rope_table(kv->rope_cos, kv->rope_sin, &c->rope, max_T, c->head_dim, NULL);
+    if (rc) {
+        kd_kvcache_free(kv);
+        return rc;
+    }
+    *out = kv;
+    return KD_OK;
+}
+
+void kd_kvcache_free(kd_kvcache *kv)
+{
+    if (!kv)
+        return;
+    free(kv->k);
+    free(kv);
+}
+
+int64_t kd_kvcache_len(const kd_kvcache *kv) { return kv->len; }
+
+/* Causal attention of n new queries (positions p0..p0+n-1) over the cached
+ * keys and values 0..p0+n-1 of one layer: the arithmetic of
+ * kd_attention_forward (fp32 scores, max-shifted softmax), so a cached step
+ * agrees with the full forward to rounding. kc, vc (T_cached, K, D). */
+static void attend_cached_(float *out, const float *q, const float *kc, const float *vc, int64_t p0,
+                           int64_t n, int64_t H, int64_t K, int64_t D, float scale, float *s)
+{
+    const int64_t G = H / K;
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t kh = h / G, last = p0 + t;
+            const float *qr = q + (t * H + h) * D;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j <= last; j++) {
+                const float *kr = kc + (j * K + kh) * D;
+                float d = 0.0f;
+                for (int64_t i = 0; i < D; i++)
+                    d += qr[i] * kr[i];
+                s[j] = d * scale;
+                if (s[j] > mx)
+                    mx = s[j];
+            }
+            float sum = 0.0f;
+            for (int64_t j = 0; j <= last; j++) {
+                s[j] = expf(s[j] - mx);
+                sum += s[j];
+            }
+            float inv = 1.0f / sum;
+            float *o = out + (t * H + h) * D;
+            for (int64_t i = 0; i < D; i++)
+                o[i] = 0.0f;
+            for (int64_t j = 0; j <= last; j++) {
+                const float *vr = vc + (j * K + kh) * D;
+                float p = s[j] * inv;
+                for (int64_t i = 0; i < D; i++)
+                    o[i] += p * vr[i];
+            }
+        }
+}
+
+int kd_student_extend(kd_student *m, kd_kvcache *kv, const int64_t *ids, int64_t n, float *logits)
+{
+    const kd_model_config *c = &m->cfg;
+    const int64_t V = c->vocab_size, C = c->hidden_size, L = c->num_layers;
+    const int64_t H = c->num_heads, K = c->num_kv_heads, D = c->head_dim, Q = H * D, R = K * D;
+    const int64_t F = c->intermediate_size, p0 = kv->len, T = kv->max_T;
+    if (n <= 0 || p0 + n > T)
+        return kd_err(KD_E_RANGE, "%lld new tokens at position %lld do not fit a kv cache of %lld",
+                      (long long)n, (long long)p0, (long long)T);
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)",
+                          (long long)ids[i], (long long)i, (long long)V);
+    /* scratch: x, ln (n, C); q, att (n, Q); gate, up (n, F); scores (T); logits row (V) */
+    const size_t need = (size_t)(2 * n * C + 2 * n * Q + 2 * n * F + T + V);
+    float *mem = malloc(need * sizeof(float));
+    if (!mem)
+        return kd_err(KD_E_NOMEM, "decode scratch (%zu floats)", need);
+    float *x = mem, *ln = x + n * C, *q = ln + n * C, *att = q + n * Q, *gate = att + n * Q;
+    float *up = gate + n * F, *s = up + n * F, *row = s + T;
+    float *P = m->params;
+    const float scale = 1.0f / sqrtf((float)D);
+    const float *cs = kv->rope_cos + p0 * (D / 2), *sn = kv->rope_sin + p0 * (D / 2);
+
+    kd_embedding_forward(x, ids, slot_(P, m, P_WTE), n, C);
+    for (int64_t l = 0; l < L; l++) {
+        float *kc = kv->k + l * T * R, *vc = kv->v + l * T * R;
+#define W(p, sz) (slot_(P, m, p) ? slot_(P, m, p) + l * (sz) : NULL)
+        kd_rmsnorm_forward(ln, NULL, x, W(P_LN1, C), n, C, c->rms_norm_eps);
+        kd_matmul_forward(q, ln, W(P_QW, Q * C), W(P_QB, Q), n, C, Q);
+        kd_matmul_forward(kc + p0 * R, ln, W(P_KW, R * C), W(P_KB, R), n, C, R);
+        kd_matmul_forward(vc + p0 * R, ln, W(P_VW, R * C), W(P_VB, R), n, C, R);
+        kd_rope_forward(q, cs, sn, 1, n, H, D);
+        kd_rope_forward(kc + p0 * R, cs, sn, 1, n, K, D);
+        attend_cached_(att, q, kc, vc, p0, n, H, K, D, scale, s);
+        kd_matmul_forward(ln, att, W(P_OW, C * Q), W(P_OB, C), n, Q, C);
+        kd_residual_forward(x, x, ln, n * C);
+        kd_rmsnorm_forward(ln, NULL, x, W(P_LN2, C), n, C, c->rms_norm_eps);
+        kd_matmul_forward(gate, ln, W(P_GW, F * C), W(P_GB, F), n, C, F);
+        kd_matmul_forward(up, ln, W(P_UW, F * C), W(P_UB, F), n, C, F);
+        kd_swiglu_forward(gate, gate, up, n * F);
+        kd_matmul_forward(ln, gate, W(P_DW, C * F), W(P_DB, C), n, F, C);
+        kd_residual_forward(x, x, ln, n * C);
+#undef W
+    }
+    kv->len = p0 + n;
+    if (logits) {
+        const float *last = x + (n - 1) * C;
+        kd_rmsnorm_forward(ln, NULL, last, slot_(P, m, P_LNF), 1, C, c->rms_norm_eps);
+        kd_matmul_forward(row, ln, slot_(P, m, P_LMH), NULL, 1, C, V);
+        memcpy(logits, row, (size_t)V * sizeof(float));
+    }
+    free(mem);
+    return KD_OK;
+}
+
+int kd_student_generate_greedy(kd_student *m, const int64_t *prompt, int64_t P, int64_t N,
+                               const int64_t *suppress, int nsuppress, int64_t *out,
+                               float *step_logits)
+{
+    const int64_t V = m->cfg.vocab_size;
+    if (P <= 0 || N < 0)
+        return kd_err(KD_E_RANGE, "prompt of %lld tokens, %lld new", (long long)P, (long long)N);
+    memcpy(out, prompt, (size_t)P * sizeof(int64_t));
+    if (N == 0)
+        return KD_OK;
+    kd_kvcache *kv = NULL;
+    KD_TRY(kd_kvcache_new(m, P + N, &kv));
+    float *row = malloc((size_t)V * sizeof(float));
+    int rc = row ? KD_OK : kd_err(KD_E_NOMEM, "logits row");
+    if (!rc)
+        rc = kd_student_extend(m, kv, prompt, P, row);
+    for (int64_t i = 0; !rc && i < N; i++) {
+        if (step_logits)
+            memcpy(step_logits + i * V, row, (size_t)V * sizeof(float));
+        for (int e = 0; e < nsuppress; e++)
+            if (suppress[e] >= 0 && suppress[e] < V)
+                row[suppress[e]] = -INFINITY;
+        int64_t best = 0; /* the first maximum, as torch.argmax */
+        for (int64_t j = 1; j < V; j++)
+            if (row[j] > row[best])
+                best = j;
+        out[P + i] = best;
+        if (i + 1 < N)
+            rc = kd_student_extend(m, kv, &best, 1, row);
+    }
+    free(row);
+    kd_kvcache_free(kv);
+    return rc;
+}
+
+int kd_generation_eos(const char *dir, int64_t *ids, int max, int *n)
+{
+    char path[4096];
+    *n = 0;
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return KD_OK; /* no generation config: nothing to suppress */
+    fclose(f);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        return kd_err(KD_E_FORMAT, "'%s': %s (line %d)", path, root ? "not an object" : je.text,
+                      je.line);
+    }
+    json_t *e = json_object_get(root, "eos_token_id");
+    int rc = KD_OK;
+    if (!e || json_is_null(e)) {
+    } else if (json_is_integer(e)) {
+        ids[(*n)++] = (int64_t)json_integer_value(e);
+    } else if (json_is_array(e) && json_array_size(e) <= (size_t)max) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(e, i, v) {
+            if (!json_is_integer(v)) {
+                rc = kd_err(KD_E_CONFIG, "'%s': eos_token_id item %zu is %s", path, i,
+                            kd_json_type_name(v));
+                break;
+            }
+            ids[(*n)++] = (int64_t)json_integer_value(v);
+        }
+    } else {
+        rc = kd_err(KD_E_CONFIG, "'%s': eos_token_id must be null, an integer or a list of at most %d"
+                    " integers, got %s", path, max, kd_json_type_name(e));
+    }
+    json_decref(root);
+    if (rc)
+        *n = 0;
+    return rc;
 }

@@ -69,6 +69,45 @@ int kd_student_tensor(kd_student *m, const char *name, int which, float **data, 
 size_t kd_student_param_count(const kd_student *m);
 const char *kd_student_param_name(const kd_student *m, size_t i);
 
+/* ---- greedy generation with a KV cache ------------------------------------
+ * A cache holds the keys (after rope) and values of every layer for up to
+ * max_T positions: (L, max_T, K, D) each, plus the rope table for them. */
+typedef struct kd_kvcache kd_kvcache; /* opaque */
+
+/* A cache for model m of max_T positions, empty. Errors: KD_E_RANGE (max_T
+ * <= 0 or beyond max_position_embeddings), KD_E_NOMEM. Free with
+ * kd_kvcache_free; use it only with the model it was made for. */
+int kd_kvcache_new(const kd_student *m, int64_t max_T, kd_kvcache **out);
+void kd_kvcache_free(kd_kvcache *kv);
+/* Positions filled so far. */
+int64_t kd_kvcache_len(const kd_kvcache *kv);
+
+/* Run n new tokens (each in [0, V)) at positions len..len+n-1 of the cache,
+ * attending over everything cached before them and each other (causal), and
+ * append their keys and values. With n = the prompt length this is the
+ * prefill; with n = 1 a decode step. If logits is not NULL it receives the
+ * logits (V) of the LAST new position. Does not touch the training
+ * activations. Errors: KD_E_RANGE (ids out of range, the cache would
+ * overflow; the cache is unchanged), KD_E_NOMEM. */
+int kd_student_extend(kd_student *m, kd_kvcache *kv, const int64_t *ids, int64_t n, float *logits);
+
+/* Greedy decoding as HF generate(do_sample=False, min_new_tokens=N,
+ * max_new_tokens=N): prefill the P prompt tokens, then N times set the logits
+ * of the nsuppress ids in `suppress` (the EOS ids; out-of-range ids are
+ * ignored) to -inf, take the first argmax, and feed it back. out (P + N)
+ * receives the prompt followed by the N tokens. If step_logits is not NULL it
+ * receives (N, V): row i is the logits that chose token P + i, before
+ * suppression. Errors as kd_kvcache_new and kd_student_extend. */
+int kd_student_generate_greedy(kd_student *m, const int64_t *prompt, int64_t P, int64_t N,
+                               const int64_t *suppress, int nsuppress, int64_t *out,
+                               float *step_logits);
+
+/* The eos_token_id of DIR/generation_config.json (an integer, a list, null
+ * or absent) into ids (at most max); *n receives the count, 0 when the file
+ * or the key is absent or null. Errors: KD_E_FORMAT (not JSON), KD_E_CONFIG
+ * (eos_token_id of another type, or more than max ids). */
+int kd_generation_eos(const char *dir, int64_t *ids, int max, int *n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -232,6 +232,67 @@ TEST(errors)
     }
 }
 
+/* Greedy generation with the KV cache against gen_tokens (identical), and
+ * each cached step's logits against the full forward at that position
+ * (rel <= 1e-5). EOS ids from generation_config.json are suppressed, as HF
+ * generate(min_new_tokens=N) does. */
+static void generate_(const char *fx)
+{
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s/%s", KD_TEST_FIXTURES, fx);
+    snprintf(path, sizeof path, "%s/ref_infer.safetensors", dir);
+    kd_student *m = NULL;
+    kd_st *ri = NULL;
+    CHECK_OK(kd_student_load(dir, &m));
+    CHECK_OK(kd_st_open(path, &ri));
+    size_t P = 0, PN = 0;
+    int64_t *prompt = ri ? copy_(ri, "gen_prompt", KD_I64, &P) : NULL;
+    int64_t *ref = ri ? copy_(ri, "gen_tokens", KD_I64, &PN) : NULL;
+    CHECK(prompt && ref && PN > P && P > 0);
+    if (m && prompt && ref && PN > P && P > 0) {
+        const int64_t V = kd_student_config(m)->vocab_size, N = (int64_t)(PN - P);
+        int64_t eos[16];
+        int neos = 0;
+        CHECK_OK(kd_generation_eos(dir, eos, 16, &neos));
+        int64_t *out = malloc(PN * sizeof(int64_t));
+        float *steps = malloc((size_t)(N * V) * sizeof(float));
+        float *full = malloc(PN * (size_t)V * sizeof(float));
+        CHECK_OK(kd_student_generate_greedy(m, prompt, (int64_t)P, N, eos, neos, out, steps));
+        size_t same = 0;
+        while (same < PN && out[same] == ref[same])
+            same++;
+        printf("%s generate: %zu/%zu tokens identical (%d eos suppressed)\n", fx, same, PN, neos);
+        CHECK(same == PN);
+        CHECK_OK(kd_student_forward(m, ref, 1, (int64_t)PN, full));
+        double worst = 0.0;
+        for (int64_t i = 0; i < N; i++) {
+            double e = rel_err_(steps + i * V, full + ((int64_t)P - 1 + i) * V, (size_t)V);
+            if (e > worst)
+                worst = e;
+        }
+        printf("%s kv cache vs full forward: worst step rel %.3g\n", fx, worst);
+        CHECK(worst <= 1e-5);
+        /* a cache overflow is a status, not a crash */
+        kd_kvcache *kv = NULL;
+        CHECK_OK(kd_kvcache_new(m, 2, &kv));
+        if (kv) {
+            CHECK_ERR(kd_student_extend(m, kv, ref, 3, NULL), KD_E_RANGE, "kv cache");
+            CHECK(kd_kvcache_len(kv) == 0);
+            kd_kvcache_free(kv);
+        }
+        free(out);
+        free(steps);
+        free(full);
+    }
+    free(prompt);
+    free(ref);
+    kd_st_free(ri);
+    kd_student_free(m);
+}
+
+TEST(qwen2_generate) { generate_("tiny-qwen2"); }
+TEST(llama3_generate) { generate_("tiny-llama3"); }
+
 int main(void)
 {
     RUN(qwen2);
@@ -239,5 +300,7 @@ int main(void)
     RUN(qwen2_adamw);
     RUN(llama3_adamw);
     RUN(errors);
+    RUN(qwen2_generate);
+    RUN(llama3_generate);
     return test_summary();
 }

@@ -1,0 +1,32 @@
+/* parity.h - check the student against a HF reference fixture directory
+ * (the format of FIXTURES.md): logits and greedy generation from
+ * ref_infer.safetensors; loss, every gradient and one AdamW step from
+ * ref_train.safetensors, each against FIXTURES.md's CPU fp32 tolerances.
+ */
+#ifndef KD_STUDENT_PARITY_H
+#define KD_STUDENT_PARITY_H
+
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { KD_PARITY_CPU = 0, KD_PARITY_CUDA } kd_parity_device;
+
+/* Run every check the fixture in `dir` holds files for and print one line
+ * per check to `out` ("ok   logits   rel 6.9e-07 (tol 1e-04)", or "FAIL ..."
+ * with the measured error; "info ..." and "skip ..." lines do not count).
+ * *failed receives the number of failed checks. Returns KD_OK when the checks
+ * ran (look at *failed), or: KD_E_UNSUPPORTED (a model_type other than
+ * qwen2/llama, e.g. DeepSeek, or the CUDA device, which has no student
+ * backend yet), KD_E_NOTFOUND (dir, config.json, the weights, or neither
+ * reference file), KD_E_FORMAT / KD_E_SHAPE / KD_E_DTYPE (a malformed or
+ * mismatched reference tensor), KD_E_NOMEM, and what kd_student_load returns.
+ * The caller reports the status with kd_strerror. */
+int kd_parity_run(const char *dir, kd_parity_device device, FILE *out, int *failed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

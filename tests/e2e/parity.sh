@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# parity.sh DISTILL_BIN FIXTURES_DIR SCRATCH_DIR - `distill parity` end to end:
+# the dense fixtures pass with ok lines, DeepSeek is reported as not supported
+# (exit 1), a missing folder exits 1, usage errors exit 2, --help 0.
+set -euo pipefail
+
+if [ $# -ne 3 ]; then
+    echo "usage: $0 DISTILL_BIN FIXTURES_DIR SCRATCH_DIR" >&2
+    exit 2
+fi
+BIN=$1
+FIX=$2
+TMP=$3
+mkdir -p "$TMP"
+
+failures=0
+fail() {
+    echo "FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+
+# run CMD...: sets rc, and the output in $TMP/out and $TMP/err
+run() {
+    set +e
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    set -e
+}
+
+for fx in tiny-qwen2 tiny-llama3; do
+    run "$BIN" parity "$FIX/$fx"
+    cat "$TMP/out"
+    [ "$rc" -eq 0 ] || fail "$fx: exit $rc: $(cat "$TMP/err")"
+    for check in logits generate kvcache loss grad adamw; do
+        grep -q "^ok   $check " "$TMP/out" || fail "$fx: no 'ok $check' line"
+    done
+    if grep -q "^FAIL" "$TMP/out"; then fail "$fx: a FAIL line"; fi
+    grep -q "step on reference grads" "$TMP/out" || fail "$fx: adamw line does not say what it checks"
+    grep -q "^info adamw-e2e" "$TMP/out" || fail "$fx: no end-to-end adamw figure"
+done
+
+run "$BIN" parity "$FIX/tiny-qwen2" --device cpu
+[ "$rc" -eq 0 ] || fail "--device cpu: exit $rc"
+run "$BIN" parity "$FIX/tiny-qwen2" --device cuda
+[ "$rc" -eq 1 ] || fail "--device cuda: exit $rc, want 1"
+grep -q "KD_E_UNSUPPORTED\|KD_E_CUDA" "$TMP/err" || fail "--device cuda: $(cat "$TMP/err")"
+
+run "$BIN" parity "$FIX/tiny-deepseek-v3"
+[ "$rc" -ne 0 ] || fail "deepseek: exit 0"
+grep -q "not supported" "$TMP/err" || fail "deepseek: no 'not supported': $(cat "$TMP/err")"
+
+run "$BIN" parity "$TMP/no-such-folder"
+[ "$rc" -eq 1 ] || fail "missing folder: exit $rc, want 1"
+grep -q "^error:" "$TMP/err" || fail "missing folder: no error line"
+
+run "$BIN" parity
+[ "$rc" -eq 2 ] || fail "no args: exit $rc, want 2"
+run "$BIN" parity "$FIX/tiny-qwen2" --device tpu
+[ "$rc" -eq 2 ] || fail "bad device: exit $rc, want 2"
+run "$BIN" parity --help
+[ "$rc" -eq 0 ] || fail "--help: exit $rc"
+grep -q "usage: distill parity" "$TMP/out" || fail "--help: no usage"
+
+if [ "$failures" -ne 0 ]; then
+    echo "$failures failure(s)" >&2
+    exit 1
+fi
+echo "parity.sh: all passed"
