@@ -92,6 +92,13 @@ void kd_swiglu_backward(float *dgate, float *dup, const float *dout, const float
  * O(B T H D), not O(T^2). Scores and softmax in fp32. */
 void kd_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                           int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, float scale);
+/* Attention of n new queries against a KV cache, for generation: q (n, H, D)
+ * are the queries at positions p0 .. p0+n-1; kc, vc (p0+n, K, D) hold every
+ * key and value up to the last of them. out (n, H, D), overwritten. Causal:
+ * the query at p0+t sees keys 0 .. p0+t. Same arithmetic, row by row, as
+ * kd_attention_forward. scratch holds p0+n floats. */
+void kd_attention_cached(float *out, const float *q, const float *kc, const float *vc, int64_t p0,
+                         int64_t n, int64_t H, int64_t K, int64_t D, float scale, float *scratch);
 /* dq (B, T, H, D) +=, dk, dv (B, T, K, D) +=, from dout and the forward's
  * q, k, v, out, lse. */
 void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,

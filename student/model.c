@@ -564,46 +564,6 @@ void kd_kvcache_free(kd_kvcache *kv)
 
 int64_t kd_kvcache_len(const kd_kvcache *kv) { return kv->len; }
 
-/* Causal attention of n new queries (positions p0..p0+n-1) over the cached
- * keys and values 0..p0+n-1 of one layer: the arithmetic of
- * kd_attention_forward (fp32 scores, max-shifted softmax), so a cached step
- * agrees with the full forward to rounding. kc, vc (T_cached, K, D). */
-static void attend_cached_(float *out, const float *q, const float *kc, const float *vc, int64_t p0,
-                           int64_t n, int64_t H, int64_t K, int64_t D, float scale, float *s)
-{
-    const int64_t G = H / K;
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t h = 0; h < H; h++) {
-            const int64_t kh = h / G, last = p0 + t;
-            const float *qr = q + (t * H + h) * D;
-            float mx = -INFINITY;
-            for (int64_t j = 0; j <= last; j++) {
-                const float *kr = kc + (j * K + kh) * D;
-                float d = 0.0f;
-                for (int64_t i = 0; i < D; i++)
-                    d += qr[i] * kr[i];
-                s[j] = d * scale;
-                if (s[j] > mx)
-                    mx = s[j];
-            }
-            float sum = 0.0f;
-            for (int64_t j = 0; j <= last; j++) {
-                s[j] = expf(s[j] - mx);
-                sum += s[j];
-            }
-            float inv = 1.0f / sum;
-            float *o = out + (t * H + h) * D;
-            for (int64_t i = 0; i < D; i++)
-                o[i] = 0.0f;
-            for (int64_t j = 0; j <= last; j++) {
-                const float *vr = vc + (j * K + kh) * D;
-                float p = s[j] * inv;
-                for (int64_t i = 0; i < D; i++)
-                    o[i] += p * vr[i];
-            }
-        }
-}
-
 int kd_student_extend(kd_student *m, kd_kvcache *kv, const int64_t *ids, int64_t n, float *logits)
 {
     const kd_model_config *c = &m->cfg;
@@ -638,7 +598,7 @@ int kd_student_extend(kd_student *m, kd_kvcache *kv, const int64_t *ids, int64_t
         kd_matmul_forward(vc + p0 * R, ln, W(P_VW, R * C), W(P_VB, R), n, C, R);
         kd_rope_forward(q, cs, sn, 1, n, H, D);
         kd_rope_forward(kc + p0 * R, cs, sn, 1, n, K, D);
-        attend_cached_(att, q, kc, vc, p0, n, H, K, D, scale, s);
+        kd_attention_cached(att, q, kc, vc, p0, n, H, K, D, scale, s);
         kd_matmul_forward(ln, att, W(P_OW, C * Q), W(P_OB, C), n, Q, C);
         kd_residual_forward(x, x, ln, n * C);
         kd_rmsnorm_forward(ln, NULL, x, W(P_LN2, C), n, C, c->rms_norm_eps);

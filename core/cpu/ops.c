@@ -227,6 +227,39 @@ void kd_swiglu_backward(float *dgate, float *dup, const float *dout, const float
 
 /* ---- causal GQA attention ------------------------------------------------------ */
 
+/* One softmax row: query qr attends to keys/values 0..last, whose rows are
+ * `stride` floats apart in k and v. Writes o (D) and returns the row's
+ * log-sum-exp. s is scratch for last+1 scores. */
+static float attend_row_(float *o, const float *qr, const float *k, const float *v, int64_t stride,
+                        int64_t last, int64_t D, float scale, float *s)
+{
+    float mx = -INFINITY;
+    for (int64_t j = 0; j <= last; j++) {
+        const float *kr = k + j * stride;
+        float d = 0.0f;
+        for (int64_t i = 0; i < D; i++)
+            d += qr[i] * kr[i];
+        s[j] = d * scale;
+        if (s[j] > mx)
+            mx = s[j];
+    }
+    float sum = 0.0f;
+    for (int64_t j = 0; j <= last; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    float inv = 1.0f / sum;
+    for (int64_t i = 0; i < D; i++)
+        o[i] = 0.0f;
+    for (int64_t j = 0; j <= last; j++) {
+        const float *vr = v + j * stride;
+        float p = s[j] * inv;
+        for (int64_t i = 0; i < D; i++)
+            o[i] += p * vr[i];
+    }
+    return mx + logf(sum);
+}
+
 void kd_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                           int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, float scale)
 {
@@ -240,37 +273,24 @@ void kd_attention_forward(float *out, float *lse, const float *q, const float *k
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++)
                 for (int64_t t = 0; t < T; t++) {
-                    const int64_t kh = h / G;
-                    const float *qr = q + ((b * T + t) * H + h) * D;
-                    float mx = -INFINITY;
-                    for (int64_t j = 0; j <= t; j++) {
-                        const float *kr = k + ((b * T + j) * K + kh) * D;
-                        float d = 0.0f;
-                        for (int64_t i = 0; i < D; i++)
-                            d += qr[i] * kr[i];
-                        s[j] = d * scale;
-                        if (s[j] > mx)
-                            mx = s[j];
-                    }
-                    float sum = 0.0f;
-                    for (int64_t j = 0; j <= t; j++) {
-                        s[j] = expf(s[j] - mx);
-                        sum += s[j];
-                    }
-                    float inv = 1.0f / sum;
-                    float *o = out + ((b * T + t) * H + h) * D;
-                    for (int64_t i = 0; i < D; i++)
-                        o[i] = 0.0f;
-                    for (int64_t j = 0; j <= t; j++) {
-                        const float *vr = v + ((b * T + j) * K + kh) * D;
-                        float p = s[j] * inv;
-                        for (int64_t i = 0; i < D; i++)
-                            o[i] += p * vr[i];
-                    }
-                    lse[(b * H + h) * T + t] = mx + logf(sum);
+                    const int64_t off = (b * T * K + h / G) * D;
+                    lse[(b * H + h) * T + t] = attend_row_(out + ((b * T + t) * H + h) * D,
+                                                           q + ((b * T + t) * H + h) * D, k + off, v + off,
+                                                           K * D, t, D, scale, s);
                 }
         free(s);
     }
+}
+
+void kd_attention_cached(float *out, const float *q, const float *kc, const float *vc, int64_t p0,
+                         int64_t n, int64_t H, int64_t K, int64_t D, float scale, float *scratch)
+{
+    assert(H % K == 0);
+    const int64_t G = H / K;
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t h = 0; h < H; h++)
+            attend_row_(out + (t * H + h) * D, q + (t * H + h) * D, kc + (h / G) * D, vc + (h / G) * D, K * D,
+                        p0 + t, D, scale, scratch);
 }
 
 void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
