@@ -225,6 +225,10 @@ TEST(errors)
     if (m) {
         int64_t ids[2] = {0, 100000};
         CHECK_ERR(kd_student_forward(m, ids, 1, 2, NULL), KD_E_RANGE, "outside");
+        int64_t ok_ids[3] = {1, 2, 3}, labels[3] = {-100, 7, 512}; /* 512 is past the vocab of 512 */
+        float loss = 0;
+        CHECK_ERR(kd_student_loss_backward(m, ok_ids, labels, 1, 3, &loss), KD_E_RANGE,
+                  "label 512 is outside [0, 512)");
         float *p;
         size_t n;
         CHECK_ERR(kd_student_tensor(m, "lm_head.weight", 0, &p, &n), KD_E_NOTFOUND, "lm_head");
