@@ -83,6 +83,26 @@ static float *f32_copy_(const kd_st_tensor *t)
     return p;
 }
 
+/* The relative error of the student's parameter (grad = 0) or gradient
+ * (grad = 1) `name` against the reference tensor "<prefix><name>". */
+static int param_vs_ref_(kd_student *m, const kd_st *st, const char *file, const char *prefix,
+                         const char *name, int grad, double *err)
+{
+    char key[512];
+    float *ours;
+    size_t n;
+    const kd_st_tensor *t;
+    snprintf(key, sizeof key, "%s%s", prefix, name);
+    KD_TRY(kd_student_tensor(m, name, grad, &ours, &n));
+    KD_TRY(ref_(st, file, key, KD_F32, n, &t));
+    float *r = f32_copy_(t); /* the mapping is not guaranteed to be float-aligned */
+    if (!r)
+        return kd_err(KD_E_NOMEM, "%s", key);
+    *err = rel_err_(ours, r, n);
+    free(r);
+    return KD_OK;
+}
+
 /* ---- ref_infer: logits, greedy generation, kv cache --------------------------- */
 
 static int check_infer_(kd_student *m, const char *dir, const char *file, FILE *out, int *failed)
@@ -255,18 +275,9 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
     const size_t np = kd_student_param_count(m);
     for (size_t i = 0; i < np; i++) {
         const char *name = kd_student_param_name(m, i);
-        float *g;
-        size_t n;
-        snprintf(key, sizeof key, "grad.%s", name);
-        if ((rc = kd_student_tensor(m, name, 1, &g, &n)) || (rc = ref_(st, file, key, KD_F32, n, &t)))
+        double e;
+        if ((rc = param_vs_ref_(m, st, file, "grad.", name, 1, &e)))
             goto done;
-        float *r = f32_copy_(t);
-        if (!r) {
-            rc = kd_err(KD_E_NOMEM, "%s", key);
-            goto done;
-        }
-        double e = rel_err_(g, r, n);
-        free(r);
         check_(out, failed, e <= TOL_GRAD, "grad", "rel %.2g (tol %.0e) %s", e, TOL_GRAD, name);
     }
 
@@ -277,18 +288,9 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
     const char *e2e_name = "";
     for (size_t i = 0; i < np; i++) {
         const char *name = kd_student_param_name(m, i);
-        float *p;
-        size_t n;
-        snprintf(key, sizeof key, "after_adamw.%s", name);
-        if ((rc = kd_student_tensor(m, name, 0, &p, &n)) || (rc = ref_(st, file, key, KD_F32, n, &t)))
+        double e;
+        if ((rc = param_vs_ref_(m, st, file, "after_adamw.", name, 0, &e)))
             goto done;
-        float *r = f32_copy_(t);
-        if (!r) {
-            rc = kd_err(KD_E_NOMEM, "%s", key);
-            goto done;
-        }
-        double e = rel_err_(p, r, n);
-        free(r);
         if (!(e <= e2e))
             e2e = e, e2e_name = name;
     }
@@ -309,18 +311,9 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
         goto done;
     for (size_t i = 0; i < np; i++) {
         const char *name = kd_student_param_name(m2, i);
-        float *p;
-        size_t n;
-        snprintf(key, sizeof key, "after_adamw.%s", name);
-        if ((rc = kd_student_tensor(m2, name, 0, &p, &n)) || (rc = ref_(st, file, key, KD_F32, n, &t)))
+        double e;
+        if ((rc = param_vs_ref_(m2, st, file, "after_adamw.", name, 0, &e)))
             goto done;
-        float *r = f32_copy_(t);
-        if (!r) {
-            rc = kd_err(KD_E_NOMEM, "%s", key);
-            goto done;
-        }
-        double e = rel_err_(p, r, n);
-        free(r);
         check_(out, failed, e <= TOL_ADAMW, "adamw", "rel %.2g (tol %.0e) %s (step on reference grads)",
                e, TOL_ADAMW, name);
     }
