@@ -69,14 +69,16 @@ void kd_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
  * NULL) receives the factor HF multiplies cos/sin by (1 for these types). */
 int kd_rope_table(float *cos_, float *sin_, const kd_rope *rope, int64_t T, int64_t D,
                   float *attn_scale);
-/* Rotate x (B, T, NH, D) in place, NH heads per row, positions 0..T-1. */
-void kd_rope_forward(float *x, const float *cos_, const float *sin_, int64_t B, int64_t T,
-                     int64_t NH, int64_t D);
+/* Rotate x (B, T, NH, D) in place, NH heads per row. Row (b, t) takes the
+ * angle of position pos[b*T + t] (pos (B, T), each in [0, T)), or of t when
+ * pos is NULL. */
+void kd_rope_forward(float *x, const float *cos_, const float *sin_, const int64_t *pos, int64_t B,
+                     int64_t T, int64_t NH, int64_t D);
 /* The transpose rotation, in place on dx (B, T, NH, D): turns the gradient
  * of the rotated tensor into the gradient of its input. (In place, so it
- * overwrites rather than accumulates.) */
-void kd_rope_backward(float *dx, const float *cos_, const float *sin_, int64_t B, int64_t T,
-                      int64_t NH, int64_t D);
+ * overwrites rather than accumulates.) pos as in the forward. */
+void kd_rope_backward(float *dx, const float *cos_, const float *sin_, const int64_t *pos,
+                      int64_t B, int64_t T, int64_t NH, int64_t D);
 
 /* ---- SwiGLU: out = silu(gate) * up, elementwise over n -------------------- */
 void kd_swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
@@ -89,9 +91,16 @@ void kd_swiglu_backward(float *dgate, float *dup, const float *dout, const float
  * out (B, T, H, D) = softmax(scale * q k^T, causal) v, overwritten.
  * lse (B, H, T) receives the log-sum-exp of each softmax row (scaled scores),
  * which is all the backward needs to rebuild the probabilities; memory is
- * O(B T H D), not O(T^2). Scores and softmax in fp32. */
+ * O(B T H D), not O(T^2). Scores and softmax in fp32.
+ *
+ * Packed rows: with pos (B, T) not NULL, a row holds several documents, each
+ * with positions 0, 1, 2, ... (a 0 starts the next document), and the query
+ * at t attends only to keys t - pos[b*T + t] .. t: its own document. pos must
+ * satisfy pos[t] == 0 or pos[t] == pos[t-1] + 1 (the caller checks). NULL is
+ * one document per row. */
 void kd_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                          int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, float scale);
+                          const int64_t *pos, int64_t B, int64_t T, int64_t H, int64_t K, int64_t D,
+                          float scale);
 /* Attention of n new queries against a KV cache, for generation: q (n, H, D)
  * are the queries at positions p0 .. p0+n-1; kc, vc (p0+n, K, D) hold every
  * key and value up to the last of them. out (n, H, D), overwritten. Causal:
@@ -100,10 +109,11 @@ void kd_attention_forward(float *out, float *lse, const float *q, const float *k
 void kd_attention_cached(float *out, const float *q, const float *kc, const float *vc, int64_t p0,
                          int64_t n, int64_t H, int64_t K, int64_t D, float scale, float *scratch);
 /* dq (B, T, H, D) +=, dk, dv (B, T, K, D) +=, from dout and the forward's
- * q, k, v, out, lse. */
+ * q, k, v, out, lse, pos. */
 void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *out, const float *lse,
-                           int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, float scale);
+                           const int64_t *pos, int64_t B, int64_t T, int64_t H, int64_t K,
+                           int64_t D, float scale);
 
 /* ---- residual add: out = a + b over n (out may alias a or b) --------------- */
 void kd_residual_forward(float *out, const float *a, const float *b, int64_t n);
@@ -112,17 +122,18 @@ void kd_residual_backward(float *da, float *db, const float *dout, int64_t n);
 
 /* ---- softmax cross-entropy with ignore index -------------------------------
  * logits (N, V); targets (N), where KD_IGNORE_INDEX (-100) marks a row that
- * does not count. Returns the mean over counted rows of -log softmax(logits)
- * [target] (0 if no row counts; torch returns nan there). Sums in double.
- * The backward writes (not accumulates) dlogits (N, V) = dloss *
- * (softmax - onehot) / count for counted rows and 0 for the others; pass
- * dloss = 1 for the plain mean loss. Targets outside [0, V) other than -100
- * are a programmer error (asserted). */
+ * does not count. Returns the SUM over counted rows of -log softmax(logits)
+ * [target] (0 if no row counts), and the count in *count (may be NULL); the
+ * mean is sum / count. Sums in double. The backward writes (not accumulates)
+ * dlogits (N, V) = scale * (softmax - onehot) for counted rows and 0 for the
+ * others: scale = 1 / count gives the gradient of the mean, 1 / (targets of
+ * the whole optimizer step) that of a step's share. Targets outside [0, V)
+ * other than -100 are a programmer error (asserted). */
 #define KD_IGNORE_INDEX (-100)
 double kd_crossentropy_forward(const float *logits, const int64_t *targets, int64_t N, int64_t V,
                                int64_t *count);
 void kd_crossentropy_backward(float *dlogits, const float *logits, const int64_t *targets,
-                              int64_t N, int64_t V, float dloss);
+                              int64_t N, int64_t V, double scale);
 
 /* ---- AdamW, as torch.optim.AdamW (decoupled weight decay) ------------------
  * One step over n parameters p with gradient g and moments m, v (zero before

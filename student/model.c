@@ -160,6 +160,8 @@ static void layout_params_(kd_student *m)
 }
 
 /* the slot and element offset of an HF name, or -1 */
+static int ensure_moments_(kd_student *m);
+
 static int find_slot_(const kd_student *m, const char *name, size_t *off, size_t *numel)
 {
     int p = -1;
@@ -317,7 +319,10 @@ int kd_student_tensor(kd_student *m, const char *name, int which, float **data, 
     size_t off, n;
     if (find_slot_(m, name, &off, &n) < 0)
         return kd_err(KD_E_NOTFOUND, "no parameter '%s' in the student", name);
-    *data = (which ? m->grads : m->params) + off;
+    if (which >= 2)
+        KD_TRY(ensure_moments_(m));
+    float *base = which == 0 ? m->params : which == 1 ? m->grads : which == 2 ? m->adam_m : m->adam_v;
+    *data = base + off;
     *numel = n;
     return KD_OK;
 }
@@ -360,7 +365,22 @@ static int ensure_acts_(kd_student *m, int64_t B, int64_t T)
 
 /* ---- forward ------------------------------------------------------------------- */
 
-int kd_student_forward(kd_student *m, const int64_t *ids, int64_t B, int64_t T, float *logits)
+/* pos (B, T): each row a run of documents, positions 0, 1, ... restarting at 0 */
+static int check_pos_(const int64_t *pos, int64_t B, int64_t T)
+{
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            int64_t p = pos[b * T + t];
+            if (p != 0 && (t == 0 || p != pos[b * T + t - 1] + 1))
+                return kd_err(KD_E_RANGE, "position %lld at row %lld, token %lld: positions must "
+                              "start at 0 and count up by one within each document",
+                              (long long)p, (long long)b, (long long)t);
+        }
+    return KD_OK;
+}
+
+int kd_student_forward(kd_student *m, const int64_t *ids, const int64_t *pos, int64_t B, int64_t T,
+                       float *logits)
 {
     const kd_model_config *c = &m->cfg;
     const int64_t N = B * T, V = c->vocab_size, C = c->hidden_size, L = c->num_layers;
@@ -375,6 +395,8 @@ int kd_student_forward(kd_student *m, const int64_t *ids, int64_t B, int64_t T, 
         if (ids[i] < 0 || ids[i] >= V)
             return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)",
                           (long long)ids[i], (long long)i, (long long)V);
+    if (pos)
+        KD_TRY(check_pos_(pos, B, T));
     KD_TRY(ensure_acts_(m, B, T));
     acts *a = &m->a;
     float *P = m->params;
@@ -393,9 +415,9 @@ int kd_student_forward(kd_student *m, const int64_t *ids, int64_t B, int64_t T, 
         kd_matmul_forward(q, ln1, W(P_QW, Q * C), W(P_QB, Q), N, C, Q);
         kd_matmul_forward(k, ln1, W(P_KW, R * C), W(P_KB, R), N, C, R);
         kd_matmul_forward(v, ln1, W(P_VW, R * C), W(P_VB, R), N, C, R);
-        kd_rope_forward(q, a->rope_cos, a->rope_sin, B, T, H, D);
-        kd_rope_forward(k, a->rope_cos, a->rope_sin, B, T, K, D);
-        kd_attention_forward(atty, lse, q, k, v, B, T, H, K, D, scale);
+        kd_rope_forward(q, a->rope_cos, a->rope_sin, pos, B, T, H, D);
+        kd_rope_forward(k, a->rope_cos, a->rope_sin, pos, B, T, K, D);
+        kd_attention_forward(atty, lse, q, k, v, pos, B, T, H, K, D, scale);
         kd_matmul_forward(res1, atty, W(P_OW, C * Q), W(P_OB, C), N, Q, C);
         kd_residual_forward(res1, res1, xin, N * C);
         kd_rmsnorm_forward(ln2, a->ln2_rstd + l * N, res1, W(P_LN2, C), N, C, c->rms_norm_eps);
@@ -416,36 +438,92 @@ int kd_student_forward(kd_student *m, const int64_t *ids, int64_t B, int64_t T, 
 
 /* ---- backward ------------------------------------------------------------------- */
 
+/* The targets of a batch: position t is scored against labels[b, t+1]; the
+ * last position of a row, and the last of each document of a packed row,
+ * predict nothing. NULL labels count every next token. */
+static int targets_(const kd_student *m, const int64_t *labels, const int64_t *ids,
+                    const int64_t *pos, int64_t B, int64_t T, int64_t *tgt)
+{
+    const int64_t V = m->cfg.vocab_size;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            int64_t i = b * T + t, y = KD_IGNORE_INDEX;
+            if (t + 1 < T && !(pos && pos[i + 1] == 0))
+                y = labels ? labels[i + 1] : ids[i + 1];
+            if (y != KD_IGNORE_INDEX && (y < 0 || y >= V))
+                return kd_err(KD_E_RANGE, "label %lld at row %lld, token %lld is outside [0, %lld)",
+                              (long long)y, (long long)b, (long long)(t + 1), (long long)V);
+            tgt[i] = y;
+        }
+    return KD_OK;
+}
+
+int64_t kd_student_count_targets(const int64_t *labels, const int64_t *pos, int64_t B, int64_t T)
+{
+    int64_t n = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t + 1 < T; t++)
+            n += labels[b * T + t + 1] != KD_IGNORE_INDEX && !(pos && pos[b * T + t + 1] == 0);
+    return n;
+}
+
+int kd_student_loss(kd_student *m, const int64_t *ids, const int64_t *labels, const int64_t *pos,
+                    int64_t B, int64_t T, double *loss_sum, int64_t *count)
+{
+    KD_TRY(kd_student_forward(m, ids, pos, B, T, NULL));
+    int64_t *tgt = malloc((size_t)(B * T) * sizeof(int64_t));
+    if (!tgt)
+        return kd_err(KD_E_NOMEM, "targets");
+    int st = targets_(m, labels, ids, pos, B, T, tgt);
+    if (!st)
+        *loss_sum = kd_crossentropy_forward(m->a.logits, tgt, B * T, m->cfg.vocab_size, count);
+    free(tgt);
+    return st;
+}
+
+void kd_student_zero_grad(kd_student *m) { memset(m->grads, 0, m->nparams * sizeof(float)); }
+
 int kd_student_loss_backward(kd_student *m, const int64_t *ids, const int64_t *labels, int64_t B,
                              int64_t T, float *loss)
 {
-    KD_TRY(kd_student_forward(m, ids, B, T, NULL));
+    int64_t n = kd_student_count_targets(labels, NULL, B, T);
+    double sum = 0.0;
+    kd_student_zero_grad(m);
+    KD_TRY(kd_student_backward(m, ids, labels, NULL, B, T, n ? 1.0 / (double)n : 0.0, &sum, NULL));
+    *loss = (float)(n ? sum / (double)n : 0.0);
+    return KD_OK;
+}
+
+int kd_student_backward(kd_student *m, const int64_t *ids, const int64_t *labels,
+                        const int64_t *pos, int64_t B, int64_t T, double scale, double *loss_sum,
+                        int64_t *count)
+{
+    KD_TRY(kd_student_forward(m, ids, pos, B, T, NULL));
     const kd_model_config *c = &m->cfg;
     const int64_t N = B * T, V = c->vocab_size, C = c->hidden_size, L = c->num_layers;
     const int64_t H = c->num_heads, K = c->num_kv_heads, D = c->head_dim, Q = H * D, R = K * D;
     const int64_t F = c->intermediate_size;
     acts *a = &m->a;
     float *P = m->params, *G = m->grads;
-    const float scale = 1.0f / sqrtf((float)D);
+    const float scale_qk = 1.0f / sqrtf((float)D);
 
-    /* shift: position t predicts labels[b, t+1]; the last position predicts nothing */
     int64_t *tgt = malloc((size_t)N * sizeof(int64_t));
     if (!tgt)
         return kd_err(KD_E_NOMEM, "targets");
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < T; t++)
-            tgt[b * T + t] = t + 1 < T ? labels[b * T + t + 1] : KD_IGNORE_INDEX;
-    for (int64_t i = 0; i < N; i++)
-        if (tgt[i] != KD_IGNORE_INDEX && (tgt[i] < 0 || tgt[i] >= V)) {
-            int st = kd_err(KD_E_RANGE, "label %lld is outside [0, %lld)", (long long)tgt[i], (long long)V);
-            free(tgt);
-            return st;
-        }
-    *loss = (float)kd_crossentropy_forward(a->logits, tgt, N, V, NULL);
-    kd_crossentropy_backward(a->dlogits, a->logits, tgt, N, V, 1.0f);
+    int st = targets_(m, labels, ids, pos, B, T, tgt);
+    if (st) {
+        free(tgt);
+        return st;
+    }
+    int64_t cnt = 0;
+    double sum = kd_crossentropy_forward(a->logits, tgt, N, V, &cnt);
+    if (loss_sum)
+        *loss_sum = sum;
+    if (count)
+        *count = cnt;
+    kd_crossentropy_backward(a->dlogits, a->logits, tgt, N, V, scale);
     free(tgt);
 
-    memset(G, 0, m->nparams * sizeof(float));
 #define Z(p, n) memset((p), 0, (size_t)(n) * sizeof(float))
     Z(a->dln, N * C);
     kd_matmul_backward(a->dln, slot_(G, m, P_LMH), NULL, a->dlogits, a->lnf, slot_(P, m, P_LMH), N,
@@ -482,10 +560,10 @@ int kd_student_loss_backward(kd_student *m, const int64_t *ids, const int64_t *l
         Z(a->dq, N * Q);
         Z(a->dk, N * R);
         Z(a->dv, N * R);
-        kd_attention_backward(a->dq, a->dk, a->dv, a->datt, q, k, v, atty, lse, B, T, H, K, D,
-                              scale);
-        kd_rope_backward(a->dq, a->rope_cos, a->rope_sin, B, T, H, D);
-        kd_rope_backward(a->dk, a->rope_cos, a->rope_sin, B, T, K, D);
+        kd_attention_backward(a->dq, a->dk, a->dv, a->datt, q, k, v, atty, lse, pos, B, T, H, K, D,
+                              scale_qk);
+        kd_rope_backward(a->dq, a->rope_cos, a->rope_sin, pos, B, T, H, D);
+        kd_rope_backward(a->dk, a->rope_cos, a->rope_sin, pos, B, T, K, D);
         Z(a->dln, N * C);
         kd_matmul_backward(a->dln, DW(P_QW, Q * C), DW(P_QB, Q), a->dq, ln1, W(P_QW, Q * C), N, C, Q);
         kd_matmul_backward(a->dln, DW(P_KW, R * C), DW(P_KB, R), a->dk, ln1, W(P_KW, R * C), N, C, R);
@@ -502,18 +580,86 @@ int kd_student_loss_backward(kd_student *m, const int64_t *ids, const int64_t *l
 
 /* ---- update ------------------------------------------------------------------------ */
 
-int kd_student_adamw_step(kd_student *m, const kd_adamw *hp)
+static int ensure_moments_(kd_student *m)
 {
-    if (!m->adam_m) {
-        m->adam_m = calloc(2 * m->nparams, sizeof(float));
-        if (!m->adam_m)
-            return kd_err(KD_E_NOMEM, "AdamW moments (%zu floats)", 2 * m->nparams);
-        m->adam_v = m->adam_m + m->nparams;
-    }
-    m->step++;
-    kd_adamw_update(m->params, m->grads, m->adam_m, m->adam_v, (int64_t)m->nparams, hp, m->step);
+    if (m->adam_m)
+        return KD_OK;
+    m->adam_m = calloc(2 * m->nparams, sizeof(float));
+    if (!m->adam_m)
+        return kd_err(KD_E_NOMEM, "AdamW moments (%zu floats)", 2 * m->nparams);
+    m->adam_v = m->adam_m + m->nparams;
     return KD_OK;
 }
+
+/* slots that are norm weights or biases: no weight decay when asked */
+static int no_decay_slot_(int p)
+{
+    return p == P_LN1 || p == P_LN2 || p == P_LNF || p == P_QB || p == P_KB || p == P_VB ||
+           p == P_OB || p == P_GB || p == P_UB || p == P_DB;
+}
+
+int kd_student_adamw_step(kd_student *m, const kd_adamw *hp, int no_decay_norm_bias)
+{
+    KD_TRY(ensure_moments_(m));
+    m->step++;
+    if (!no_decay_norm_bias) {
+        kd_adamw_update(m->params, m->grads, m->adam_m, m->adam_v, (int64_t)m->nparams, hp, m->step);
+        return KD_OK;
+    }
+    kd_adamw nd = *hp;
+    nd.weight_decay = 0.0;
+    for (int p = 0; p < P_COUNT; p++) {
+        if (!m->psize[p] || (p == P_LMH && m->cfg.tie_word_embeddings))
+            continue;
+        size_t o = m->poff[p];
+        kd_adamw_update(m->params + o, m->grads + o, m->adam_m + o, m->adam_v + o,
+                        (int64_t)m->psize[p], no_decay_slot_(p) ? &nd : hp, m->step);
+    }
+    return KD_OK;
+}
+
+double kd_student_grad_norm(const kd_student *m)
+{
+    /* fixed chunks summed in order: the same bits for any thread count */
+    enum { NCHUNK = 256 };
+    double part[NCHUNK];
+    const float *g = m->grads;
+    const size_t n = m->nparams, per = (n + NCHUNK - 1) / NCHUNK;
+#pragma omp parallel for if (n > 65536)
+    for (int c = 0; c < NCHUNK; c++) {
+        double s = 0.0;
+        size_t lo = (size_t)c * per, hi = lo + per < n ? lo + per : n;
+        for (size_t i = lo; i < hi; i++)
+            s += (double)g[i] * (double)g[i];
+        part[c] = s;
+    }
+    double s = 0.0;
+    for (int c = 0; c < NCHUNK; c++)
+        s += part[c];
+    return sqrt(s);
+}
+
+void kd_student_scale_grads(kd_student *m, float s)
+{
+    float *g = m->grads;
+#pragma omp parallel for if (m->nparams > 65536)
+    for (size_t i = 0; i < m->nparams; i++)
+        g[i] *= s;
+}
+
+int64_t kd_student_step(const kd_student *m) { return m->step; }
+
+int kd_student_set_step(kd_student *m, int64_t step)
+{
+    if (step < 0)
+        return kd_err(KD_E_RANGE, "optimizer step %lld", (long long)step);
+    if (step > 0)
+        KD_TRY(ensure_moments_(m));
+    m->step = step;
+    return KD_OK;
+}
+
+size_t kd_student_numel(const kd_student *m) { return m->nparams; }
 
 /* ---- generation with a KV cache --------------------------------------------------- */
 
@@ -596,8 +742,8 @@ int kd_student_extend(kd_student *m, kd_kvcache *kv, const int64_t *ids, int64_t
         kd_matmul_forward(q, ln, W(P_QW, Q * C), W(P_QB, Q), n, C, Q);
         kd_matmul_forward(kc + p0 * R, ln, W(P_KW, R * C), W(P_KB, R), n, C, R);
         kd_matmul_forward(vc + p0 * R, ln, W(P_VW, R * C), W(P_VB, R), n, C, R);
-        kd_rope_forward(q, cs, sn, 1, n, H, D);
-        kd_rope_forward(kc + p0 * R, cs, sn, 1, n, K, D);
+        kd_rope_forward(q, cs, sn, NULL, 1, n, H, D);
+        kd_rope_forward(kc + p0 * R, cs, sn, NULL, 1, n, K, D);
         kd_attention_cached(att, q, kc, vc, p0, n, H, K, D, scale, s);
         kd_matmul_forward(ln, att, W(P_OW, C * Q), W(P_OB, C), n, Q, C);
         kd_residual_forward(x, x, ln, n * C);

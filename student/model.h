@@ -39,30 +39,77 @@ void kd_student_free(kd_student *m);
 /* The config the model was built from; valid until kd_student_free. */
 const kd_model_config *kd_student_config(const kd_student *m);
 
-/* Forward B sequences of T tokens (ids (B, T), each in [0, V)). If logits
- * is not NULL it receives the logits (B, T, V). The activations are kept for
- * a following backward. Errors: KD_E_RANGE (an id out of range, T beyond
- * max_position), KD_E_NOMEM. */
-int kd_student_forward(kd_student *m, const int64_t *ids, int64_t B, int64_t T, float *logits);
+/* Forward B rows of T tokens (ids (B, T), each in [0, V)). pos (B, T) or
+ * NULL: packed rows, several documents per row, each with positions 0, 1, 2,
+ * ... (a 0 starts the next one); every document attends only to itself and
+ * takes rope angles from its own positions, exactly as if it ran alone. NULL
+ * is one document per row at positions 0..T-1. If logits is not NULL it
+ * receives the logits (B, T, V). The activations are kept for a following
+ * backward. Errors: KD_E_RANGE (an id out of range, T beyond max_position,
+ * positions that do not count up by one from 0), KD_E_NOMEM. */
+int kd_student_forward(kd_student *m, const int64_t *ids, const int64_t *pos, int64_t B, int64_t T,
+                       float *logits);
 
-/* Forward, the HF causal-LM loss and the backward. labels (B, T) are NOT
- * shifted: position t is scored against labels[b, t+1]; -100 is ignored.
- * *loss receives the mean over counted positions. The gradients are
- * overwritten (zeroed first), not accumulated across calls. With tied
+/* The training step's building block: forward, the HF causal-LM loss and
+ * the backward, ACCUMULATING into the gradients (call kd_student_zero_grad
+ * at the start of an optimizer step). labels (B, T) are NOT shifted:
+ * position t is scored against labels[b, t+1]; -100 is ignored, and so is
+ * every position whose next token starts a new document of a packed row
+ * (pos[b, t+1] == 0), and the last of each row. The gradient added is that
+ * of scale * (sum of the counted token losses): scale = 1 / (the counted
+ * targets of the whole optimizer step) makes gradient accumulation over
+ * micro-batches equal one big batch. *loss_sum (may be NULL) receives the sum
+ * of the token losses, *count (may be NULL) the counted targets. With tied
  * embeddings the one gradient of model.embed_tokens.weight includes the
- * lm_head contribution. Errors as kd_student_forward. */
+ * lm_head contribution. Errors as kd_student_forward, and KD_E_RANGE for a
+ * label outside [0, V). */
+int kd_student_backward(kd_student *m, const int64_t *ids, const int64_t *labels,
+                        const int64_t *pos, int64_t B, int64_t T, double scale, double *loss_sum,
+                        int64_t *count);
+
+/* The same loss without the backward (evaluation): *loss_sum the sum of the
+ * counted token losses, *count (may be NULL) how many. Errors as
+ * kd_student_backward. */
+int kd_student_loss(kd_student *m, const int64_t *ids, const int64_t *labels, const int64_t *pos,
+                    int64_t B, int64_t T, double *loss_sum, int64_t *count);
+
+/* The targets kd_student_backward would count for these labels and pos. */
+int64_t kd_student_count_targets(const int64_t *labels, const int64_t *pos, int64_t B, int64_t T);
+
+/* Zero every gradient. */
+void kd_student_zero_grad(kd_student *m);
+
+/* HF's model(ids, labels=labels).loss and its backward, alone: zero the
+ * gradients, then kd_student_backward with scale 1/count; *loss is the mean
+ * (0 when nothing counts). Errors as kd_student_backward. */
 int kd_student_loss_backward(kd_student *m, const int64_t *ids, const int64_t *labels, int64_t B,
                              int64_t T, float *loss);
 
-/* One torch.optim.AdamW step on every parameter with the current gradients
- * (decoupled weight decay on all of them). The step count is kept in the
- * model and starts at 1. Errors: KD_E_NOMEM (allocating the moments). */
-int kd_student_adamw_step(kd_student *m, const kd_adamw *hp);
+/* One torch.optim.AdamW step with the current gradients. Decoupled weight
+ * decay on every parameter, or, with no_decay_norm_bias, on all but the norm
+ * weights and the biases (the usual second param group). The step count is
+ * kept in the model and starts at 1. Errors: KD_E_NOMEM (the moments). */
+int kd_student_adamw_step(kd_student *m, const kd_adamw *hp, int no_decay_norm_bias);
 
-/* A parameter (which = 0) or its gradient (which = 1) by HF name, e.g.
- * "model.layers.0.self_attn.q_proj.weight". *data points into the model and
- * stays valid until kd_student_free; *numel receives its element count.
- * Errors: KD_E_NOTFOUND. */
+/* The global L2 norm of the gradients (summed in double), and scaling them
+ * in place (for clipping: torch's clip_grad_norm_ multiplies by
+ * max_norm / (norm + 1e-6) when that is below 1). */
+double kd_student_grad_norm(const kd_student *m);
+void kd_student_scale_grads(kd_student *m, float s);
+
+/* The optimizer step count (0 before the first step), and setting it when a
+ * checkpoint is restored (allocates the moments if step > 0). */
+int64_t kd_student_step(const kd_student *m);
+int kd_student_set_step(kd_student *m, int64_t step);
+
+/* Elements in all parameters (tied embeddings counted once). */
+size_t kd_student_numel(const kd_student *m);
+
+/* A parameter (which = 0), its gradient (1), or its AdamW first (2) or
+ * second (3) moment, by HF name, e.g. "model.layers.0.self_attn.q_proj.weight".
+ * *data points into the model and stays valid until kd_student_free; *numel
+ * receives its element count. Asking for a moment allocates the moments
+ * (zero) if no step has run. Errors: KD_E_NOTFOUND, KD_E_NOMEM. */
 int kd_student_tensor(kd_student *m, const char *name, int which, float **data, size_t *numel);
 
 /* The parameters in manifest order: the count, and the i-th HF name. */

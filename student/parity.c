@@ -140,7 +140,7 @@ static int check_infer_(kd_student *m, const char *dir, const char *file, FILE *
     }
 
     /* logits: overall and per row */
-    if ((rc = kd_student_forward(m, ids, 1, (int64_t)T, logits)))
+    if ((rc = kd_student_forward(m, ids, NULL, 1, (int64_t)T, logits)))
         goto done;
     double all = rel_err_(logits, ref, T * (size_t)V), worst = 0.0;
     size_t wrow = 0;
@@ -177,7 +177,7 @@ static int check_infer_(kd_student *m, const char *dir, const char *file, FILE *
 
     /* kv cache: each decode step's logits against the full forward over gen_tokens */
     if (pok && same == PN) {
-        if ((rc = kd_student_forward(m, gen, 1, (int64_t)PN, full)))
+        if ((rc = kd_student_forward(m, gen, NULL, 1, (int64_t)PN, full)))
             goto done;
         double kw = 0.0;
         for (int64_t i = 0; i < N; i++) {
@@ -282,7 +282,7 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
     }
 
     /* end to end: our gradients, then our step (information only) */
-    if ((rc = kd_student_adamw_step(m, &hp)))
+    if ((rc = kd_student_adamw_step(m, &hp, 0)))
         goto done;
     double e2e = 0.0;
     const char *e2e_name = "";
@@ -307,7 +307,7 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
             goto done;
         memcpy(g, t->data, n * sizeof(float));
     }
-    if ((rc = kd_student_adamw_step(m2, &hp)))
+    if ((rc = kd_student_adamw_step(m2, &hp, 0)))
         goto done;
     for (size_t i = 0; i < np; i++) {
         const char *name = kd_student_param_name(m2, i);

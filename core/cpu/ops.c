@@ -170,14 +170,15 @@ int kd_rope_table(float *cos_, float *sin_, const kd_rope *rope, int64_t T, int6
 }
 
 /* rotate by +angle (dir 1) or by -angle (dir -1, the transpose) */
-static void rope_apply_(float *x, const float *cos_, const float *sin_, int64_t B, int64_t T,
-                        int64_t NH, int64_t D, float dir)
+static void rope_apply_(float *x, const float *cos_, const float *sin_, const int64_t *pos,
+                        int64_t B, int64_t T, int64_t NH, int64_t D, float dir)
 {
     const int64_t half = D / 2;
 #pragma omp parallel for collapse(2) if (B * T * NH * D > 65536)
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
-            const float *c = cos_ + t * half, *s = sin_ + t * half;
+            const int64_t p = pos ? pos[b * T + t] : t;
+            const float *c = cos_ + p * half, *s = sin_ + p * half;
             for (int64_t h = 0; h < NH; h++) {
                 float *r = x + ((b * T + t) * NH + h) * D;
                 for (int64_t i = 0; i < half; i++) {
@@ -189,16 +190,16 @@ static void rope_apply_(float *x, const float *cos_, const float *sin_, int64_t 
         }
 }
 
-void kd_rope_forward(float *x, const float *cos_, const float *sin_, int64_t B, int64_t T,
-                     int64_t NH, int64_t D)
+void kd_rope_forward(float *x, const float *cos_, const float *sin_, const int64_t *pos, int64_t B,
+                     int64_t T, int64_t NH, int64_t D)
 {
-    rope_apply_(x, cos_, sin_, B, T, NH, D, 1.0f);
+    rope_apply_(x, cos_, sin_, pos, B, T, NH, D, 1.0f);
 }
 
-void kd_rope_backward(float *dx, const float *cos_, const float *sin_, int64_t B, int64_t T,
-                      int64_t NH, int64_t D)
+void kd_rope_backward(float *dx, const float *cos_, const float *sin_, const int64_t *pos,
+                      int64_t B, int64_t T, int64_t NH, int64_t D)
 {
-    rope_apply_(dx, cos_, sin_, B, T, NH, D, -1.0f);
+    rope_apply_(dx, cos_, sin_, pos, B, T, NH, D, -1.0f);
 }
 
 /* ---- SwiGLU ------------------------------------------------------------------ */
@@ -227,14 +228,14 @@ void kd_swiglu_backward(float *dgate, float *dup, const float *dout, const float
 
 /* ---- causal GQA attention ------------------------------------------------------ */
 
-/* One softmax row: query qr attends to keys/values 0..last, whose rows are
- * `stride` floats apart in k and v. Writes o (D) and returns the row's
+/* One softmax row: query qr attends to keys/values first..last, whose rows
+ * are `stride` floats apart in k and v. Writes o (D) and returns the row's
  * log-sum-exp. s is scratch for last+1 scores. */
 static float attend_row_(float *o, const float *qr, const float *k, const float *v, int64_t stride,
-                        int64_t last, int64_t D, float scale, float *s)
+                        int64_t first, int64_t last, int64_t D, float scale, float *s)
 {
     float mx = -INFINITY;
-    for (int64_t j = 0; j <= last; j++) {
+    for (int64_t j = first; j <= last; j++) {
         const float *kr = k + j * stride;
         float d = 0.0f;
         for (int64_t i = 0; i < D; i++)
@@ -244,14 +245,14 @@ static float attend_row_(float *o, const float *qr, const float *k, const float 
             mx = s[j];
     }
     float sum = 0.0f;
-    for (int64_t j = 0; j <= last; j++) {
+    for (int64_t j = first; j <= last; j++) {
         s[j] = expf(s[j] - mx);
         sum += s[j];
     }
     float inv = 1.0f / sum;
     for (int64_t i = 0; i < D; i++)
         o[i] = 0.0f;
-    for (int64_t j = 0; j <= last; j++) {
+    for (int64_t j = first; j <= last; j++) {
         const float *vr = v + j * stride;
         float p = s[j] * inv;
         for (int64_t i = 0; i < D; i++)
@@ -261,7 +262,8 @@ static float attend_row_(float *o, const float *qr, const float *k, const float 
 }
 
 void kd_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                          int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, float scale)
+                          const int64_t *pos, int64_t B, int64_t T, int64_t H, int64_t K, int64_t D,
+                          float scale)
 {
     assert(H % K == 0);
     const int64_t G = H / K;
@@ -276,7 +278,8 @@ void kd_attention_forward(float *out, float *lse, const float *q, const float *k
                     const int64_t off = (b * T * K + h / G) * D;
                     lse[(b * H + h) * T + t] = attend_row_(out + ((b * T + t) * H + h) * D,
                                                            q + ((b * T + t) * H + h) * D, k + off, v + off,
-                                                           K * D, t, D, scale, s);
+                                                           K * D, pos ? t - pos[b * T + t] : 0, t, D,
+                                                           scale, s);
                 }
         free(s);
     }
@@ -290,12 +293,13 @@ void kd_attention_cached(float *out, const float *q, const float *kc, const floa
     for (int64_t t = 0; t < n; t++)
         for (int64_t h = 0; h < H; h++)
             attend_row_(out + (t * H + h) * D, q + (t * H + h) * D, kc + (h / G) * D, vc + (h / G) * D, K * D,
-                        p0 + t, D, scale, scratch);
+                        0, p0 + t, D, scale, scratch);
 }
 
 void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *out, const float *lse,
-                           int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, float scale)
+                           const int64_t *pos, int64_t B, int64_t T, int64_t H, int64_t K,
+                           int64_t D, float scale)
 {
     assert(H % K == 0);
     const int64_t G = H / K;
@@ -314,7 +318,7 @@ void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                     float delta = 0.0f;
                     for (int64_t i = 0; i < D; i++)
                         delta += go[i] * orow[i];
-                    for (int64_t j = 0; j <= t; j++) {
+                    for (int64_t j = pos ? t - pos[b * T + t] : 0; j <= t; j++) {
                         const float *kr = k + ((b * T + j) * K + kh) * D;
                         const float *vr = v + ((b * T + j) * K + kh) * D;
                         float sc = 0.0f, dp = 0.0f;
@@ -373,28 +377,35 @@ static double row_lse_(const float *x, int64_t V)
 double kd_crossentropy_forward(const float *logits, const int64_t *targets, int64_t N, int64_t V,
                                int64_t *count)
 {
-    double sum = 0.0;
-    int64_t cnt = 0;
-#pragma omp parallel for reduction(+ : sum, cnt) if (N * V > 65536)
+    /* each row's loss in parallel, then summed in row order: the result does
+     * not depend on the thread count or schedule (training resumes bit for bit) */
+    double *row = malloc((size_t)(N > 0 ? N : 1) * sizeof(double));
+    assert(row);
+#pragma omp parallel for if (N * V > 65536)
     for (int64_t n = 0; n < N; n++) {
+        row[n] = 0.0;
         if (targets[n] == KD_IGNORE_INDEX)
             continue;
         assert(targets[n] >= 0 && targets[n] < V);
-        sum += row_lse_(logits + n * V, V) - (double)logits[n * V + targets[n]];
-        cnt++;
+        row[n] = row_lse_(logits + n * V, V) - (double)logits[n * V + targets[n]];
     }
+    double sum = 0.0;
+    int64_t cnt = 0;
+    for (int64_t n = 0; n < N; n++)
+        if (targets[n] != KD_IGNORE_INDEX) {
+            sum += row[n];
+            cnt++;
+        }
+    free(row);
     if (count)
         *count = cnt;
-    return cnt ? sum / (double)cnt : 0.0;
+    return sum;
 }
 
 void kd_crossentropy_backward(float *dlogits, const float *logits, const int64_t *targets,
-                              int64_t N, int64_t V, float dloss)
+                              int64_t N, int64_t V, double scale)
 {
-    int64_t cnt = 0;
-    for (int64_t n = 0; n < N; n++)
-        cnt += targets[n] != KD_IGNORE_INDEX;
-    double w = cnt ? (double)dloss / (double)cnt : 0.0;
+    const double w = scale;
 #pragma omp parallel for if (N * V > 65536)
     for (int64_t n = 0; n < N; n++) {
         float *d = dlogits + n * V;

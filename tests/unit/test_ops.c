@@ -140,7 +140,7 @@ static void rope_f_(void *c_, float *out)
 {
     rope_ctx *c = c_;
     memcpy(out, c->x, 2 * 5 * 3 * 8 * sizeof(float));
-    kd_rope_forward(out, c->cs, c->sn, 2, 5, 3, 8);
+    kd_rope_forward(out, c->cs, c->sn, NULL, 2, 5, 3, 8);
 }
 TEST(rope)
 {
@@ -159,7 +159,7 @@ TEST(rope)
             CHECK_NEAR(c.cs[4 + 0], cos(1.0), 1e-6);
         float *r = rnd_(n), *dx = malloc(n * sizeof(float));
         memcpy(dx, r, n * sizeof(float));
-        kd_rope_backward(dx, c.cs, c.sn, 2, 5, 3, 8);
+        kd_rope_backward(dx, c.cs, c.sn, NULL, 2, 5, 3, 8);
         fd_check_(k ? "rope llama3 dx" : "rope default dx", rope_f_, &c, c.x, dx, n, r, n);
         free(c.x); free(c.cs); free(c.sn); free(r); free(dx);
     }
@@ -190,19 +190,19 @@ TEST(swiglu)
 
 /* ---- attention: B 2, T 5, H 4, K 2, D 4 ---- */
 enum { AB = 2, AT = 5, AH = 4, AK = 2, AD = 4 };
-typedef struct { float *q, *k, *v, *lse; } att_ctx;
+typedef struct { float *q, *k, *v, *lse; const int64_t *pos; } att_ctx;
 static void att_f_(void *c_, float *out)
 {
     att_ctx *c = c_;
-    kd_attention_forward(out, c->lse, c->q, c->k, c->v, AB, AT, AH, AK, AD, 0.5f);
+    kd_attention_forward(out, c->lse, c->q, c->k, c->v, c->pos, AB, AT, AH, AK, AD, 0.5f);
 }
 TEST(attention)
 {
     const size_t nq = AB * AT * AH * AD, nk = AB * AT * AK * AD;
-    att_ctx c = {rnd_(nq), rnd_(nk), rnd_(nk), zeros_(AB * AH * AT)};
+    att_ctx c = {rnd_(nq), rnd_(nk), rnd_(nk), zeros_(AB * AH * AT), NULL};
     float *out = zeros_(nq), *r = rnd_(nq), *dq = zeros_(nq), *dk = zeros_(nk), *dv = zeros_(nk);
     att_f_(&c, out);
-    kd_attention_backward(dq, dk, dv, r, c.q, c.k, c.v, out, c.lse, AB, AT, AH, AK, AD, 0.5f);
+    kd_attention_backward(dq, dk, dv, r, c.q, c.k, c.v, out, c.lse, NULL, AB, AT, AH, AK, AD, 0.5f);
     fd_check_("attention dq", att_f_, &c, c.q, dq, nq, r, nq);
     fd_check_("attention dk", att_f_, &c, c.k, dk, nk, r, nq);
     fd_check_("attention dv", att_f_, &c, c.v, dv, nk, r, nq);
@@ -212,6 +212,55 @@ TEST(attention)
         for (int i = 0; i < AD; i++)
             CHECK_NEAR(out[h * AD + i], c.v[(h / 2) * AD + i], 1e-6);
     free(c.q); free(c.k); free(c.v); free(c.lse); free(out); free(r); free(dq); free(dk); free(dv);
+}
+
+/* Packed rows: row 0 holds documents of 2 and 3 tokens, row 1 one of 5. The
+ * result must equal attention over each document alone (a plain causal
+ * attention on its own tokens, positions 0..), and the gradients must pass
+ * the finite-difference check. */
+TEST(attention_packed)
+{
+    const size_t nq = AB * AT * AH * AD, nk = AB * AT * AK * AD;
+    static const int64_t pos[AB * AT] = {0, 1, 0, 1, 2, 0, 1, 2, 3, 4};
+    att_ctx c = {rnd_(nq), rnd_(nk), rnd_(nk), zeros_(AB * AH * AT), pos};
+    float *out = zeros_(nq), *r = rnd_(nq), *dq = zeros_(nq), *dk = zeros_(nk), *dv = zeros_(nk);
+    att_f_(&c, out);
+    /* document [start, start+len) of row b, run alone as a batch of one */
+    static const int64_t docs[3][3] = {{0, 0, 2}, {0, 2, 3}, {1, 0, 5}};
+    for (int d = 0; d < 3; d++) {
+        int64_t b = docs[d][0], s0 = docs[d][1], len = docs[d][2];
+        float *o1 = zeros_(len * AH * AD), *l1 = zeros_(AH * len);
+        const float *q1 = c.q + (b * AT + s0) * AH * AD, *k1 = c.k + (b * AT + s0) * AK * AD;
+        const float *v1 = c.v + (b * AT + s0) * AK * AD;
+        kd_attention_forward(o1, l1, q1, k1, v1, NULL, 1, len, AH, AK, AD, 0.5f);
+        for (int64_t i = 0; i < len * AH * AD; i++)
+            CHECK_NEAR(out[(b * AT + s0) * AH * AD + i], o1[i], 0);
+        free(o1); free(l1);
+    }
+    kd_attention_backward(dq, dk, dv, r, c.q, c.k, c.v, out, c.lse, pos, AB, AT, AH, AK, AD, 0.5f);
+    fd_check_("packed attention dq", att_f_, &c, c.q, dq, nq, r, nq);
+    fd_check_("packed attention dk", att_f_, &c, c.k, dk, nk, r, nq);
+    fd_check_("packed attention dv", att_f_, &c, c.v, dv, nk, r, nq);
+    free(c.q); free(c.k); free(c.v); free(c.lse); free(out); free(r); free(dq); free(dk); free(dv);
+}
+
+/* rope with positions: row t of a packed row takes its document's position */
+TEST(rope_positions)
+{
+    kd_rope rp = {.type = KD_ROPE_DEFAULT, .theta = 10000.0, .factor = 1};
+    float *cs = zeros_(5 * 4), *sn = zeros_(5 * 4);
+    CHECK_OK(kd_rope_table(cs, sn, &rp, 5, 8, NULL));
+    static const int64_t pos[5] = {0, 1, 0, 1, 2};
+    float *x = rnd_(5 * 2 * 8), *y = malloc(5 * 2 * 8 * sizeof(float)), *z = malloc(3 * 2 * 8 * sizeof(float));
+    memcpy(y, x, 5 * 2 * 8 * sizeof(float));
+    memcpy(z, x + 2 * 2 * 8, 3 * 2 * 8 * sizeof(float));
+    kd_rope_forward(y, cs, sn, pos, 1, 5, 2, 8);
+    kd_rope_forward(z, cs, sn, NULL, 1, 3, 2, 8); /* the second document alone */
+    for (int i = 0; i < 3 * 2 * 8; i++)
+        CHECK_NEAR(y[2 * 2 * 8 + i], z[i], 0);
+    for (int i = 0; i < 2 * 8; i++) /* position 0 is the identity */
+        CHECK_NEAR(y[2 * 2 * 8 + i], x[2 * 2 * 8 + i], 0);
+    free(cs); free(sn); free(x); free(y); free(z);
 }
 
 /* ---- residual ---- */
@@ -230,7 +279,7 @@ typedef struct { float *x; const int64_t *t; } ce_ctx;
 static void ce_f_(void *c_, float *out)
 {
     ce_ctx *c = c_;
-    out[0] = (float)kd_crossentropy_forward(c->x, c->t, 4, 6, NULL);
+    out[0] = (float)(kd_crossentropy_forward(c->x, c->t, 4, 6, NULL) / 3.0); /* the mean */
 }
 TEST(crossentropy)
 {
@@ -240,7 +289,7 @@ TEST(crossentropy)
     int64_t cnt = 0;
     kd_crossentropy_forward(c.x, t, 4, 6, &cnt);
     CHECK_EQ_INT(cnt, 3);
-    kd_crossentropy_backward(d, c.x, t, 4, 6, 1.0f);
+    kd_crossentropy_backward(d, c.x, t, 4, 6, 1.0 / 3.0);
     fd_check_("crossentropy dlogits", ce_f_, &c, c.x, d, 24, &r, 1);
     for (int i = 0; i < 6; i++)
         CHECK_NEAR(d[6 + i], 0, 0); /* the ignored row */
@@ -270,6 +319,8 @@ int main(void)
     RUN(rope);
     RUN(swiglu);
     RUN(attention);
+    RUN(attention_packed);
+    RUN(rope_positions);
     RUN(residual);
     RUN(crossentropy);
     RUN(adamw);

@@ -55,7 +55,7 @@ static void check_fixture_(const char *fx)
         CHECK(ids && ref && nl == T * (size_t)V);
         if (ids && ref && nl == T * (size_t)V) {
             float *out = malloc(nl * sizeof(float));
-            CHECK_OK(kd_student_forward(m, ids, 1, (int64_t)T, out));
+            CHECK_OK(kd_student_forward(m, ids, NULL, 1, (int64_t)T, out));
             double worst = 0.0;
             for (size_t t = 0; t < T; t++) {
                 double e = rel_err_(out + t * V, ref + t * V, (size_t)V);
@@ -118,7 +118,7 @@ static void check_fixture_(const char *fx)
 
             const kd_adamw hp = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
                                  .weight_decay = 0.1};
-            CHECK_OK(kd_student_adamw_step(m, &hp));
+            CHECK_OK(kd_student_adamw_step(m, &hp, 0));
             double pworst = 0.0;
             for (size_t i = 0; i < np; i++) {
                 const char *name = kd_student_param_name(m, i);
@@ -184,7 +184,7 @@ static void adamw_from_ref_grads_(const char *fx)
         free(ref);
     }
     const kd_adamw hp = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
-    CHECK_OK(kd_student_adamw_step(m, &hp));
+    CHECK_OK(kd_student_adamw_step(m, &hp, 0));
     double worst = 0.0;
     for (size_t i = 0; i < np; i++) {
         const char *name = kd_student_param_name(m, i);
@@ -224,11 +224,11 @@ TEST(errors)
     CHECK_OK(kd_student_load(KD_TEST_FIXTURES "/tiny-qwen2", &m));
     if (m) {
         int64_t ids[2] = {0, 100000};
-        CHECK_ERR(kd_student_forward(m, ids, 1, 2, NULL), KD_E_RANGE, "outside");
+        CHECK_ERR(kd_student_forward(m, ids, NULL, 1, 2, NULL), KD_E_RANGE, "outside");
         int64_t ok_ids[3] = {1, 2, 3}, labels[3] = {-100, 7, 512}; /* 512 is past the vocab of 512 */
         float loss = 0;
         CHECK_ERR(kd_student_loss_backward(m, ok_ids, labels, 1, 3, &loss), KD_E_RANGE,
-                  "label 512 is outside [0, 512)");
+                  "label 512 at row 0, token 2 is outside [0, 512)");
         float *p;
         size_t n;
         CHECK_ERR(kd_student_tensor(m, "lm_head.weight", 0, &p, &n), KD_E_NOTFOUND, "lm_head");
@@ -267,7 +267,7 @@ static void generate_(const char *fx)
             same++;
         printf("%s generate: %zu/%zu tokens identical (%d eos suppressed)\n", fx, same, PN, neos);
         CHECK(same == PN);
-        CHECK_OK(kd_student_forward(m, ref, 1, (int64_t)PN, full));
+        CHECK_OK(kd_student_forward(m, ref, NULL, 1, (int64_t)PN, full));
         double worst = 0.0;
         for (int64_t i = 0; i < N; i++) {
             double e = rel_err_(steps + i * V, full + ((int64_t)P - 1 + i) * V, (size_t)V);
