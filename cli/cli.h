@@ -21,6 +21,8 @@ int cmd_data(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_parity(int argc, char **argv);
+int cmd_sft(int argc, char **argv);
+int cmd_init(int argc, char **argv);
 
 /* Print "error: <kd_strerror(st)>" and return the exit code for st. */
 int kd_cli_fail(int st);

@@ -21,6 +21,8 @@ static const command commands[] = {
     {"data", cmd_data, "import, export, inspect and merge LMDB datasets"},
     {"bench", cmd_bench, "benchmark programs that print figures (tokenize, ...)"},
     {"parity", cmd_parity, "check the student against a HF reference fixture folder"},
+    {"sft", cmd_sft, "fine-tune a dense student on packed examples (CPU reference backend)"},
+    {"init", cmd_init, "write a model with random weights from a config.json"},
     {"version", cmd_version, "print the version and build options"},
 };
 

@@ -131,12 +131,24 @@ void kd_progress_init(kd_progress *p, const char *label, uint64_t total)
     p->t_last_draw = p->t_start;
 }
 
+void kd_progress_note(kd_progress *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->note, sizeof p->note, fmt, ap);
+    va_end(ap);
+}
+
 static void draw(kd_progress *p, int final)
 {
-    char line[256];
+    char line[448];
     double now = kd_now();
-    kd_progress_format(line, sizeof line, p->label, atomic_load(&p->done), p->total, now - p->t_start,
+    kd_progress_format(line, 256, p->label, atomic_load(&p->done), p->total, now - p->t_start,
                        p->tty);
+    if (p->note[0]) {
+        size_t n = strlen(line);
+        snprintf(line + n, sizeof line - n, " | %s", p->note);
+    }
     if (p->tty)
         fprintf(p->out, "\r%s\033[K%s", line, final ? "\n" : "");
     else

@@ -49,12 +49,16 @@ typedef struct kd_progress {
     int enabled;               /* 0 when the log level is below info */
     _Atomic int drawing;       /* one drawer at a time; others skip */
     FILE *out;
+    char note[160];            /* appended after the figures, e.g. "loss 1.23 lr 4e-05" */
 } kd_progress;
 
 /* Start a bar named `label` for `total` units (0 if unknown). Draws nothing yet. */
 void kd_progress_init(kd_progress *p, const char *label, uint64_t total);
 /* Add `n` units; redraws when enough time has passed. Thread-safe. */
 void kd_progress_add(kd_progress *p, uint64_t n);
+/* Set the note drawn after the figures (printf format; truncated to fit).
+ * Call from the thread that calls kd_progress_add, or with none drawing. */
+void kd_progress_note(kd_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Draw the final state and end the line. Call once, from one thread. */
 void kd_progress_finish(kd_progress *p);
 

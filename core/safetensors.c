@@ -625,7 +625,7 @@ typedef struct wtensor_ {
 struct kd_st_writer {
     wtensor_ *t; /* (n) in the order added */
     size_t n, cap;
-    json_t *header; /* name -> {"dtype", "shape"}; data_offsets are set by kd_st_writer_write */
+    json_t *header; /* name -> {"dtype", "shape"}; owns the entries; data_offsets are set per file written */
     json_t *meta;   /* key -> string value */
 };
 
@@ -721,29 +721,48 @@ static int cmp_wtensor_(const void *a, const void *b)
     return strcmp(((const wtensor_ *)a)->name, ((const wtensor_ *)b)->name);
 }
 
-/* The whole file is assembled in one buffer because kd_write_file_atomic takes
- * one buffer. That costs a copy of every tensor in memory; fine for the
- * student checkpoints written today, worth a streaming writer in util if
- * multi-GiB files ever go through here. */
-int kd_st_writer_write(kd_st_writer *w, const char *path)
+/* Put w->t in name order: the order of every file's data and of sharding. */
+static void sort_tensors_(kd_st_writer *w)
 {
-    assert(w && path);
     if (w->n) /* w->t is NULL while empty, and qsort wants a real pointer */
         qsort(w->t, w->n, sizeof *w->t, cmp_wtensor_);
+}
+
+/* Write one file holding the tensors w->t[idx[0..n)] (idx increasing, so the
+ * data is in name order), or all of w->t when idx is NULL, with the writer's
+ * metadata. w->t must be sorted.
+ *
+ * The whole file is assembled in one buffer because kd_write_file_atomic takes
+ * one buffer. That costs a copy of the file's tensors in memory; fine for the
+ * student checkpoints written today, and bounded by the shard size when the
+ * sharded writer is used. */
+static int write_file_(kd_st_writer *w, const size_t *idx, size_t n, const char *path)
+{
+    json_t *header = json_object();
+    if (!header)
+        return kd_err(KD_E_NOMEM, "'%s': cannot build the header", path);
     uint64_t at = 0;
-    for (size_t i = 0; i < w->n; i++) {
+    for (size_t k = 0; k < n; k++) {
+        wtensor_ *t = &w->t[idx ? idx[k] : k];
         uint64_t end;
-        if (kd_add_overflow(at, w->t[i].nbytes, &end) || end > (uint64_t)INT64_MAX)
+        if (kd_add_overflow(at, t->nbytes, &end) || end > (uint64_t)INT64_MAX) {
+            json_decref(header);
             return kd_err(KD_E_RANGE, "'%s': tensors total more bytes than fit in 63 bits", path);
+        }
         json_t *off = json_pack("[II]", (json_int_t)at, (json_int_t)end);
-        if (!off || json_object_set_new(w->t[i].entry, "data_offsets", off) != 0)
+        if (!off || json_object_set_new(t->entry, "data_offsets", off) != 0 ||
+            json_object_set(header, t->name, t->entry) != 0) {
+            json_decref(header);
             return kd_err(KD_E_NOMEM, "'%s': cannot build the header", path);
+        }
         at = end;
     }
-    if (json_object_size(w->meta) && json_object_set(w->header, "__metadata__", w->meta) != 0)
+    if (json_object_size(w->meta) && json_object_set(header, "__metadata__", w->meta) != 0) {
+        json_decref(header);
         return kd_err(KD_E_NOMEM, "'%s': cannot build the header", path);
-    char *hdr = json_dumps(w->header, JSON_COMPACT | JSON_SORT_KEYS);
-    json_object_del(w->header, "__metadata__"); /* keep the header a map of tensors only */
+    }
+    char *hdr = json_dumps(header, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(header);
     if (!hdr)
         return kd_err(KD_E_NOMEM, "'%s': cannot serialise the header", path);
 
@@ -769,12 +788,156 @@ int kd_st_writer_write(kd_st_writer *w, const char *path)
     memset(buf + 8 + jlen, ' ', hlen - jlen);
     free(hdr);
     unsigned char *p = buf + 8 + hlen;
-    for (size_t i = 0; i < w->n; i++) {
-        if (w->t[i].nbytes)
-            memcpy(p, w->t[i].data, w->t[i].nbytes);
-        p += w->t[i].nbytes;
+    for (size_t k = 0; k < n; k++) {
+        const wtensor_ *t = &w->t[idx ? idx[k] : k];
+        if (t->nbytes)
+            memcpy(p, t->data, t->nbytes);
+        p += t->nbytes;
     }
     int rc = kd_write_file_atomic(path, buf, total);
     free(buf);
+    return rc;
+}
+
+int kd_st_writer_write(kd_st_writer *w, const char *path)
+{
+    assert(w && path);
+    sort_tensors_(w);
+    return write_file_(w, NULL, w->n, path);
+}
+
+/* ---- the sharded writer ------------------------------------------------- */
+
+/* Assign the sorted tensors to shards as huggingface_hub's
+ * split_state_dict_into_shards_factory does (what save_pretrained runs):
+ * walk the tensors, fill the current shard greedily and close it when the
+ * next tensor would take it over the limit; a tensor larger than the limit is
+ * a shard of its own, appended to the list at once, so it is numbered before
+ * the shard that was being filled when it came. shard[i] receives the shard
+ * number of w->t[i]; the count is returned. 0 tensors give 0 shards. */
+static int plan_shards_(const kd_st_writer *w, uint64_t max, int *shard, size_t *pending)
+{
+    int nshards = 0;
+    size_t npend = 0;
+    uint64_t size = 0; /* of the current shard, the tensors in pending[0..npend) */
+    for (size_t i = 0; i < w->n; i++) {
+        uint64_t nb = w->t[i].nbytes;
+        if (nb > max) {
+            shard[i] = nshards++;
+            continue;
+        }
+        if (size + nb > max) { /* size <= max and nb <= max: no overflow; npend > 0 as size > 0 */
+            for (size_t k = 0; k < npend; k++)
+                shard[pending[k]] = nshards;
+            nshards++;
+            npend = 0;
+            size = 0;
+        }
+        pending[npend++] = i;
+        size += nb;
+    }
+    if (npend) {
+        for (size_t k = 0; k < npend; k++)
+            shard[pending[k]] = nshards;
+        nshards++;
+    }
+    return nshards;
+}
+
+/* The index as save_pretrained writes it: sorted keys, indent 2, a newline. */
+static int write_index_(const kd_st_writer *w, const int *shard, const char *const *files, uint64_t total,
+                        const char *path)
+{
+    json_t *map = json_object();
+    json_t *root = json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total, "weight_map", map);
+    int bad = !map || !root;
+    for (size_t i = 0; i < w->n && !bad; i++)
+        bad = json_object_set_new(map, w->t[i].name, json_string(files[shard[i]])) != 0;
+    char *text = bad ? NULL : json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(root);
+    if (!text)
+        return kd_err(KD_E_NOMEM, "'%s': cannot build the index", path);
+    size_t len = strlen(text);
+    char *nl = realloc(text, len + 2);
+    if (!nl) {
+        free(text);
+        return kd_err(KD_E_NOMEM, "'%s': cannot build the index", path);
+    }
+    nl[len] = '\n';
+    nl[len + 1] = 0;
+    int rc = kd_write_file_atomic(path, nl, len + 1);
+    free(nl);
+    return rc;
+}
+
+int kd_st_writer_write_sharded(kd_st_writer *w, const char *dir, const char *basename, uint64_t max_shard_bytes,
+                               int *nshards)
+{
+    assert(w && dir && basename && *basename && !strchr(basename, '/'));
+    if (nshards)
+        *nshards = 0;
+    if (max_shard_bytes == 0)
+        max_shard_bytes = KD_ST_DEFAULT_SHARD_BYTES;
+    sort_tensors_(w);
+    char path[4096], name[1024];
+    uint64_t total = 0;
+    for (size_t i = 0; i < w->n; i++)
+        if (kd_add_overflow(total, w->t[i].nbytes, &total))
+            return kd_err(KD_E_RANGE, "'%s': tensors total more bytes than fit in 64 bits", dir);
+
+    int *shard = malloc((w->n ? w->n : 1) * sizeof *shard);
+    size_t *idx = malloc((w->n ? w->n : 1) * sizeof *idx);
+    if (!shard || !idx) {
+        free(shard);
+        free(idx);
+        return kd_err(KD_E_NOMEM, "'%s': cannot plan the shards of %zu tensors", dir, w->n);
+    }
+    int n = plan_shards_(w, max_shard_bytes, shard, idx);
+    int rc = KD_OK;
+    if (n <= 1) { /* one file, no index, as save_pretrained */
+        if ((size_t)snprintf(name, sizeof name, "%s.safetensors", basename) >= sizeof name)
+            rc = kd_err(KD_E_RANGE, "file name of '%s' too long", basename);
+        else if ((rc = kd_path_join(path, sizeof path, dir, name)) == KD_OK)
+            rc = write_file_(w, NULL, w->n, path);
+        n = 1;
+        goto out;
+    }
+
+    char **files = calloc((size_t)n, sizeof *files);
+    if (!files) {
+        rc = kd_err(KD_E_NOMEM, "'%s': cannot name %d shards", dir, n);
+        goto out;
+    }
+    for (int s = 0; s < n && rc == KD_OK; s++) {
+        int len = snprintf(name, sizeof name, "%s-%05d-of-%05d.safetensors", basename, s + 1, n);
+        if (len < 0 || (size_t)len >= sizeof name)
+            rc = kd_err(KD_E_RANGE, "shard name of '%s' too long", basename);
+        else if (!(files[s] = strdup(name)))
+            rc = kd_err(KD_E_NOMEM, "'%s': cannot name %d shards", dir, n);
+    }
+    /* the shards first, the index last: the index is what makes the set visible */
+    for (int s = 0; s < n && rc == KD_OK; s++) {
+        size_t k = 0;
+        for (size_t i = 0; i < w->n; i++)
+            if (shard[i] == s)
+                idx[k++] = i;
+        if ((rc = kd_path_join(path, sizeof path, dir, files[s])) == KD_OK)
+            rc = write_file_(w, idx, k, path);
+    }
+    if (rc == KD_OK) {
+        if ((size_t)snprintf(name, sizeof name, "%s.safetensors.index.json", basename) >= sizeof name)
+            rc = kd_err(KD_E_RANGE, "index name of '%s' too long", basename);
+        else if ((rc = kd_path_join(path, sizeof path, dir, name)) == KD_OK)
+            rc = write_index_(w, shard, (const char *const *)files, total, path);
+    }
+    for (int s = 0; s < n; s++)
+        free(files[s]);
+    free(files);
+
+out:
+    free(shard);
+    free(idx);
+    if (rc == KD_OK && nshards)
+        *nshards = n;
     return rc;
 }

@@ -100,6 +100,34 @@ int kd_st_writer_add(kd_st_writer *w, const char *name, kd_dtype dtype, int ndim
 /* Write the file atomically (temporary file, fsync, rename). KD_E_IO. */
 int kd_st_writer_write(kd_st_writer *w, const char *path);
 
+/* save_pretrained's default max_shard_size, "5GB" (decimal, as HF parses it). */
+#define KD_ST_DEFAULT_SHARD_BYTES 5000000000ull
+
+/* Write the tensors into folder `dir` the way HF's save_pretrained does, with
+ * file names built from `basename` (e.g. "model"):
+ *   - when they fit in one shard: "<basename>.safetensors" alone, no index;
+ *   - otherwise "<basename>-00001-of-0000N.safetensors" ... and
+ *     "<basename>.safetensors.index.json":
+ *         {"metadata": {"total_size": N}, "weight_map": {name: file, ...}}
+ *     with sorted keys and 2-space indent; total_size is the sum of the
+ *     tensors' data bytes (headers not counted).
+ * Shards are filled in name order, greedily, up to max_shard_bytes of tensor
+ * data each (0 = KD_ST_DEFAULT_SHARD_BYTES); a tensor larger than the limit
+ * gets a shard of its own, numbered before the shard being filled when it
+ * came, exactly as huggingface_hub's split_state_dict_into_shards does. Every
+ * file carries the writer's metadata. No tensors: one empty file.
+ *
+ * Each file is written atomically, the shards before the index; a failure
+ * part-way can leave some shards, but never an index naming a missing one.
+ * Files of an earlier write in `dir` are not removed (a stale index would
+ * shadow a new single file): write into a fresh folder. `dir` must exist.
+ * `basename` must be non-empty without '/'. *nshards (may be NULL) receives
+ * the number of files of tensors written (1 when there is no index).
+ * Errors: KD_E_IO (naming the file), KD_E_RANGE (sizes, names too long),
+ * KD_E_NOMEM. */
+int kd_st_writer_write_sharded(kd_st_writer *w, const char *dir, const char *basename, uint64_t max_shard_bytes,
+                               int *nshards);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2713,6 +2713,22 @@ const char *kd_tok_id_to_token(const kd_tokenizer *t, int32_t id)
 
 int32_t kd_tok_vocab_size(const kd_tokenizer *t) { return t->V; }
 
+uint64_t kd_tok_fingerprint(const kd_tokenizer *t)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (int32_t id = 0; id < t->V; id++) {
+        const char *s = kd_tok_id_to_token(t, id);
+        if (!s) {
+            h = (h ^ 0xffu) * 1099511628211ull;
+            continue;
+        }
+        for (; *s; s++)
+            h = (h ^ (unsigned char)*s) * 1099511628211ull;
+        h = (h ^ 0u) * 1099511628211ull; /* the terminator separates tokens */
+    }
+    return h;
+}
+
 int kd_tok_is_special(const kd_tokenizer *t, int32_t id)
 {
     return id >= 0 && id < t->V && (t->dflag[id] & DF_SPECIAL) != 0;

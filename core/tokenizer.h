@@ -183,6 +183,11 @@ const char *kd_tok_id_to_token(const kd_tokenizer *tok, int32_t id);
 /* One more than the largest id of any token (model or added): the embedding
  * rows a model needs at least. Ids below it may still name no token. */
 int32_t kd_tok_vocab_size(const kd_tokenizer *tok);
+/* A 64-bit fingerprint of the vocabulary: FNV-1a over every id's token
+ * string, in id order (an id without a token counts as a lone 0xff byte).
+ * Equal for two tokenizers that map every id to the same string; a dataset
+ * records it so training can refuse examples of another vocabulary. */
+uint64_t kd_tok_fingerprint(const kd_tokenizer *tok);
 /* 1 if `id` is a special added token (skipped by skip_special), else 0. */
 int kd_tok_is_special(const kd_tokenizer *tok, int32_t id);
 

@@ -214,6 +214,21 @@ static int put_progress_(cur_job_ *j, uint64_t pid, uint32_t sample, uint64_t or
     return st;
 }
 
+/* meta "tokenizer": what made the examples, so training can check its vocabulary */
+static int put_tokmeta_(cur_job_ *j, const kd_tokenizer *tok, kd_chat_template tpl)
+{
+    char fp[20];
+    snprintf(fp, sizeof fp, "%016" PRIx64, kd_tok_fingerprint(tok));
+    json_t *m = json_pack("{s:s, s:I, s:s, s:s}", "fingerprint", fp, "vocab_size",
+                          (json_int_t)kd_tok_vocab_size(tok), "template", kd_chat_template_name(tpl),
+                          "eot", kd_chat_template_eot(tpl));
+    if (!m)
+        return kd_err(KD_E_NOMEM, "out of memory");
+    int st = kd_store_meta_put(j->b, "tokenizer", m);
+    json_decref(m);
+    return st;
+}
+
 int kd_curate_tokenize(const char *in_dir, const char *out_dir, const kd_tokenize_opts *o, kd_curate_report *rep)
 {
     kd_chat_template tpl;
@@ -358,6 +373,8 @@ int kd_curate_tokenize(const char *in_dir, const char *out_dir, const kd_tokeniz
             uint32_t nsample = last->u.has_gen ? last->u.g.sample + 1 : 0;
             /* the next unit's key: the one after the last (sample + 1 seeks to the next key) */
             st = put_progress_(&j, npid, nsample, last->u.ordinal + 1, next_ex, 0);
+            if (st == KD_OK)
+                st = put_tokmeta_(&j, tok, tpl);
         }
         if (st == KD_OK)
             st = cur_commit_(&j, 0);

@@ -16,6 +16,7 @@
 
 #include "core/dtype.h"
 #include "core/json.h"
+#include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/status.h"
 
@@ -218,6 +219,63 @@ static int convert_(float *dst, const kd_st_tensor *t)
     }
 }
 
+/* Validate the config, lay out and allocate the parameters (zero). */
+static int build_(kd_student *m)
+{
+    if (m->cfg.arch != KD_ARCH_QWEN2 && m->cfg.arch != KD_ARCH_LLAMA)
+        return kd_err(KD_E_UNSUPPORTED, "model_type '%s': the dense student takes qwen2 or llama",
+                      m->cfg.model_type);
+    if (m->cfg.num_heads % m->cfg.num_kv_heads || m->cfg.head_dim % 2)
+        return kd_err(KD_E_CONFIG, "heads %lld / kv heads %lld / head_dim %lld do not fit",
+                      (long long)m->cfg.num_heads, (long long)m->cfg.num_kv_heads,
+                      (long long)m->cfg.head_dim);
+    if (m->cfg.rope.type != KD_ROPE_DEFAULT && m->cfg.rope.type != KD_ROPE_LINEAR &&
+        m->cfg.rope.type != KD_ROPE_LLAMA3)
+        return kd_err(KD_E_UNSUPPORTED, "rope type %d: the dense student takes default, linear, llama3",
+                      (int)m->cfg.rope.type);
+    layout_params_(m);
+    KD_TRY(kd_model_tensors(&m->cfg, &m->specs, &m->nspecs));
+    m->params = calloc(m->nparams, sizeof(float));
+    m->grads = calloc(m->nparams, sizeof(float));
+    if (!m->params || !m->grads)
+        return kd_err(KD_E_NOMEM, "student parameters (%zu floats)", m->nparams);
+    return KD_OK;
+}
+
+int kd_student_init(const char *dir, uint64_t seed, double std, kd_student **out)
+{
+    *out = NULL;
+    kd_student *m = calloc(1, sizeof *m);
+    if (!m)
+        return kd_err(KD_E_NOMEM, "student model");
+    int rc = kd_model_config_load(dir, &m->cfg);
+    if (rc == KD_OK)
+        rc = build_(m);
+    if (rc) {
+        kd_student_free(m);
+        return rc;
+    }
+    kd_rng r;
+    kd_rng_seed(&r, seed);
+    for (int p = 0; p < P_COUNT; p++) {
+        if (!m->psize[p] || (p == P_LMH && m->cfg.tie_word_embeddings))
+            continue;
+        float *x = m->params + m->poff[p];
+        int norm = p == P_LN1 || p == P_LN2 || p == P_LNF;
+        for (size_t i = 0; i < m->psize[p]; i++) {
+            if (norm) {
+                x[i] = 1.0f;
+                continue;
+            }
+            /* Box-Muller: normal(0, std), as HF's _init_weights (biases too, here) */
+            double u1 = kd_rng_uniform(&r), u2 = kd_rng_uniform(&r);
+            x[i] = (float)(std * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
+        }
+    }
+    *out = m;
+    return KD_OK;
+}
+
 int kd_student_load(const char *dir, kd_student **out)
 {
     *out = NULL;
@@ -228,32 +286,8 @@ int kd_student_load(const char *dir, kd_student **out)
     int rc = kd_model_config_load(dir, &m->cfg);
     if (rc)
         goto fail;
-    if (m->cfg.arch != KD_ARCH_QWEN2 && m->cfg.arch != KD_ARCH_LLAMA) {
-        rc = kd_err(KD_E_UNSUPPORTED, "model_type '%s': the dense student takes qwen2 or llama",
-                    m->cfg.model_type);
+    if ((rc = build_(m)))
         goto fail;
-    }
-    if (m->cfg.num_heads % m->cfg.num_kv_heads || m->cfg.head_dim % 2) {
-        rc = kd_err(KD_E_CONFIG, "heads %lld / kv heads %lld / head_dim %lld do not fit",
-                    (long long)m->cfg.num_heads, (long long)m->cfg.num_kv_heads,
-                    (long long)m->cfg.head_dim);
-        goto fail;
-    }
-    if (m->cfg.rope.type != KD_ROPE_DEFAULT && m->cfg.rope.type != KD_ROPE_LINEAR &&
-        m->cfg.rope.type != KD_ROPE_LLAMA3) {
-        rc = kd_err(KD_E_UNSUPPORTED, "rope type %d: the dense student takes default, linear, llama3",
-                    (int)m->cfg.rope.type);
-        goto fail;
-    }
-    layout_params_(m);
-    if ((rc = kd_model_tensors(&m->cfg, &m->specs, &m->nspecs)))
-        goto fail;
-    m->params = calloc(m->nparams, sizeof(float));
-    m->grads = calloc(m->nparams, sizeof(float));
-    if (!m->params || !m->grads) {
-        rc = kd_err(KD_E_NOMEM, "student parameters (%zu floats)", m->nparams);
-        goto fail;
-    }
     if ((rc = kd_st_open(dir, &st)))
         goto fail;
     size_t covered = 0;

@@ -36,6 +36,11 @@ typedef struct kd_student kd_student; /* opaque */
 int kd_student_load(const char *dir, kd_student **out);
 void kd_student_free(kd_student *m);
 
+/* A model of DIR/config.json with random weights (for tests and benchmarks
+ * in real shapes): every matrix and bias normal(0, std) from `seed`, norm
+ * weights 1. Errors as kd_student_load, without the weight file ones. */
+int kd_student_init(const char *dir, uint64_t seed, double std, kd_student **out);
+
 /* The config the model was built from; valid until kd_student_free. */
 const kd_model_config *kd_student_config(const kd_student *m);
 

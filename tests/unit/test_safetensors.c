@@ -7,6 +7,7 @@
 #include "core/util.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -627,6 +628,227 @@ TEST(hf_fixture)
     free(buf);
 }
 
+/* ---- the sharded writer ------------------------------------------------- */
+
+#define SHW TMP "/sharded_writer"
+
+/* F32 tensors "t<i>" of n[i] elements, values 100*i + j; a writer over them
+ * (the data lives in the static buffer until the next call). */
+static float shw_data_[5][128];
+static kd_st_writer *shw_writer_(const int *n, int count)
+{
+    kd_st_writer *w = NULL;
+    CHECK_OK(kd_st_writer_new(&w));
+    if (!w)
+        return NULL;
+    CHECK_OK(kd_st_writer_meta(w, "format", "pt"));
+    for (int i = 0; i < count; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        for (int j = 0; j < n[i]; j++)
+            shw_data_[i][j] = (float)(100 * i + j);
+        int64_t shape[1] = {n[i]};
+        CHECK_OK(kd_st_writer_add(w, name, KD_F32, 1, shape, shw_data_[i]));
+    }
+    return w;
+}
+
+/* A fresh empty folder (the files of an earlier run removed). */
+static void shw_dir_(const char *dir)
+{
+    static const char *names[] = {"model.safetensors", "model.safetensors.index.json",
+                                  "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                                  "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                                  "model-00003-of-00003.safetensors"};
+    char p[1024];
+    mkdir_p_(SHW);
+    mkdir_p_(dir);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        unlink(p);
+    }
+}
+
+/* Every tensor of the folder equals what shw_writer_ put in, in shard `want[i]`. */
+static void shw_check_(const char *dir, const int *n, int count, const int *want, int nshards)
+{
+    kd_st *st = NULL;
+    CHECK_OK(kd_st_open(dir, &st));
+    if (!st)
+        return;
+    CHECK_EQ_INT(kd_st_count(st), count);
+    CHECK_EQ_INT(kd_st_shard_count(st), nshards);
+    CHECK_STR(kd_st_metadata(st, "format"), "pt");
+    for (int i = 0; i < count; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        const kd_st_tensor *t = kd_st_find(st, name);
+        CHECK(t != NULL);
+        if (!t)
+            continue;
+        CHECK_EQ_INT(t->dtype, KD_F32);
+        CHECK_EQ_INT(t->ndim, 1);
+        CHECK_EQ_INT(t->shape[0], n[i]);
+        CHECK_EQ_INT(t->shard, want[i]);
+        CHECK(memcmp(t->data, shw_data_[i], (size_t)n[i] * 4) == 0);
+        /* every shard also carries the metadata */
+        kd_st *one = NULL;
+        CHECK_OK(kd_st_open(kd_st_shard_path(st, t->shard), &one));
+        if (one) {
+            CHECK_STR(kd_st_metadata(one, "format"), "pt");
+            kd_st_free(one);
+        }
+    }
+    kd_st_free(st);
+}
+
+/* The index: total_size and the weight map, as a parsed document. */
+static void shw_check_index_(const char *dir, long long total, const char *const *files, int count)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    char *text = NULL;
+    size_t len = 0;
+    CHECK_OK(kd_read_file(path, 1 << 20, &text, &len));
+    if (!text)
+        return;
+    CHECK(len > 0 && text[len - 1] == '\n');
+    json_error_t je;
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    CHECK(root != NULL);
+    CHECK_EQ_INT(json_object_size(root), 2);
+    json_t *meta = json_object_get(root, "metadata"), *wm = json_object_get(root, "weight_map");
+    CHECK(json_is_object(meta) && json_object_size(meta) == 1);
+    CHECK(json_is_integer(json_object_get(meta, "total_size")));
+    CHECK_EQ_INT(json_integer_value(json_object_get(meta, "total_size")), total);
+    CHECK(json_is_object(wm));
+    CHECK_EQ_INT(json_object_size(wm), count);
+    for (int i = 0; i < count; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        CHECK_STR(json_string_value(json_object_get(wm, name)), files[i]);
+    }
+    json_decref(root);
+    free(text);
+}
+
+static int exists_(const char *dir, const char *name)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+TEST(sharded_writer_single)
+{
+    const char *dir = SHW "/single";
+    shw_dir_(dir);
+    const int n[3] = {4, 8, 2}, want[3] = {0, 0, 0};
+    kd_st_writer *w = shw_writer_(n, 3);
+    if (!w)
+        return;
+    int ns = -1;
+    /* exactly at the limit is still one shard (HF splits only above it) */
+    CHECK_OK(kd_st_writer_write_sharded(w, dir, "model", 14 * 4, &ns));
+    CHECK_EQ_INT(ns, 1);
+    CHECK(exists_(dir, "model.safetensors"));
+    CHECK(!exists_(dir, "model.safetensors.index.json"));
+    CHECK(!exists_(dir, "model-00001-of-00001.safetensors"));
+    shw_check_(dir, n, 3, want, 1);
+    /* the default limit (0 = 5 GB) is one shard too; and the file is what kd_st_writer_write makes */
+    CHECK_OK(kd_st_writer_write_sharded(w, dir, "model", 0, &ns));
+    CHECK_EQ_INT(ns, 1);
+    CHECK_OK(kd_st_writer_write(w, SHW "/plain.safetensors"));
+    char *a = NULL, *b = NULL;
+    size_t la = 0, lb = 0;
+    CHECK_OK(kd_read_file(SHW "/single/model.safetensors", 1 << 20, &a, &la));
+    CHECK_OK(kd_read_file(SHW "/plain.safetensors", 1 << 20, &b, &lb));
+    CHECK(a && b && la == lb && memcmp(a, b, la) == 0);
+    free(a);
+    free(b);
+    kd_st_writer_free(w);
+
+    /* no tensors: one empty file that opens */
+    const char *empty = SHW "/empty";
+    shw_dir_(empty);
+    CHECK_OK(kd_st_writer_new(&w));
+    CHECK_OK(kd_st_writer_write_sharded(w, empty, "model", 16, &ns));
+    CHECK_EQ_INT(ns, 1);
+    kd_st_writer_free(w);
+    kd_st *st = NULL;
+    CHECK_OK(kd_st_open(empty, &st));
+    if (st)
+        CHECK_EQ_INT(kd_st_count(st), 0);
+    kd_st_free(st);
+}
+
+TEST(sharded_writer_three)
+{
+    const char *dir = SHW "/three";
+    shw_dir_(dir);
+    /* 16, 16, 16, 16, 16 bytes with a 40-byte limit: [t0 t1] [t2 t3] [t4] */
+    const int n[5] = {4, 4, 4, 4, 4}, want[5] = {0, 0, 1, 1, 2};
+    kd_st_writer *w = shw_writer_(n, 5);
+    if (!w)
+        return;
+    int ns = -1;
+    CHECK_OK(kd_st_writer_write_sharded(w, dir, "model", 40, &ns));
+    kd_st_writer_free(w);
+    CHECK_EQ_INT(ns, 3);
+    CHECK(!exists_(dir, "model.safetensors"));
+    CHECK(exists_(dir, "model-00001-of-00003.safetensors"));
+    CHECK(exists_(dir, "model-00003-of-00003.safetensors"));
+    shw_check_(dir, n, 5, want, 3);
+    const char *files[5] = {"model-00001-of-00003.safetensors", "model-00001-of-00003.safetensors",
+                            "model-00002-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                            "model-00003-of-00003.safetensors"};
+    shw_check_index_(dir, 20 * 4, files, 5);
+
+    /* each shard holds only its own tensors */
+    kd_st *st = NULL;
+    CHECK_OK(kd_st_open(SHW "/three/model-00002-of-00003.safetensors", &st));
+    if (st) {
+        CHECK_EQ_INT(kd_st_count(st), 2);
+        CHECK(kd_st_find(st, "t2") && kd_st_find(st, "t3"));
+        kd_st_free(st);
+    }
+}
+
+TEST(sharded_writer_oversize)
+{
+    const char *dir = SHW "/oversize";
+    shw_dir_(dir);
+    /* 16, 400, 16 bytes with a 40-byte limit: t1 gets its own shard, appended
+     * when it comes, before the shard that t0 started: [t1] [t0 t2] */
+    const int n[3] = {4, 100, 4}, want[3] = {1, 0, 1};
+    kd_st_writer *w = shw_writer_(n, 3);
+    if (!w)
+        return;
+    int ns = -1;
+    CHECK_OK(kd_st_writer_write_sharded(w, dir, "model", 40, &ns));
+    CHECK_EQ_INT(ns, 2);
+    shw_check_(dir, n, 3, want, 2);
+    const char *files[3] = {"model-00002-of-00002.safetensors", "model-00001-of-00002.safetensors",
+                            "model-00002-of-00002.safetensors"};
+    shw_check_index_(dir, 108 * 4, files, 3);
+    kd_st_writer_free(w);
+
+    /* a single tensor over the limit is one file, not an index of one */
+    const char *one = SHW "/oversize_one";
+    shw_dir_(one);
+    const int n1[1] = {100}, want1[1] = {0};
+    w = shw_writer_(n1, 1);
+    if (!w)
+        return;
+    CHECK_OK(kd_st_writer_write_sharded(w, one, "model", 40, &ns));
+    CHECK_EQ_INT(ns, 1);
+    CHECK(exists_(one, "model.safetensors") && !exists_(one, "model.safetensors.index.json"));
+    shw_check_(one, n1, 1, want1, 1);
+    /* a missing folder is an I/O error naming the file */
+    CHECK_ERR(kd_st_writer_write_sharded(w, SHW "/no/such", "model", 40, &ns), KD_E_IO, "no/such/model.safetensors");
+    kd_st_writer_free(w);
+}
+
 int main(void)
 {
     mkdir_p_(TMP);
@@ -642,6 +864,9 @@ int main(void)
     RUN(legal_oddities);
     RUN(every_prefix_and_byte_flip);
     RUN(hf_fixture);
+    RUN(sharded_writer_single);
+    RUN(sharded_writer_three);
+    RUN(sharded_writer_oversize);
     for (size_t i = 0; i < RT_N; i++)
         free(rt_[i].data);
     return test_summary();
