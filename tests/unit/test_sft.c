@@ -1,0 +1,489 @@
+/* test_sft.c - the trainer: packing, per-document attention against documents
+ * run alone, gradient accumulation against one big batch, the schedule, and
+ * whole runs on the HF tiny-qwen2 fixture from a dataset of examples: counts,
+ * resume bit for bit, checkpoints, bad input. */
+#include "test.h"
+
+#include <dirent.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/hfconfig.h"
+#include "core/rng.h"
+#include "core/safetensors.h"
+#include "core/util.h"
+#include "data/store.h"
+#include "sft/sft.h"
+#include "student/model.h"
+
+#define QWEN KD_TEST_FIXTURES "/tiny-qwen2"
+#define TMP KD_TEST_TMP "/sft"
+
+static void rm_rf_(const char *path)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", path);
+}
+
+static double rel_(const float *a, const float *b, size_t n)
+{
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        s += (double)b[i] * b[i];
+    }
+    return s > 0 ? sqrt(d / s) : sqrt(d);
+}
+
+/* ---- packing against a plain best-fit-decreasing ----------------------------------- */
+
+static int cmp_i64_(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Bins with equal room are interchangeable in best fit, so any tie rule gives
+ * the same bin count and the same multiset of fills. */
+static int64_t brute_bfd_(const int64_t *len, int64_t n, int64_t cap, int64_t *fill)
+{
+    int64_t *idx = malloc((size_t)n * sizeof *idx), nb = 0;
+    for (int64_t i = 0; i < n; i++)
+        idx[i] = i;
+    for (int64_t i = 0; i < n; i++) /* selection sort, longest first */
+        for (int64_t j = i + 1; j < n; j++)
+            if (len[idx[j]] > len[idx[i]]) {
+                int64_t t = idx[i];
+                idx[i] = idx[j];
+                idx[j] = t;
+            }
+    for (int64_t k = 0; k < n; k++) {
+        int64_t l = len[idx[k]], best = -1;
+        for (int64_t b = 0; b < nb; b++)
+            if (cap - fill[b] >= l && (best < 0 || fill[b] > fill[best]))
+                best = b;
+        if (best < 0)
+            fill[best = nb++] = 0;
+        fill[best] += l;
+    }
+    free(idx);
+    return nb;
+}
+
+TEST(pack)
+{
+    kd_rng r;
+    kd_rng_seed(&r, 5);
+    const int64_t caps[3] = {16, 100, 4096};
+    for (int trial = 0; trial < 30; trial++) {
+        int64_t cap = caps[trial % 3], n = 1 + (int64_t)kd_rng_below(&r, 300);
+        int64_t *len = malloc((size_t)n * sizeof *len), *bin = malloc((size_t)n * sizeof *bin);
+        int64_t *fa = calloc((size_t)n, sizeof *fa), *fb = calloc((size_t)n, sizeof *fb);
+        for (int64_t i = 0; i < n; i++)
+            len[i] = 1 + (int64_t)kd_rng_below(&r, (uint64_t)(trial % 2 ? cap : cap / 3 + 1));
+        int64_t nb = kd_sft_pack(len, n, cap, bin), nref = brute_bfd_(len, n, cap, fb);
+        CHECK_EQ_INT(nb, nref);
+        for (int64_t i = 0; i < n; i++) {
+            CHECK(bin[i] >= 0 && bin[i] < nb);
+            if (bin[i] >= 0 && bin[i] < nb)
+                fa[bin[i]] += len[i];
+        }
+        for (int64_t b = 0; b < nb; b++)
+            CHECK(fa[b] > 0 && fa[b] <= cap);
+        qsort(fa, (size_t)nb, sizeof *fa, cmp_i64_);
+        qsort(fb, (size_t)nref, sizeof *fb, cmp_i64_);
+        for (int64_t b = 0; b < nb && nb == nref; b++)
+            CHECK_EQ_INT(fa[b], fb[b]);
+        free(len); free(bin); free(fa); free(fb);
+    }
+    int64_t one = 7, b0 = -1;
+    CHECK_EQ_INT(kd_sft_pack(&one, 1, 7, &b0), 1); /* exactly full */
+    CHECK_EQ_INT(b0, 0);
+}
+
+/* ---- a packed row equals its documents run alone ------------------------------------- */
+
+TEST(packed_equals_separate)
+{
+    kd_student *m = NULL;
+    CHECK_OK(kd_student_load(QWEN, &m));
+    if (!m)
+        return;
+    enum { T = 18 };
+    const int64_t lens[3] = {5, 7, 4}; /* + 2 tokens of padding */
+    int64_t ids[T], lab[T], pos[T];
+    int64_t t = 0;
+    for (int d = 0; d < 3; d++)
+        for (int64_t i = 0; i < lens[d]; i++, t++) {
+            ids[t] = (t * 53 + 11) % 512;
+            lab[t] = i >= 2 ? ids[t] : -100; /* a two-token "prompt" */
+            pos[t] = i;
+        }
+    for (int64_t i = 0; t < T; t++, i++)
+        ids[t] = 0, lab[t] = -100, pos[t] = i;
+    const int64_t total = kd_student_count_targets(lab, pos, 1, T);
+    CHECK_EQ_INT(total, (5 - 2) + (7 - 2) + (4 - 2));
+    size_t np = kd_student_numel(m);
+    float *g_packed = malloc(np * sizeof(float)), *g;
+    size_t n;
+    double sp = 0, ss = 0, s;
+    kd_student_zero_grad(m);
+    CHECK_OK(kd_student_backward(m, ids, lab, pos, 1, T, 1.0 / (double)total, &sp, NULL));
+    CHECK_OK(kd_student_tensor(m, kd_student_param_name(m, 0), 1, &g, &n));
+    memcpy(g_packed, g, np * sizeof(float)); /* the parameters' one allocation starts here */
+    kd_student_zero_grad(m);
+    t = 0;
+    for (int d = 0; d < 3; d++) {
+        CHECK_OK(kd_student_backward(m, ids + t, lab + t, NULL, 1, lens[d], 1.0 / (double)total, &s,
+                                     NULL));
+        ss += s;
+        t += lens[d];
+    }
+    double gr = rel_(g_packed, g, np);
+    printf("packed row vs documents alone: loss sum %.9g vs %.9g, gradient rel %.3g\n", sp, ss, gr);
+    CHECK_NEAR(sp, ss, 1e-5 * fabs(ss));
+    CHECK(gr < 1e-5);
+    /* positions that do not count up are refused */
+    int64_t badpos[T];
+    memcpy(badpos, pos, sizeof badpos);
+    badpos[3] = 7;
+    CHECK_ERR(kd_student_forward(m, ids, badpos, 1, T, NULL), KD_E_RANGE, "count up by one");
+    free(g_packed);
+    kd_student_free(m);
+}
+
+/* ---- gradient accumulation equals one big batch ------------------------------------- */
+
+TEST(accumulation)
+{
+    kd_student *a = NULL, *b = NULL;
+    CHECK_OK(kd_student_load(QWEN, &a));
+    CHECK_OK(kd_student_load(QWEN, &b));
+    if (!a || !b)
+        return;
+    enum { B = 4, T = 12 };
+    int64_t ids[B * T], lab[B * T];
+    const int masked[B] = {1, 5, 3, 10}; /* very different target counts per row */
+    for (int64_t i = 0; i < B * T; i++) {
+        ids[i] = (i * 97 + 3) % 512;
+        lab[i] = (i % T) < masked[i / T] ? -100 : ids[i];
+    }
+    const int64_t total = kd_student_count_targets(lab, NULL, B, T);
+    double la = 0, lb = 0, s;
+    kd_student_zero_grad(a);
+    CHECK_OK(kd_student_backward(a, ids, lab, NULL, B, T, 1.0 / (double)total, &la, NULL));
+    kd_student_zero_grad(b);
+    for (int k = 0; k < 2; k++) { /* two micro-batches of two rows */
+        CHECK_OK(kd_student_backward(b, ids + k * 2 * T, lab + k * 2 * T, NULL, 2, T,
+                                     1.0 / (double)total, &s, NULL));
+        lb += s;
+    }
+    float *ga, *gb, *pa, *pb;
+    size_t n;
+    size_t np = kd_student_numel(a);
+    CHECK_OK(kd_student_tensor(a, kd_student_param_name(a, 0), 1, &ga, &n));
+    CHECK_OK(kd_student_tensor(b, kd_student_param_name(b, 0), 1, &gb, &n));
+    double gr = rel_(gb, ga, np);
+    kd_adamw hp = {1e-3, 0.9, 0.95, 1e-8, 0.1};
+    CHECK_OK(kd_student_adamw_step(a, &hp, 1));
+    CHECK_OK(kd_student_adamw_step(b, &hp, 1));
+    CHECK_OK(kd_student_tensor(a, kd_student_param_name(a, 0), 0, &pa, &n));
+    CHECK_OK(kd_student_tensor(b, kd_student_param_name(b, 0), 0, &pb, &n));
+    double pr = rel_(pb, pa, np);
+    printf("accumulation 2 x 2 rows vs 4 rows: loss %.9g vs %.9g, gradient rel %.3g, after AdamW rel %.3g\n",
+           lb / (double)total, la / (double)total, gr, pr);
+    CHECK_NEAR(lb, la, 1e-6 * la);
+    CHECK(gr < 1e-6);
+    CHECK(pr < 1e-6);
+    kd_student_free(a);
+    kd_student_free(b);
+}
+
+/* ---- the schedule, against transformers' formulas written out --------------------------- */
+
+TEST(schedule)
+{
+    kd_sft_optim o = {.lr = 1.0, .min_lr_ratio = 0.1, .warmup_ratio = 0.2, .schedule = KD_SFT_COSINE};
+    /* total 10: warmup ceil(2.0) = 2 steps: lr 0, 0.5; then cosine from 1 to 0.1 over 8 */
+    CHECK_NEAR(kd_sft_lr(&o, 0, 10), 0.0, 0);
+    CHECK_NEAR(kd_sft_lr(&o, 1, 10), 0.5, 1e-15);
+    CHECK_NEAR(kd_sft_lr(&o, 2, 10), 1.0, 1e-15);
+    CHECK_NEAR(kd_sft_lr(&o, 6, 10), 0.1 + 0.9 * 0.5 * (1 + cos(M_PI * 4.0 / 8.0)), 1e-15);
+    CHECK_NEAR(kd_sft_lr(&o, 10, 10), 0.1, 1e-15);
+    o.schedule = KD_SFT_LINEAR;
+    CHECK_NEAR(kd_sft_lr(&o, 6, 10), 0.1 + 0.9 * (1 - 4.0 / 8.0), 1e-15);
+    o.schedule = KD_SFT_CONSTANT;
+    CHECK_NEAR(kd_sft_lr(&o, 9, 10), 1.0, 0);
+    o.warmup_steps = 5; /* overrides the ratio */
+    CHECK_NEAR(kd_sft_lr(&o, 4, 10), 0.8, 1e-15);
+}
+
+/* ---- whole runs -------------------------------------------------------------------------- */
+
+/* A dataset of examples for the 512-token fixture: n regular ones of lengths
+ * 6..40 with a prompt part masked, then one empty, one all-masked, one of 70
+ * tokens (over max_len 48), and, when bad_id, one with id 600. */
+static void make_dataset_(const char *dir, int n, int bad_id)
+{
+    rm_rf_(dir);
+    kd_store *s = NULL;
+    CHECK_OK(kd_store_open(dir, KD_STORE_CREATE, &s));
+    if (!s)
+        return;
+    kd_store_batch *b = NULL;
+    CHECK_OK(kd_store_batch_begin(s, &b));
+    kd_rng r;
+    kd_rng_seed(&r, 77);
+    int32_t ids[80];
+    uint8_t mask[10];
+    uint64_t id = 0;
+    for (int i = 0; i < n + 3 + bad_id; i++) {
+        uint32_t len = i < n ? 6 + (uint32_t)kd_rng_below(&r, 35) : i == n ? 0 : i == n + 1 ? 12 : 70;
+        memset(mask, 0, sizeof mask);
+        for (uint32_t t = 0; t < len; t++) {
+            ids[t] = (int32_t)kd_rng_below(&r, 512);
+            if (i != n + 1 && t >= len / 3)
+                mask[t >> 3] |= (uint8_t)(1u << (t & 7));
+        }
+        if (i == n + 3)
+            ids[1] = 600;
+        kd_record e = {.db = KD_DB_EXAMPLES, .id = id++, .n_tokens = len, .ids = ids, .mask = mask,
+                       .origin_id = KD_NONE64, .origin_sample = KD_NONE32};
+        CHECK_OK(kd_store_put(b, &e, 0, NULL));
+    }
+    CHECK_OK(kd_store_batch_commit(b));
+    CHECK_OK(kd_store_close(s));
+}
+
+static void base_cfg_(kd_sft_config *c, const char *data, const char *out)
+{
+    memset(c, 0, sizeof *c);
+    CHECK_OK(kd_cfg_defaults(&kd_sft_schema, c));
+    char sets[16][512];
+    const char *kv[] = {"model=" QWEN, "data.max_len=48", "data.eval_fraction=0.1",
+                        "optim.lr=1e-3", "optim.weight_decay=0.1", "optim.grad_clip=0.5",
+                        "train.epochs=2", "train.micro_batch=2", "train.grad_accum=2",
+                        "output.export=false", "output.progress=false", "output.save_every=3",
+                        "output.eval_every=2", "runtime.seed=9"};
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
+        CHECK_OK(kd_cfg_set(&kd_sft_schema, c, kv[i]));
+    snprintf(sets[0], sizeof sets[0], "data.train=%s", data);
+    snprintf(sets[1], sizeof sets[1], "output.dir=%s", out);
+    CHECK_OK(kd_cfg_set(&kd_sft_schema, c, sets[0]));
+    CHECK_OK(kd_cfg_set(&kd_sft_schema, c, sets[1]));
+}
+
+/* the "loss" lines of metrics.jsonl, as text */
+static char *losses_(const char *out)
+{
+    char p[1024], *txt = NULL;
+    size_t len = 0;
+    snprintf(p, sizeof p, "%s/metrics.jsonl", out);
+    if (kd_read_file(p, 1 << 24, &txt, &len))
+        return NULL;
+    return txt;
+}
+
+static char *read_all_(const char *p, size_t *len)
+{
+    char *txt = NULL;
+    *len = 0;
+    if (kd_read_file(p, 1 << 28, &txt, len))
+        return NULL;
+    return txt;
+}
+
+TEST(run_and_resume)
+{
+    mkdir(TMP, 0755);
+    const char *data = TMP "/data", *a = TMP "/run-a", *b = TMP "/run-b";
+    make_dataset_(data, 40, 0);
+    rm_rf_(a);
+    rm_rf_(b);
+    kd_sft_config c;
+    kd_sft_result ra, rb;
+    base_cfg_(&c, data, a);
+    CHECK_OK(kd_sft_run(&c, &ra));
+    printf("run: %lld steps, %lld examples, %lld rows, loss %.6f, eval %.6f, truncated %lld, "
+           "empty %lld, no target %lld\n", (long long)ra.steps, (long long)ra.examples,
+           (long long)ra.rows, ra.last_loss, ra.last_eval_loss, (long long)ra.truncated,
+           (long long)ra.skipped_empty, (long long)ra.skipped_no_target);
+    CHECK_EQ_INT(ra.truncated, 1);
+    CHECK_EQ_INT(ra.skipped_empty, 1);
+    CHECK_EQ_INT(ra.skipped_no_target, 1);
+    CHECK_EQ_INT(ra.examples, 41 - 4); /* 40 + the truncated one, 4 held out */
+    CHECK(ra.steps >= 4);
+    CHECK(isfinite(ra.last_eval_loss));
+    kd_cfg_release(&kd_sft_schema, &c);
+
+    /* the same run, stopped half way and resumed */
+    base_cfg_(&c, data, b);
+    char set[64];
+    snprintf(set, sizeof set, "train.stop_after=%lld", (long long)(ra.steps / 2));
+    CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, set));
+    CHECK_OK(kd_sft_run(&c, &rb));
+    CHECK_EQ_INT(rb.steps, ra.steps / 2);
+    /* without resume, a folder with checkpoints is refused */
+    CHECK_ERR(kd_sft_run(&c, &rb), KD_E_CONFIG, "already holds checkpoints");
+    CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, "train.stop_after=0"));
+    CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, "output.resume=true"));
+    CHECK_OK(kd_sft_run(&c, &rb));
+    CHECK_EQ_INT(rb.steps, ra.steps);
+    char *la = losses_(a), *lb = losses_(b);
+    CHECK(la && lb);
+    if (la && lb) {
+        CHECK(strlen(la) > 100);
+        /* every loss, lr, grad norm and eval loss, bit for bit (printed with %.17g);
+         * only the timing fields may differ */
+        const char *p = la, *q = lb;
+        int lines = 0, same = 1;
+        while (*p && *q) {
+            const char *e1 = strchr(p, '\n'), *e2 = strchr(q, '\n');
+            if (!e1 || !e2)
+                break;
+            const char *s1 = strstr(p, "\"step_seconds\""), *s2 = strstr(q, "\"step_seconds\"");
+            size_t n1 = (size_t)((s1 && s1 < e1 ? s1 : e1) - p), n2 = (size_t)((s2 && s2 < e2 ? s2 : e2) - q);
+            if (n1 != n2 || memcmp(p, q, n1)) {
+                same = 0;
+                fprintf(stderr, "differs:\n  %.*s\n  %.*s\n", (int)n1, p, (int)n2, q);
+            }
+            lines++;
+            p = e1 + 1;
+            q = e2 + 1;
+        }
+        CHECK(same);
+        CHECK(!*p && !*q); /* the same number of lines */
+        printf("resume: %d metrics lines equal bit for bit\n", lines);
+    }
+    free(la);
+    free(lb);
+    /* and the final weights and moments too */
+    char pa[1024], pb[1024];
+    for (int k = 0; k < 2; k++) {
+        const char *f = k ? "optimizer.safetensors" : "model.safetensors";
+        snprintf(pa, sizeof pa, "%s/checkpoints/step-%08lld/%s", a, (long long)ra.steps, f);
+        snprintf(pb, sizeof pb, "%s/checkpoints/step-%08lld/%s", b, (long long)ra.steps, f);
+        size_t na, nb;
+        char *xa = read_all_(pa, &na), *xb = read_all_(pb, &nb);
+        CHECK(xa && xb && na == nb && !memcmp(xa, xb, na));
+        free(xa);
+        free(xb);
+    }
+    /* keep_last 2: only the two newest checkpoints remain */
+    snprintf(pa, sizeof pa, "%s/checkpoints", a);
+    DIR *d = opendir(pa);
+    int nck = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        nck += !strncmp(e->d_name, "step-", 5);
+    if (d)
+        closedir(d);
+    CHECK_EQ_INT(nck, 2);
+    /* the checkpoint is a model folder */
+    snprintf(pa, sizeof pa, "%s/checkpoints/step-%08lld", a, (long long)ra.steps);
+    kd_student *m = NULL;
+    CHECK_OK(kd_student_load(pa, &m));
+    kd_student_free(m);
+    /* a checkpoint made with other settings is refused */
+    CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, "data.max_len=64"));
+    CHECK_ERR(kd_sft_run(&c, &rb), KD_E_CONFIG, "max_len");
+    kd_cfg_release(&kd_sft_schema, &c);
+}
+
+TEST(bad_input)
+{
+    mkdir(TMP, 0755);
+    const char *data = TMP "/data-bad", *out = TMP "/run-bad";
+    make_dataset_(data, 10, 1);
+    rm_rf_(out);
+    kd_sft_config c;
+    kd_sft_result r;
+    base_cfg_(&c, data, out);
+    CHECK_ERR(kd_sft_run(&c, &r), KD_E_RANGE, "id 600 is outside the model's vocabulary [0, 512)");
+    kd_cfg_release(&kd_sft_schema, &c);
+    /* not a dataset */
+    base_cfg_(&c, TMP "/nothing-here", out);
+    CHECK_ERR(kd_sft_run(&c, &r), KD_E_NOTFOUND, "neither a dataset folder nor a .jsonl");
+    kd_cfg_release(&kd_sft_schema, &c);
+    /* a .jsonl of chats needs a tokenizer: the fixture folder has none */
+    FILE *f = fopen(TMP "/chats.jsonl", "w");
+    if (f) {
+        fputs("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n", f);
+        fclose(f);
+    }
+    base_cfg_(&c, TMP "/chats.jsonl", out);
+    CHECK_ERR(kd_sft_run(&c, &r), KD_E_CONFIG, "needs a tokenizer");
+    kd_cfg_release(&kd_sft_schema, &c);
+}
+
+/* A copy of the fixture with one weight set to `bad` (nan or inf). */
+static void poisoned_model_(const char *dir, float bad)
+{
+    rm_rf_(dir);
+    mkdir(dir, 0755);
+    kd_student *m = NULL;
+    CHECK_OK(kd_student_load(QWEN, &m));
+    if (!m)
+        return;
+    float *p;
+    size_t n;
+    CHECK_OK(kd_student_tensor(m, "model.norm.weight", 0, &p, &n));
+    p[3] = bad;
+    kd_tensor_spec *specs = NULL;
+    size_t ns = 0;
+    CHECK_OK(kd_model_tensors(kd_student_config(m), &specs, &ns));
+    kd_st_writer *w = NULL;
+    CHECK_OK(kd_st_writer_new(&w));
+    for (size_t i = 0; i < ns; i++) {
+        CHECK_OK(kd_student_tensor(m, specs[i].name, 0, &p, &n));
+        CHECK_OK(kd_st_writer_add(w, specs[i].name, KD_F32, specs[i].ndim, specs[i].shape, p));
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK_OK(kd_st_writer_write(w, path));
+    kd_st_writer_free(w);
+    free(specs);
+    kd_student_free(m);
+    size_t len;
+    char *cfg = read_all_(QWEN "/config.json", &len);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    CHECK(cfg && kd_write_file_atomic(path, cfg, len) == KD_OK);
+    free(cfg);
+}
+
+TEST(nonfinite)
+{
+    mkdir(TMP, 0755);
+    const char *data = TMP "/data-nf", *model = TMP "/model-nan", *out = TMP "/run-nf";
+    make_dataset_(data, 12, 0);
+    poisoned_model_(model, NAN);
+    rm_rf_(out);
+    kd_sft_config c;
+    kd_sft_result r;
+    base_cfg_(&c, data, out);
+    char set[512];
+    snprintf(set, sizeof set, "model=%s", model);
+    CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, set));
+    CHECK_ERR(kd_sft_run(&c, &r), KD_E_RANGE, "the loss is nan");
+    CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, "train.nonfinite=skip"));
+    rm_rf_(out);
+    CHECK_OK(kd_sft_run(&c, &r));
+    CHECK(r.steps > 0);
+    CHECK_EQ_INT(r.steps_skipped, r.steps); /* every step skipped, counted, none applied */
+    kd_cfg_release(&kd_sft_schema, &c);
+}
+
+int main(void)
+{
+    RUN(pack);
+    RUN(packed_equals_separate);
+    RUN(accumulation);
+    RUN(schedule);
+    RUN(run_and_resume);
+    RUN(bad_input);
+    RUN(nonfinite);
+    return test_summary();
+}
