@@ -330,6 +330,174 @@ done:
     return rc;
 }
 
+/* ---- ref_packed: one row of several documents ----------------------------------
+ * The reference ran each document alone and normalised the summed token losses
+ * by the targets of all of them; the packed row (position_ids restarting at 0)
+ * must give the same loss and gradients. */
+static int check_packed_(const char *dir, const char *file, FILE *out, int *failed)
+{
+    kd_st *st = NULL;
+    kd_student *m = NULL;
+    int64_t *ids = NULL, *labels = NULL, *pos = NULL;
+    int rc;
+    KD_TRY(kd_st_open(file, &st));
+    const kd_st_tensor *ti, *tl, *tp, *tloss;
+    if ((rc = ref_(st, file, "input_ids", KD_I64, 0, &ti)) ||
+        (rc = ref_(st, file, "labels", KD_I64, ti->numel, &tl)) ||
+        (rc = ref_(st, file, "position_ids", KD_I64, ti->numel, &tp)) ||
+        (rc = ref_(st, file, "loss", KD_F32, 1, &tloss)))
+        goto done;
+    if (ti->ndim != 2) {
+        rc = kd_err(KD_E_SHAPE, "'%s': input_ids has %d dims, expected [B, T]", file, ti->ndim);
+        goto done;
+    }
+    if ((rc = kd_student_load(dir, &m)))
+        goto done;
+    ids = ids_copy_(ti);
+    labels = ids_copy_(tl);
+    pos = ids_copy_(tp);
+    if (!ids || !labels || !pos) {
+        rc = kd_err(KD_E_NOMEM, "packed references");
+        goto done;
+    }
+    const int64_t B = ti->shape[0], T = ti->shape[1];
+    const int64_t n = kd_student_count_targets(labels, pos, B, T);
+    double sum = 0;
+    kd_student_zero_grad(m);
+    if ((rc = kd_student_backward(m, ids, labels, pos, B, T, n ? 1.0 / (double)n : 0.0, &sum, NULL)))
+        goto done;
+    float rl;
+    memcpy(&rl, tloss->data, sizeof rl);
+    const double loss = n ? sum / (double)n : 0.0, le = fabs(loss - rl) / fabs((double)rl);
+    const char *docs = kd_st_metadata(st, "doc_lengths");
+    check_(out, failed, le <= TOL_LOSS, "packed", "loss rel %.2g (tol %.0e), %.8g vs ref %.8g "
+           "(documents %s, %lld targets)", le, TOL_LOSS, loss, rl, docs ? docs : "?", (long long)n);
+    const size_t np = kd_student_param_count(m);
+    for (size_t i = 0; i < np; i++) {
+        const char *name = kd_student_param_name(m, i);
+        double e;
+        if ((rc = param_vs_ref_(m, st, file, "grad.", name, 1, &e)))
+            goto done;
+        check_(out, failed, e <= TOL_GRAD, "packed", "grad rel %.2g (tol %.0e) %s", e, TOL_GRAD, name);
+    }
+done:
+    free(ids);
+    free(labels);
+    free(pos);
+    kd_student_free(m);
+    kd_st_free(st);
+    return rc;
+}
+
+/* ---- ref_accum: gradient accumulation, clipping -----------------------------------
+ * The reference is one batch of B rows; we run it as micro-batches of one row
+ * each, scaled by the targets of the whole batch, and compare the loss, the
+ * gradients, the global gradient norm, and the AdamW step without and with
+ * clipping (the latter applied to the reference gradients, strictly). */
+static int check_accum_(const char *dir, const char *file, FILE *out, int *failed)
+{
+    kd_st *st = NULL;
+    kd_student *m = NULL, *m2 = NULL;
+    int64_t *ids = NULL, *labels = NULL;
+    char key[512];
+    int rc;
+    KD_TRY(kd_st_open(file, &st));
+    const kd_st_tensor *ti, *tl, *tloss, *t;
+    if ((rc = ref_(st, file, "input_ids", KD_I64, 0, &ti)) ||
+        (rc = ref_(st, file, "labels", KD_I64, ti->numel, &tl)) ||
+        (rc = ref_(st, file, "loss", KD_F32, 1, &tloss)))
+        goto done;
+    if (ti->ndim != 2) {
+        rc = kd_err(KD_E_SHAPE, "'%s': input_ids has %d dims, expected [B, T]", file, ti->ndim);
+        goto done;
+    }
+    kd_adamw hp;
+    if ((rc = adamw_hp_(st, &hp)) < 0)
+        goto done;
+    rc = KD_OK;
+    if ((rc = kd_student_load(dir, &m)))
+        goto done;
+    ids = ids_copy_(ti);
+    labels = ids_copy_(tl);
+    if (!ids || !labels) {
+        rc = kd_err(KD_E_NOMEM, "accumulation references");
+        goto done;
+    }
+    const int64_t B = ti->shape[0], T = ti->shape[1];
+    const int64_t n = kd_student_count_targets(labels, NULL, B, T);
+    double sum = 0, s;
+    kd_student_zero_grad(m);
+    for (int64_t b = 0; b < B; b++) { /* one row per micro-batch */
+        if ((rc = kd_student_backward(m, ids + b * T, labels + b * T, NULL, 1, T,
+                                      n ? 1.0 / (double)n : 0.0, &s, NULL)))
+            goto done;
+        sum += s;
+    }
+    float rl;
+    memcpy(&rl, tloss->data, sizeof rl);
+    const double loss = n ? sum / (double)n : 0.0, le = fabs(loss - rl) / fabs((double)rl);
+    check_(out, failed, le <= TOL_LOSS, "accum", "loss rel %.2g (tol %.0e), %.8g vs ref %.8g "
+           "(%lld micro-batches of 1 row)", le, TOL_LOSS, loss, rl, (long long)B);
+    const size_t np = kd_student_param_count(m);
+    for (size_t i = 0; i < np; i++) {
+        const char *name = kd_student_param_name(m, i);
+        double e;
+        if ((rc = param_vs_ref_(m, st, file, "grad.", name, 1, &e)))
+            goto done;
+        check_(out, failed, e <= TOL_GRAD, "accum", "grad rel %.2g (tol %.0e) %s", e, TOL_GRAD, name);
+    }
+    const char *gn = kd_st_metadata(st, "grad_norm"), *cn = kd_st_metadata(st, "clip_norm");
+    double norm = kd_student_grad_norm(m);
+    if (gn) {
+        double ref = strtod(gn, NULL), e = fabs(norm - ref) / ref;
+        check_(out, failed, e <= TOL_GRAD, "accum", "grad norm rel %.2g (tol %.0e), %.9g vs ref %s", e,
+               TOL_GRAD, norm, gn);
+    }
+    /* the steps, on the reference gradients: plain, then clipped as clip_grad_norm_ */
+    for (int clip = 0; clip < 2 && !(clip && !cn); clip++) {
+        kd_student_free(m2);
+        m2 = NULL;
+        if ((rc = kd_student_load(dir, &m2)))
+            goto done;
+        for (size_t i = 0; i < np; i++) {
+            const char *name = kd_student_param_name(m2, i);
+            float *g;
+            size_t k;
+            snprintf(key, sizeof key, "grad.%s", name);
+            if ((rc = kd_student_tensor(m2, name, 1, &g, &k)) || (rc = ref_(st, file, key, KD_F32, k, &t)))
+                goto done;
+            memcpy(g, t->data, k * sizeof(float));
+        }
+        if (clip) {
+            double max = strtod(cn, NULL), gnorm = kd_student_grad_norm(m2);
+            if (gnorm > max)
+                kd_student_scale_grads(m2, (float)(max / (gnorm + 1e-6)));
+        }
+        if ((rc = kd_student_adamw_step(m2, &hp, 0)))
+            goto done;
+        double worst = 0;
+        const char *wn = "";
+        for (size_t i = 0; i < np; i++) {
+            const char *name = kd_student_param_name(m2, i);
+            double e;
+            if ((rc = param_vs_ref_(m2, st, file, clip ? "after_adamw_clip." : "after_adamw.", name, 0,
+                                    &e)))
+                goto done;
+            if (!(e <= worst))
+                worst = e, wn = name;
+        }
+        check_(out, failed, worst <= TOL_ADAMW, "accum", "%s worst rel %.2g (tol %.0e) %s",
+               clip ? "AdamW after clipping" : "AdamW", worst, TOL_ADAMW, wn);
+    }
+done:
+    free(ids);
+    free(labels);
+    kd_student_free(m);
+    kd_student_free(m2);
+    kd_st_free(st);
+    return rc;
+}
+
 /* ---- the run --------------------------------------------------------------------- */
 
 static int exists_(const char *path)
@@ -372,5 +540,16 @@ int kd_parity_run(const char *dir, kd_parity_device device, FILE *out, int *fail
         KD_TRY(check_train_(dir, train, out, failed));
     else
         fprintf(out, "skip train    no ref_train.safetensors\n");
+    char packed[4200], accum[4200];
+    snprintf(packed, sizeof packed, "%s/ref_packed.safetensors", dir);
+    snprintf(accum, sizeof accum, "%s/ref_accum.safetensors", dir);
+    if (exists_(packed))
+        KD_TRY(check_packed_(dir, packed, out, failed));
+    else
+        fprintf(out, "skip packed   no ref_packed.safetensors\n");
+    if (exists_(accum))
+        KD_TRY(check_accum_(dir, accum, out, failed));
+    else
+        fprintf(out, "skip accum    no ref_accum.safetensors\n");
     return KD_OK;
 }

@@ -39,6 +39,21 @@ for fx in tiny-qwen2 tiny-llama3; do
     grep -q "^info adamw-e2e" "$TMP/out" || fail "$fx: no end-to-end adamw figure"
 done
 
+# the fixtures of several shapes (tools/refgen.py): tied/untied, GQA 1:1, 3:1,
+# 4:1, rope default/linear/llama3, Llama biases, BF16 weights; each with the
+# packed-row and gradient-accumulation references
+for fx in tiny-qwen2-untied tiny-qwen2-mha tiny-llama32-tied tiny-llama-norope tiny-qwen2-bf16; do
+    run "$BIN" parity "$FIX/$fx"
+    [ "$rc" -eq 0 ] || fail "$fx: exit $rc: $(cat "$TMP/err") $(grep FAIL "$TMP/out")"
+    for check in logits generate kvcache loss grad adamw packed accum; do
+        grep -q "^ok   $check " "$TMP/out" || fail "$fx: no 'ok $check' line"
+    done
+    grep -q "^ok   accum    grad norm" "$TMP/out" || fail "$fx: no grad norm check"
+    grep -q "AdamW after clipping" "$TMP/out" || fail "$fx: no clipped step check"
+    if grep -q "^FAIL" "$TMP/out"; then fail "$fx: a FAIL line"; fi
+    grep -c "^ok" "$TMP/out" | sed "s/^/$fx: ok lines: /"
+done
+
 run "$BIN" parity "$FIX/tiny-qwen2" --device cpu
 [ "$rc" -eq 0 ] || fail "--device cpu: exit $rc"
 run "$BIN" parity "$FIX/tiny-qwen2" --device cuda
