@@ -49,7 +49,8 @@ double kd_rng_uniform(kd_rng *r);
 uint64_t kd_rng_below(kd_rng *r, uint64_t n);
 
 /* Shuffle a[0..n) in place with Fisher-Yates (from the end, j = below(i + 1)),
- * every permutation equally likely. Uses n - 1 draws of kd_rng_below. */
+ * every permutation equally likely. Uses n - 1 draws of kd_rng_below (none
+ * for n <= 1). */
 void kd_rng_shuffle_u64(kd_rng *r, uint64_t *a, size_t n);
 
 #ifdef __cplusplus
