@@ -37,7 +37,7 @@ run "$BIN" init "$ROOT/configs/models/tiny-qwen2" "$TMP/model" --tokenizer "$TOK
 [ "$rc" -eq 0 ] || fail "init: exit $rc: $(cat "$TMP/err")"
 "$BIN" inspect "$TMP/model" | grep -q "vocab 151936" || fail "init: not the config's shape"
 
-common=(--set "model=$TMP/model" --set data.max_len=128 --set train.micro_batch=1
+common=(--set "model=$TMP/model" --set "data.train=$ROOT/tests/fixtures/sft/chats.jsonl" --set data.max_len=128 --set train.micro_batch=1
         --set train.grad_accum=2 --set train.max_steps=4 --set output.eval_every=2
         --set output.save_every=2 --set runtime.threads=2)
 
