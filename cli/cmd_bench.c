@@ -191,7 +191,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: distill bench <what> [<args>]\n\n"
                "Benchmark programs. They print figures and assert nothing.\n\n"
                "benchmarks:\n"
-               "  tokenize   encode throughput of a tokenizer, 1 thread and N threads\n\n"
+               "  tokenize   encode throughput of a tokenizer, 1 thread and N threads\n"
+               "  sft        training-step throughput of the student (CPU reference backend)\n\n"
                "'distill bench <what> --help' for each one's options.\n");
 }
 
@@ -207,5 +208,7 @@ int cmd_bench(int argc, char **argv)
     }
     if (!strcmp(argv[1], "tokenize"))
         return bench_tokenize(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "sft"))
+        return bench_sft(argc - 1, argv + 1);
     return kd_cli_usage_error("bench", "unknown benchmark '%s'", argv[1]);
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # device_run.sh - what one session runs on the GPU machine, in one command.
 # Expects .device/ (carried, git-ignored) made on the development machine:
-#   .device/distill, .device/tests/*   from `make cuda` (build-cuda/), stripped
+#   .device/distill, .device/tests/*   from `make cuda` (build-cuda/), stripped, each
+#                                      optionally xz-compressed (NAME.xz)
 #   .device/tokenizers.tgz             the tokenizers/ folder of the setup cache
 #   .device/corpus.repaired.jsonl      (optional) a corpus to make reference ids for
 # Writes logs and reference files under $OUT. Needs python3 with `tokenizers`.
@@ -16,7 +17,12 @@ echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --forma
 mkdir -p /work && { [ -e /work/main ] || ln -s "$root" /work/main; }
 b=/work/main/build-cuda
 mkdir -p $b/tests/tmp $b/fixtures /tmp/kdcache
-cp .device/distill $b/ && cp .device/tests/* $b/tests/
+# binaries may come xz-compressed (the working tree plus carry must stay under 64 MiB)
+for f in .device/distill .device/distill.xz .device/tests/*; do
+  [ -e "$f" ] || continue
+  dst=$b/${f#.device/}; dst=${dst%.xz}
+  case $f in *.xz) xz -dc "$f" >"$dst" && chmod +x "$dst";; *) cp "$f" "$dst";; esac
+done
 for f in tests/fixtures/hf/*.tar.gz; do tar -xzf "$f" -C $b/fixtures; done
 tar -xzf .device/tokenizers.tgz -C /tmp/kdcache
 export DISTILL_CACHE=/tmp/kdcache
@@ -54,5 +60,25 @@ for t in qwen3 llama3_1 deepseek_v3; do
 done
 echo "== dataset store benchmark (no peer)"
 TMPDIR=/tmp $b/distill data bench
+fi
+if has exportcheck; then
+echo "== our trainer's export, loaded by transformers (refgen.py --from), checked by distill parity"
+x=/tmp/kdx && rm -rf $x && mkdir -p $x
+$b/distill init configs/models/tiny-qwen2 $x/model --tokenizer /tmp/kdcache/tokenizers/qwen3 --seed 3
+DISTILL_PROGRESS_SECONDS=5 $b/distill sft configs/sft/tiny_cpu.yaml --set model=$x/model --set output.dir=$x/run \
+  --set train.max_steps=6 --set output.export_dtype=bf16 --set output.shard_mb=8 --set data.max_len=128
+ls -la $x/run/final
+python3 tools/refgen.py --from $x/run/final --out sft-export && $b/distill parity /tmp/ref/sft-export
+fi
+if has sftbench; then
+echo "== training-step throughput on the CPU: distill (reference backend) vs PyTorch, same shape, threads, steps"
+nproc
+for thr in 16; do
+  for shape in "configs/models/qwen2.5-0.5b --seq 512 --steps 3" "configs/models/tiny-qwen2 --seq 1024 --steps 5"; do
+    OMP_NUM_THREADS=$thr $b/distill bench sft --model-config $shape --json
+    OMP_NUM_THREADS=$thr python3 tools/bench_sft_cpu.py $shape
+    OMP_NUM_THREADS=$thr python3 tools/bench_sft_cpu.py $shape --attn eager
+  done
+done
 fi
 echo "== done $(date -u +%FT%TZ)"
