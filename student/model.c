@@ -255,21 +255,29 @@ int kd_student_init(const char *dir, uint64_t seed, double std, kd_student **out
         kd_student_free(m);
         return rc;
     }
-    kd_rng r;
-    kd_rng_seed(&r, seed);
+    /* fixed chunks, each its own stream from (seed, slot, chunk): the same
+     * weights for any thread count, drawn in parallel */
+    enum { CHUNK = 1 << 20 };
     for (int p = 0; p < P_COUNT; p++) {
         if (!m->psize[p] || (p == P_LMH && m->cfg.tie_word_embeddings))
             continue;
         float *x = m->params + m->poff[p];
-        int norm = p == P_LN1 || p == P_LN2 || p == P_LNF;
-        for (size_t i = 0; i < m->psize[p]; i++) {
-            if (norm) {
-                x[i] = 1.0f;
-                continue;
+        const size_t n = m->psize[p], nchunks = (n + CHUNK - 1) / CHUNK;
+        const int norm = p == P_LN1 || p == P_LN2 || p == P_LNF;
+#pragma omp parallel for schedule(dynamic, 1) if (nchunks > 1)
+        for (size_t c = 0; c < nchunks; c++) {
+            kd_rng r;
+            kd_rng_seed(&r, seed ^ (0x9e3779b97f4a7c15ull * ((uint64_t)p * 1000003u + c + 1)));
+            size_t hi = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
+            for (size_t i = c * CHUNK; i < hi; i++) {
+                if (norm) {
+                    x[i] = 1.0f;
+                    continue;
+                }
+                /* Box-Muller: normal(0, std), as HF's _init_weights (biases too, here) */
+                double u1 = kd_rng_uniform(&r), u2 = kd_rng_uniform(&r);
+                x[i] = (float)(std * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
             }
-            /* Box-Muller: normal(0, std), as HF's _init_weights (biases too, here) */
-            double u1 = kd_rng_uniform(&r), u2 = kd_rng_uniform(&r);
-            x[i] = (float)(std * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
         }
     }
     *out = m;
@@ -618,9 +626,17 @@ static int ensure_moments_(kd_student *m)
 {
     if (m->adam_m)
         return KD_OK;
-    m->adam_m = calloc(2 * m->nparams, sizeof(float));
+    /* malloc and write zeros, not calloc: AdamW reads a moment before writing
+     * it, and a read of calloc's zero page followed by a write costs a
+     * copy-on-write fault with a TLB shootdown on every core, per page */
+    m->adam_m = malloc(2 * m->nparams * sizeof(float));
     if (!m->adam_m)
         return kd_err(KD_E_NOMEM, "AdamW moments (%zu floats)", 2 * m->nparams);
+    float *z = m->adam_m;
+    const size_t n = 2 * m->nparams;
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        z[i] = 0.0f;
     m->adam_v = m->adam_m + m->nparams;
     return KD_OK;
 }
