@@ -6,7 +6,9 @@
 #   2. import R1-style traces with their verdicts into an LMDB dataset and show it;
 #   3. render one trace with the DeepSeek-R1 chat template and tokenize it with the
 #      real DeepSeek-V3 tokenizer, with the assistant-only loss mask;
-#   4. check and print the runtime configuration.
+#   4. check and print the runtime configuration;
+#   5. fine-tune a small random Qwen2 (the real Qwen vocabulary) on R1-style chats with the
+#      SFT trainer, and inspect its HF export.
 set -euo pipefail
 bin=${1:?usage: demo.sh DISTILL_BIN}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,3 +38,12 @@ printf '%s\n' '{"messages": [{"role": "user", "content": "What is 17 * 23?"}, {"
 
 say "distill config -c configs/runtime.yaml --set runtime.seed=7 --print-config"
 "$bin" config -c "$root/configs/runtime.yaml" --set runtime.seed=7 --print-config
+
+say "distill init + distill sft: a 2-layer Qwen2 of the real vocabulary (random weights) fine-tuned on R1-style chats"
+qwen=${DISTILL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/distill}/tokenizers/qwen3
+"$bin" init "$root/configs/models/tiny-qwen2" "$work/tiny-model" --tokenizer "$qwen" --seed 1
+DISTILL_PROGRESS_SECONDS=2 "$bin" sft "$root/configs/sft/tiny_cpu.yaml" --set "model=$work/tiny-model" \
+  --set "data.train=$root/tests/fixtures/sft/chats.jsonl" --set "output.dir=$work/sft" \
+  --set train.max_steps=6 --set data.max_len=128
+tail -n 3 "$work/sft/metrics.jsonl"
+"$bin" inspect "$work/sft/final" | head -4
