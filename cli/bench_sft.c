@@ -17,7 +17,8 @@ static void usage_(FILE *f)
                "Times full training steps (forward, loss, backward, AdamW) of a student with\n"
                "random weights of DIR/config.json (qwen2 or llama), fp32 on the CPU, on random\n"
                "tokens: B rows of T tokens per step. One untimed warm-up step, then N timed\n"
-               "ones; prints tokens/s and ms/step (median and best). Threads: OMP_NUM_THREADS.\n\n"
+               "ones; prints tokens/s and ms/step (median and best). Threads: OMP_NUM_THREADS.\n"
+               "With DISTILL_PROFILE=1, also the time per kind of op (all steps).\n\n"
                "options:\n"
                "      --model-config DIR  folder with config.json (e.g. configs/models/qwen2.5-0.5b)\n"
                "      --seq T             tokens per row (default 512)\n"
@@ -121,6 +122,8 @@ int bench_sft(int argc, char **argv)
         printf("bench sft: %s (%.0fM params), %ld x %ld tokens, %ld steps, threads %s: median %.1f ms/step "
                "(best %.1f), %.1f tokens/s, loss %.4f\n",
                dir, params / 1e6, B, T, N, thr ? thr : "all", med, best, tps, loss);
+    if (getenv("DISTILL_PROFILE"))
+        kd_student_profile(stdout, 0); /* warm-up step included */
     free(ids);
     free(ms);
     kd_student_free(m);

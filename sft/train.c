@@ -315,10 +315,11 @@ static int load_ckpt_(kd_student *m, const char *dir, const run_key_ *key, run_p
     {
         json_t *have = json_object_get(run, k);
         if (!json_is_integer(have) || json_integer_value(have) != json_integer_value(v)) {
+            char *txt = have ? json_dumps(have, JSON_ENCODE_ANY) : NULL;
             st = kd_err(KD_E_CONFIG, "checkpoint '%s' does not match this run: %s is %s there and "
                         "%lld here (start a new output.dir, or restore the old settings)", cdir, k,
-                        have ? json_dumps(have, JSON_ENCODE_ANY) : "missing",
-                        (long long)json_integer_value(v));
+                        txt ? txt : "missing", (long long)json_integer_value(v));
+            free(txt);
             break;
         }
     }

@@ -16,9 +16,52 @@
 
 #include "core/dtype.h"
 #include "core/json.h"
+#include "core/log.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/status.h"
+
+
+/* ---- optional profile: DISTILL_PROFILE=1 times each op kind (kd_student_profile) ---- */
+enum { PF_MATMUL, PF_MATMUL_BW, PF_ATTN, PF_ATTN_BW, PF_NORM, PF_ROPE, PF_SWIGLU, PF_EMBED, PF_XENT,
+       PF_ADAMW, PF_OTHER, PF_COUNT };
+static const char *const pf_name_[PF_COUNT] = {"matmul fwd", "matmul bwd", "attention fwd",
+    "attention bwd", "rmsnorm", "rope", "swiglu", "embedding", "cross-entropy", "adamw", "other"};
+static double pf_t_[PF_COUNT];
+static int pf_on_ = -1;
+static int pf_enabled_(void)
+{
+    if (pf_on_ < 0) {
+        const char *e = getenv("DISTILL_PROFILE");
+        pf_on_ = e && *e && strcmp(e, "0");
+    }
+    return pf_on_;
+}
+#define PROF_(k, stmt)                                   \
+    do {                                                 \
+        if (pf_enabled_()) {                             \
+            double t0_ = kd_now();                       \
+            stmt;                                        \
+            pf_t_[k] += kd_now() - t0_;                  \
+        } else {                                         \
+            stmt;                                        \
+        }                                                \
+    } while (0)
+
+void kd_student_profile(FILE *out, int reset)
+{
+    double tot = 0;
+    for (int k = 0; k < PF_COUNT; k++)
+        tot += pf_t_[k];
+    if (!pf_enabled_() || tot <= 0) {
+        fprintf(out, "profile: set DISTILL_PROFILE=1 to time the ops\n");
+        return;
+    }
+    for (int k = 0; k < PF_COUNT; k++)
+        fprintf(out, "profile: %-14s %9.1f ms %5.1f%%\n", pf_name_[k], pf_t_[k] * 1e3, 100 * pf_t_[k] / tot);
+    if (reset)
+        memset(pf_t_, 0, sizeof pf_t_);
+}
 
 /* ---- parameters -------------------------------------------------------------- */
 
@@ -444,7 +487,7 @@ int kd_student_forward(kd_student *m, const int64_t *ids, const int64_t *pos, in
     float *P = m->params;
     const float scale = 1.0f / sqrtf((float)D);
 
-    kd_embedding_forward(a->x0, ids, slot_(P, m, P_WTE), N, C);
+    PROF_(PF_EMBED, kd_embedding_forward(a->x0, ids, slot_(P, m, P_WTE), N, C));
     for (int64_t l = 0; l < L; l++) {
         const float *xin = l == 0 ? a->x0 : a->res2 + (l - 1) * N * C;
         float *ln1 = a->ln1 + l * N * C, *q = a->q + l * N * Q, *k = a->k + l * N * R;
@@ -453,26 +496,26 @@ int kd_student_forward(kd_student *m, const int64_t *ids, const int64_t *pos, in
         float *gate = a->gate + l * N * F, *up = a->up + l * N * F, *act = a->act + l * N * F;
         float *res2 = a->res2 + l * N * C;
 #define W(p, n) (slot_(P, m, p) ? slot_(P, m, p) + l * (n) : NULL)
-        kd_rmsnorm_forward(ln1, a->ln1_rstd + l * N, xin, W(P_LN1, C), N, C, c->rms_norm_eps);
-        kd_matmul_forward(q, ln1, W(P_QW, Q * C), W(P_QB, Q), N, C, Q);
-        kd_matmul_forward(k, ln1, W(P_KW, R * C), W(P_KB, R), N, C, R);
-        kd_matmul_forward(v, ln1, W(P_VW, R * C), W(P_VB, R), N, C, R);
-        kd_rope_forward(q, a->rope_cos, a->rope_sin, pos, B, T, H, D);
-        kd_rope_forward(k, a->rope_cos, a->rope_sin, pos, B, T, K, D);
-        kd_attention_forward(atty, lse, q, k, v, pos, B, T, H, K, D, scale);
-        kd_matmul_forward(res1, atty, W(P_OW, C * Q), W(P_OB, C), N, Q, C);
-        kd_residual_forward(res1, res1, xin, N * C);
-        kd_rmsnorm_forward(ln2, a->ln2_rstd + l * N, res1, W(P_LN2, C), N, C, c->rms_norm_eps);
-        kd_matmul_forward(gate, ln2, W(P_GW, F * C), W(P_GB, F), N, C, F);
-        kd_matmul_forward(up, ln2, W(P_UW, F * C), W(P_UB, F), N, C, F);
-        kd_swiglu_forward(act, gate, up, N * F);
-        kd_matmul_forward(res2, act, W(P_DW, C * F), W(P_DB, C), N, F, C);
-        kd_residual_forward(res2, res2, res1, N * C);
+        PROF_(PF_NORM, kd_rmsnorm_forward(ln1, a->ln1_rstd + l * N, xin, W(P_LN1, C), N, C, c->rms_norm_eps));
+        PROF_(PF_MATMUL, kd_matmul_forward(q, ln1, W(P_QW, Q * C), W(P_QB, Q), N, C, Q));
+        PROF_(PF_MATMUL, kd_matmul_forward(k, ln1, W(P_KW, R * C), W(P_KB, R), N, C, R));
+        PROF_(PF_MATMUL, kd_matmul_forward(v, ln1, W(P_VW, R * C), W(P_VB, R), N, C, R));
+        PROF_(PF_ROPE, kd_rope_forward(q, a->rope_cos, a->rope_sin, pos, B, T, H, D));
+        PROF_(PF_ROPE, kd_rope_forward(k, a->rope_cos, a->rope_sin, pos, B, T, K, D));
+        PROF_(PF_ATTN, kd_attention_forward(atty, lse, q, k, v, pos, B, T, H, K, D, scale));
+        PROF_(PF_MATMUL, kd_matmul_forward(res1, atty, W(P_OW, C * Q), W(P_OB, C), N, Q, C));
+        PROF_(PF_OTHER, kd_residual_forward(res1, res1, xin, N * C));
+        PROF_(PF_NORM, kd_rmsnorm_forward(ln2, a->ln2_rstd + l * N, res1, W(P_LN2, C), N, C, c->rms_norm_eps));
+        PROF_(PF_MATMUL, kd_matmul_forward(gate, ln2, W(P_GW, F * C), W(P_GB, F), N, C, F));
+        PROF_(PF_MATMUL, kd_matmul_forward(up, ln2, W(P_UW, F * C), W(P_UB, F), N, C, F));
+        PROF_(PF_SWIGLU, kd_swiglu_forward(act, gate, up, N * F));
+        PROF_(PF_MATMUL, kd_matmul_forward(res2, act, W(P_DW, C * F), W(P_DB, C), N, F, C));
+        PROF_(PF_OTHER, kd_residual_forward(res2, res2, res1, N * C));
 #undef W
     }
-    kd_rmsnorm_forward(a->lnf, a->lnf_rstd, a->res2 + (L - 1) * N * C, slot_(P, m, P_LNF), N, C,
-                       c->rms_norm_eps);
-    kd_matmul_forward(a->logits, a->lnf, slot_(P, m, P_LMH), NULL, N, C, V);
+    PROF_(PF_NORM, kd_rmsnorm_forward(a->lnf, a->lnf_rstd, a->res2 + (L - 1) * N * C, slot_(P, m, P_LNF), N, C,
+                       c->rms_norm_eps));
+    PROF_(PF_MATMUL, kd_matmul_forward(a->logits, a->lnf, slot_(P, m, P_LMH), NULL, N, C, V));
     if (logits)
         memcpy(logits, a->logits, (size_t)(N * V) * sizeof(float));
     return KD_OK;
@@ -558,21 +601,22 @@ int kd_student_backward(kd_student *m, const int64_t *ids, const int64_t *labels
         return st;
     }
     int64_t cnt = 0;
-    double sum = kd_crossentropy_forward(a->logits, tgt, N, V, &cnt);
+    double sum = 0;
+    PROF_(PF_XENT, sum = kd_crossentropy_forward(a->logits, tgt, N, V, &cnt));
     if (loss_sum)
         *loss_sum = sum;
     if (count)
         *count = cnt;
-    kd_crossentropy_backward(a->dlogits, a->logits, tgt, N, V, scale);
+    PROF_(PF_XENT, kd_crossentropy_backward(a->dlogits, a->logits, tgt, N, V, scale));
     free(tgt);
 
 #define Z(p, n) memset((p), 0, (size_t)(n) * sizeof(float))
     Z(a->dln, N * C);
-    kd_matmul_backward(a->dln, slot_(G, m, P_LMH), NULL, a->dlogits, a->lnf, slot_(P, m, P_LMH), N,
-                       C, V);
+    PROF_(PF_MATMUL_BW, kd_matmul_backward(a->dln, slot_(G, m, P_LMH), NULL, a->dlogits, a->lnf, slot_(P, m, P_LMH), N,
+                       C, V));
     Z(a->dres, N * C);
-    kd_rmsnorm_backward(a->dres, slot_(G, m, P_LNF), a->dln, a->res2 + (L - 1) * N * C,
-                        slot_(P, m, P_LNF), a->lnf_rstd, N, C);
+    PROF_(PF_NORM, kd_rmsnorm_backward(a->dres, slot_(G, m, P_LNF), a->dln, a->res2 + (L - 1) * N * C,
+                        slot_(P, m, P_LNF), a->lnf_rstd, N, C));
     for (int64_t l = L - 1; l >= 0; l--) {
         const float *xin = l == 0 ? a->x0 : a->res2 + (l - 1) * N * C;
         float *ln1 = a->ln1 + l * N * C, *q = a->q + l * N * Q, *k = a->k + l * N * R;
@@ -583,39 +627,39 @@ int kd_student_backward(kd_student *m, const int64_t *ids, const int64_t *labels
 #define DW(p, n) (slot_(G, m, p) ? slot_(G, m, p) + l * (n) : NULL)
         /* res2 = res1 + down(act): dres is d res2, and flows on to d res1 */
         Z(a->dact, N * F);
-        kd_matmul_backward(a->dact, DW(P_DW, C * F), DW(P_DB, C), a->dres, act, W(P_DW, C * F), N,
-                           F, C);
+        PROF_(PF_MATMUL_BW, kd_matmul_backward(a->dact, DW(P_DW, C * F), DW(P_DB, C), a->dres, act, W(P_DW, C * F), N,
+                           F, C));
         Z(a->dgate, N * F);
         Z(a->dup, N * F);
-        kd_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, N * F);
+        PROF_(PF_SWIGLU, kd_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, N * F));
         Z(a->dln, N * C);
-        kd_matmul_backward(a->dln, DW(P_GW, F * C), DW(P_GB, F), a->dgate, ln2, W(P_GW, F * C), N,
-                           C, F);
-        kd_matmul_backward(a->dln, DW(P_UW, F * C), DW(P_UB, F), a->dup, ln2, W(P_UW, F * C), N,
-                           C, F);
-        kd_rmsnorm_backward(a->dres, DW(P_LN2, C), a->dln, res1, W(P_LN2, C),
-                            a->ln2_rstd + l * N, N, C);
+        PROF_(PF_MATMUL_BW, kd_matmul_backward(a->dln, DW(P_GW, F * C), DW(P_GB, F), a->dgate, ln2, W(P_GW, F * C), N,
+                           C, F));
+        PROF_(PF_MATMUL_BW, kd_matmul_backward(a->dln, DW(P_UW, F * C), DW(P_UB, F), a->dup, ln2, W(P_UW, F * C), N,
+                           C, F));
+        PROF_(PF_NORM, kd_rmsnorm_backward(a->dres, DW(P_LN2, C), a->dln, res1, W(P_LN2, C),
+                            a->ln2_rstd + l * N, N, C));
         /* res1 = xin + o(atty): dres is now d res1, and flows on to d xin */
         Z(a->datt, N * Q);
-        kd_matmul_backward(a->datt, DW(P_OW, C * Q), DW(P_OB, C), a->dres, atty, W(P_OW, C * Q), N,
-                           Q, C);
+        PROF_(PF_MATMUL_BW, kd_matmul_backward(a->datt, DW(P_OW, C * Q), DW(P_OB, C), a->dres, atty, W(P_OW, C * Q), N,
+                           Q, C));
         Z(a->dq, N * Q);
         Z(a->dk, N * R);
         Z(a->dv, N * R);
-        kd_attention_backward(a->dq, a->dk, a->dv, a->datt, q, k, v, atty, lse, pos, B, T, H, K, D,
-                              scale_qk);
-        kd_rope_backward(a->dq, a->rope_cos, a->rope_sin, pos, B, T, H, D);
-        kd_rope_backward(a->dk, a->rope_cos, a->rope_sin, pos, B, T, K, D);
+        PROF_(PF_ATTN_BW, kd_attention_backward(a->dq, a->dk, a->dv, a->datt, q, k, v, atty, lse, pos, B, T, H, K, D,
+                              scale_qk));
+        PROF_(PF_ROPE, kd_rope_backward(a->dq, a->rope_cos, a->rope_sin, pos, B, T, H, D));
+        PROF_(PF_ROPE, kd_rope_backward(a->dk, a->rope_cos, a->rope_sin, pos, B, T, K, D));
         Z(a->dln, N * C);
-        kd_matmul_backward(a->dln, DW(P_QW, Q * C), DW(P_QB, Q), a->dq, ln1, W(P_QW, Q * C), N, C, Q);
-        kd_matmul_backward(a->dln, DW(P_KW, R * C), DW(P_KB, R), a->dk, ln1, W(P_KW, R * C), N, C, R);
-        kd_matmul_backward(a->dln, DW(P_VW, R * C), DW(P_VB, R), a->dv, ln1, W(P_VW, R * C), N, C, R);
-        kd_rmsnorm_backward(a->dres, DW(P_LN1, C), a->dln, xin, W(P_LN1, C), a->ln1_rstd + l * N, N,
-                            C);
+        PROF_(PF_MATMUL_BW, kd_matmul_backward(a->dln, DW(P_QW, Q * C), DW(P_QB, Q), a->dq, ln1, W(P_QW, Q * C), N, C, Q));
+        PROF_(PF_MATMUL_BW, kd_matmul_backward(a->dln, DW(P_KW, R * C), DW(P_KB, R), a->dk, ln1, W(P_KW, R * C), N, C, R));
+        PROF_(PF_MATMUL_BW, kd_matmul_backward(a->dln, DW(P_VW, R * C), DW(P_VB, R), a->dv, ln1, W(P_VW, R * C), N, C, R));
+        PROF_(PF_NORM, kd_rmsnorm_backward(a->dres, DW(P_LN1, C), a->dln, xin, W(P_LN1, C), a->ln1_rstd + l * N, N,
+                            C));
 #undef W
 #undef DW
     }
-    kd_embedding_backward(slot_(G, m, P_WTE), a->dres, ids, N, C);
+    PROF_(PF_EMBED, kd_embedding_backward(slot_(G, m, P_WTE), a->dres, ids, N, C));
 #undef Z
     return KD_OK;
 }
@@ -653,7 +697,8 @@ int kd_student_adamw_step(kd_student *m, const kd_adamw *hp, int no_decay_norm_b
     KD_TRY(ensure_moments_(m));
     m->step++;
     if (!no_decay_norm_bias) {
-        kd_adamw_update(m->params, m->grads, m->adam_m, m->adam_v, (int64_t)m->nparams, hp, m->step);
+        PROF_(PF_ADAMW, kd_adamw_update(m->params, m->grads, m->adam_m, m->adam_v, (int64_t)m->nparams,
+                                        hp, m->step));
         return KD_OK;
     }
     kd_adamw nd = *hp;
@@ -662,8 +707,8 @@ int kd_student_adamw_step(kd_student *m, const kd_adamw *hp, int no_decay_norm_b
         if (!m->psize[p] || (p == P_LMH && m->cfg.tie_word_embeddings))
             continue;
         size_t o = m->poff[p];
-        kd_adamw_update(m->params + o, m->grads + o, m->adam_m + o, m->adam_v + o,
-                        (int64_t)m->psize[p], no_decay_slot_(p) ? &nd : hp, m->step);
+        PROF_(PF_ADAMW, kd_adamw_update(m->params + o, m->grads + o, m->adam_m + o, m->adam_v + o,
+                                        (int64_t)m->psize[p], no_decay_slot_(p) ? &nd : hp, m->step));
     }
     return KD_OK;
 }

@@ -16,6 +16,7 @@
 #define KD_STUDENT_MODEL_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "core/hfconfig.h"
@@ -106,6 +107,11 @@ void kd_student_scale_grads(kd_student *m, float s);
  * checkpoint is restored (allocates the moments if step > 0). */
 int64_t kd_student_step(const kd_student *m);
 int kd_student_set_step(kd_student *m, int64_t step);
+
+/* With DISTILL_PROFILE=1 in the environment, the forward, backward and
+ * AdamW time each kind of op; this prints the totals (ms and share) to out,
+ * and resets them when asked. Without it, one line saying how to enable it. */
+void kd_student_profile(FILE *out, int reset);
 
 /* Elements in all parameters (tied embeddings counted once). */
 size_t kd_student_numel(const kd_student *m);

@@ -73,11 +73,12 @@ fi
 if has sftbench; then
 echo "== training-step throughput on the CPU: distill (reference backend) vs PyTorch, same shape, threads, steps"
 nproc
-for thr in 16; do
-  for shape in "configs/models/qwen2.5-0.5b --seq 512 --steps 3" "configs/models/tiny-qwen2 --seq 1024 --steps 5"; do
-    OMP_NUM_THREADS=$thr $b/distill bench sft --model-config $shape --json
-    OMP_NUM_THREADS=$thr python3 tools/bench_sft_cpu.py $shape
-    OMP_NUM_THREADS=$thr python3 tools/bench_sft_cpu.py $shape --attn eager
+for thr in ${SFT_THREADS:-16}; do
+  for shape in ${SFT_SHAPES:-"configs/models/qwen2.5-0.5b:512:3" "configs/models/tiny-qwen2:1024:5"}; do
+    IFS=: read -r cfgdir seq steps <<<"$shape"
+    DISTILL_PROFILE=1 OMP_NUM_THREADS=$thr $b/distill bench sft --model-config $cfgdir --seq $seq --steps $steps --json
+    OMP_NUM_THREADS=$thr python3 tools/bench_sft_cpu.py $cfgdir --seq $seq --steps $steps
+    [ -n "${SFT_EAGER:-}" ] && OMP_NUM_THREADS=$thr python3 tools/bench_sft_cpu.py $cfgdir --seq $seq --steps $steps --attn eager
   done
 done
 fi
