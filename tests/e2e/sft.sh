@@ -84,7 +84,25 @@ run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" "${common[@]}" --set "output.di
 [ "$rc" -eq 1 ] && grep -q "tokenized with another vocabulary" "$TMP/err" ||
     fail "another vocabulary: exit $rc: $(cat "$TMP/err")"
 
-# 5. bad configs and usage
+# 5. hostile JSONL chats: each refused with FILE:LINE and why
+good='{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]}'
+check_bad() { # LINE2 EXPECTED
+    printf '%s\n%s\n' "$good" "$1" >"$TMP/bad.jsonl"
+    run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" "${common[@]}" --set "output.dir=$TMP/f" \
+        --set "data.train=$TMP/bad.jsonl"
+    [ "$rc" -eq 1 ] && grep -q "bad.jsonl:2: .*$2" "$TMP/err" || fail "bad jsonl '$1': exit $rc: $(cat "$TMP/err")"
+}
+check_bad '{"messages": [' "expected near end of file"
+check_bad '[1, 2]' "not a JSON object"
+check_bad '{"messages": "hi"}' "must be a non-empty array"
+check_bad '{"messages": []}' "must be a non-empty array"
+check_bad '{"messages": [{"role": "user"}]}' "needs string"
+check_bad '{"messages": [{"role": "tool", "content": "x"}]}' "tool"
+printf '%s\n' "$good" "$good" | sed 's/"2"/"\xff"/' >"$TMP/bad.jsonl"
+run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" "${common[@]}" --set "output.dir=$TMP/f" --set "data.train=$TMP/bad.jsonl"
+[ "$rc" -eq 1 ] || fail "invalid UTF-8 in a chat: exit $rc"
+
+# 6. bad configs and usage
 printf 'model: x\ndata:\n  max_lenn: 5\n' >"$TMP/bad.yaml"
 run "$BIN" sft "$TMP/bad.yaml"
 [ "$rc" -eq 1 ] && grep -q "bad.yaml:3:3: data.max_lenn" "$TMP/err" || fail "unknown key: $rc $(cat "$TMP/err")"
