@@ -853,20 +853,9 @@ static int write_index_(const kd_st_writer *w, const int *shard, const char *con
     int bad = !map || !root;
     for (size_t i = 0; i < w->n && !bad; i++)
         bad = json_object_set_new(map, w->t[i].name, json_string(files[shard[i]])) != 0;
-    char *text = bad ? NULL : json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+    int rc = bad ? kd_err(KD_E_NOMEM, "'%s': cannot build the index", path)
+                 : kd_write_json_atomic(path, root, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
-    if (!text)
-        return kd_err(KD_E_NOMEM, "'%s': cannot build the index", path);
-    size_t len = strlen(text);
-    char *nl = realloc(text, len + 2);
-    if (!nl) {
-        free(text);
-        return kd_err(KD_E_NOMEM, "'%s': cannot build the index", path);
-    }
-    nl[len] = '\n';
-    nl[len + 1] = 0;
-    int rc = kd_write_file_atomic(path, nl, len + 1);
-    free(nl);
     return rc;
 }
 

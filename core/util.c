@@ -3,6 +3,9 @@
 #include "util.h"
 #include "status.h"
 
+#include <jansson.h>
+
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -106,6 +109,72 @@ int kd_is_dir(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int kd_mkdirs(const char *dir)
+{
+    char buf[4096];
+    if ((size_t)snprintf(buf, sizeof buf, "%s", dir) >= sizeof buf)
+        return kd_err(KD_E_RANGE, "path too long: '%s'", dir);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p)
+            continue;
+        char c = *p;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return kd_err(KD_E_IO, "cannot create folder '%s': %s", buf, strerror(errno));
+        if (!c)
+            return KD_OK;
+        *p = c;
+    }
+}
+
+int kd_rmtree(const char *path)
+{
+    struct stat sb;
+    if (lstat(path, &sb) != 0)
+        return errno == ENOENT ? KD_OK : kd_err(KD_E_IO, "cannot stat '%s': %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d)
+            return kd_err(KD_E_IO, "cannot open '%s': %s", path, strerror(errno));
+        struct dirent *e;
+        char p[4096];
+        int st = KD_OK;
+        while (st == KD_OK && (e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            if ((st = kd_path_join(p, sizeof p, path, e->d_name)) == KD_OK)
+                st = kd_rmtree(p);
+        }
+        closedir(d);
+        if (st)
+            return st;
+        if (rmdir(path) != 0)
+            return kd_err(KD_E_IO, "cannot remove '%s': %s", path, strerror(errno));
+        return KD_OK;
+    }
+    if (unlink(path) != 0 && errno != ENOENT)
+        return kd_err(KD_E_IO, "cannot remove '%s': %s", path, strerror(errno));
+    return KD_OK;
+}
+
+int kd_write_json_atomic(const char *path, const struct json_t *doc, size_t flags)
+{
+    char *text = json_dumps(doc, flags);
+    if (!text)
+        return kd_err(KD_E_NOMEM, "'%s': cannot serialise the document", path);
+    size_t len = strlen(text);
+    char *buf = realloc(text, len + 2);
+    if (!buf) {
+        free(text);
+        return kd_err(KD_E_NOMEM, "'%s': cannot serialise the document", path);
+    }
+    buf[len] = '\n';
+    buf[len + 1] = 0;
+    int rc = kd_write_file_atomic(path, buf, len + 1);
+    free(buf);
+    return rc;
 }
 
 int kd_cache_dir(char *buf, size_t cap)

@@ -27,6 +27,18 @@ int kd_path_join(char *buf, size_t cap, const char *dir, const char *name);
 /* 1 if `path` is a directory, 0 otherwise. */
 int kd_is_dir(const char *path);
 
+/* Create `dir` and its missing parents (mkdir -p, mode 0755). KD_E_IO, KD_E_RANGE. */
+int kd_mkdirs(const char *dir);
+
+/* Remove `path` and everything below it (rm -rf, without following symlinks).
+ * KD_OK when it does not exist. KD_E_IO naming what could not be removed. */
+int kd_rmtree(const char *path);
+
+/* Write a JSON document with json_dumps(doc, flags) and a final newline to
+ * `path`, atomically (kd_write_file_atomic). KD_E_NOMEM, KD_E_IO. */
+struct json_t;
+int kd_write_json_atomic(const char *path, const struct json_t *doc, size_t flags);
+
 /* The cache folder: $DISTILL_CACHE, else $XDG_CACHE_HOME/distill, else
  * $HOME/.cache/distill. Written into buf. KD_E_RANGE / KD_E_NOTFOUND (no HOME). */
 int kd_cache_dir(char *buf, size_t cap);

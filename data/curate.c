@@ -189,29 +189,6 @@ static int iter_next_(cur_iter_ *it, cur_unit_ *u)
 
 /* ---- the output job ------------------------------------------------------ */
 
-/* Remove a dataset folder (flat: data.mdb, lock.mdb, manifest files). */
-static int remove_dataset_dir_(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return errno == ENOENT ? KD_OK : kd_err(KD_E_IO, "cannot open '%s': %s", dir, strerror(errno));
-    struct dirent *e;
-    char p[4200];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (unlink(p) != 0) {
-            closedir(d);
-            return kd_err(KD_E_IO, "cannot remove '%s': %s", p, strerror(errno));
-        }
-    }
-    closedir(d);
-    if (rmdir(dir) != 0)
-        return kd_err(KD_E_IO, "cannot remove '%s': %s", dir, strerror(errno));
-    return KD_OK;
-}
-
 /* The options as printed YAML minus the lines of keys that may change
  * between runs (threads). */
 static int options_text_(const kd_cfg_schema *schema, const void *opts, char **out)
@@ -425,7 +402,7 @@ int cur_begin_(cur_job_ *j, const char *opname, const kd_cfg_schema *schema, con
         json_decref(m);
     }
     if (st == KD_OK && !j->resumed)
-        st = remove_dataset_dir_(j->partial);
+        st = kd_rmtree(j->partial);
     kd_err_clear();
     if (st == KD_OK) {
         const char *base = strrchr(out_dir, '/');

@@ -109,42 +109,6 @@ double kd_sft_lr(const kd_sft_optim *o, int64_t step, int64_t total)
 
 #define CKPT_PREFIX "step-"
 
-static int mkdirs_(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST)
-                return kd_err(KD_E_IO, "mkdir '%s': %s", buf, strerror(errno));
-            *p = '/';
-        }
-    if (mkdir(buf, 0755) && errno != EEXIST)
-        return kd_err(KD_E_IO, "mkdir '%s': %s", buf, strerror(errno));
-    return KD_OK;
-}
-
-static int rmtree_(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d)
-        return errno == ENOENT ? KD_OK : kd_err(KD_E_IO, "'%s': %s", path, strerror(errno));
-    struct dirent *e;
-    char p[4096];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-        if (kd_is_dir(p))
-            rmtree_(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    return rmdir(path) ? kd_err(KD_E_IO, "rmdir '%s': %s", path, strerror(errno)) : KD_OK;
-}
-
 /* The checkpoint steps in dir/checkpoints, ascending. */
 static int list_ckpts_(const char *dir, int64_t **steps, int64_t *n)
 {
@@ -212,8 +176,8 @@ static int save_ckpt_(kd_student *m, const char *src_dir, const char *dir, const
     char final[4096], tmp[4200], p[4400];
     snprintf(final, sizeof final, "%s/checkpoints/" CKPT_PREFIX "%08lld", dir, (long long)pos->step);
     snprintf(tmp, sizeof tmp, "%s.tmp", final);
-    KD_TRY(rmtree_(tmp));
-    KD_TRY(mkdirs_(tmp));
+    KD_TRY(kd_rmtree(tmp));
+    KD_TRY(kd_mkdirs(tmp));
     int st = KD_OK;
     /* config.json: the checkpoint is itself a loadable model folder */
     char *cfg = NULL;
@@ -261,16 +225,13 @@ static int save_ckpt_(kd_student *m, const char *src_dir, const char *dir, const
                           (json_int_t)pos->epoch, "step_in_epoch", (json_int_t)pos->step_in_epoch,
                           "steps_skipped", (json_int_t)pos->steps_skipped, "optimizer_step",
                           (json_int_t)kd_student_step(m), "run", key_json_(key));
-    char *txt = s ? json_dumps(s, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    json_decref(s);
-    if (!txt)
-        return kd_err(KD_E_NOMEM, "trainer state");
     snprintf(p, sizeof p, "%s/trainer_state.json", tmp);
-    st = kd_write_file_atomic(p, txt, strlen(txt));
-    free(txt);
+    st = s ? kd_write_json_atomic(p, s, JSON_INDENT(2) | JSON_SORT_KEYS)
+           : kd_err(KD_E_NOMEM, "trainer state");
+    json_decref(s);
     if (st)
         return st;
-    KD_TRY(rmtree_(final));
+    KD_TRY(kd_rmtree(final));
     if (rename(tmp, final))
         return kd_err(KD_E_IO, "rename '%s': %s", tmp, strerror(errno));
     /* keep the newest `keep` */
@@ -278,7 +239,7 @@ static int save_ckpt_(kd_student *m, const char *src_dir, const char *dir, const
     KD_TRY(list_ckpts_(dir, &steps, &n));
     for (int64_t i = 0; i + keep < n; i++) {
         snprintf(p, sizeof p, "%s/checkpoints/" CKPT_PREFIX "%08lld", dir, (long long)steps[i]);
-        st = rmtree_(p);
+        st = kd_rmtree(p);
         if (st)
             kd_warn("sft: could not remove old checkpoint: %s", kd_strerror(st));
         kd_err_clear();
@@ -504,7 +465,7 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
                     c->train.micro_batch, c->train.grad_accum, c->runtime.seed, total, train.n,
                     train_tokens};
     run_pos_ pos = {0};
-    if ((st = mkdirs_(c->output.dir)))
+    if ((st = kd_mkdirs(c->output.dir)))
         goto done_e;
     if (c->output.resume) {
         int found;
@@ -680,7 +641,7 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
                              .max_shard_bytes = (uint64_t)c->output.shard_mb * 1000000ull,
                              .eos_ids = eos, .neos = neos};
         if (kd_is_dir(fin))
-            st = rmtree_(fin); /* a resumed run that finishes again replaces its export */
+            st = kd_rmtree(fin); /* a resumed run that finishes again replaces its export */
         if (st == KD_OK)
             st = kd_student_export(m, fin, &eo);
         if (st == KD_OK)

@@ -52,25 +52,6 @@ static int exists_(const char *path, struct stat *sb, int *rc)
     return 0;
 }
 
-/* Create `dir` and its missing parents (mkdir -p). */
-static int mkdir_p_(const char *dir)
-{
-    char buf[PATH_CAP];
-    if ((size_t)snprintf(buf, sizeof buf, "%s", dir) >= sizeof buf)
-        return kd_err(KD_E_RANGE, "path too long: '%s'", dir);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p)
-            continue;
-        char c = *p;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return kd_err(KD_E_IO, "cannot create folder '%s': %s", buf, strerror(errno));
-        if (!c)
-            return KD_OK;
-        *p = c;
-    }
-}
-
 /* 1 if the folder holds anything besides . and .., 0 if not, < 0 on error. */
 static int dir_nonempty_(const char *dir)
 {
@@ -83,23 +64,6 @@ static int dir_nonempty_(const char *dir)
         any = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
     closedir(d);
     return any;
-}
-
-/* Remove the flat folder `dir` that this export made; best effort, it runs
- * on the way out of an error that is already recorded. */
-static void remove_flat_dir_(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[PATH_CAP];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
-                kd_path_join(p, sizeof p, dir, e->d_name) == KD_OK)
-                unlink(p);
-        closedir(d);
-    }
-    rmdir(dir);
 }
 
 /* fsync a folder so that a rename inside it is durable; best effort. */
@@ -174,20 +138,8 @@ static int write_json_(const json_t *doc, const char *dir, const char *name)
 {
     char path[PATH_CAP];
     KD_TRY(kd_path_join(path, sizeof path, dir, name));
-    char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(real_digits_(doc)));
-    if (!text)
-        return kd_err(KD_E_NOMEM, "'%s': cannot serialise the document", path);
-    size_t len = strlen(text);
-    char *buf = realloc(text, len + 2);
-    if (!buf) {
-        free(text);
-        return kd_err(KD_E_NOMEM, "'%s': cannot serialise the document", path);
-    }
-    buf[len] = '\n';
-    buf[len + 1] = 0;
-    int rc = kd_write_file_atomic(path, buf, len + 1);
-    free(buf);
-    return rc;
+    return kd_write_json_atomic(path, doc,
+                                JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(real_digits_(doc)));
 }
 
 /* The eos ids as HF writes eos_token_id: an integer for one, a list for more. */
@@ -418,7 +370,7 @@ int kd_student_export(kd_student *m, const char *out_dir, const kd_export_opts *
     char *slash = strrchr(dst, '/');
     if (slash && slash != dst) {
         *slash = 0;
-        rc = mkdir_p_(dst);
+        rc = kd_mkdirs(dst);
         *slash = '/';
         if (rc != KD_OK)
             goto out;
@@ -444,7 +396,7 @@ int kd_student_export(kd_student *m, const char *out_dir, const kd_export_opts *
                     errno == ENOTEMPTY || errno == EEXIST ? "the output folder is no longer empty"
                                                           : strerror(errno));
     if (rc != KD_OK) {
-        remove_flat_dir_(tmp);
+        (void)kd_rmtree(tmp);
         goto out;
     }
     if ((slash = strrchr(dst, '/'))) {

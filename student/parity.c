@@ -231,23 +231,91 @@ static int adamw_hp_(const kd_st *st, kd_adamw *hp)
     return found;
 }
 
+/* A fresh model of `dir` whose gradients are the fixture's "grad.<name>"
+ * tensors, clipped to clip_norm as clip_grad_norm_ when clip_norm > 0, after
+ * one AdamW step with hp: the optimizer checked alone, on the reference
+ * gradients. *out is freed by the caller. */
+static int step_on_ref_grads_(const char *dir, const kd_st *st, const char *file, const kd_adamw *hp,
+                              double clip_norm, kd_student **out)
+{
+    char key[512];
+    const kd_st_tensor *t;
+    kd_student *m = NULL;
+    KD_TRY(kd_student_load(dir, &m));
+    int rc = KD_OK;
+    for (size_t i = 0; i < kd_student_param_count(m) && rc == KD_OK; i++) {
+        const char *name = kd_student_param_name(m, i);
+        float *g;
+        size_t n;
+        snprintf(key, sizeof key, "grad.%s", name);
+        if ((rc = kd_student_tensor(m, name, 1, &g, &n)) == KD_OK &&
+            (rc = ref_(st, file, key, KD_F32, n, &t)) == KD_OK)
+            memcpy(g, t->data, n * sizeof(float));
+    }
+    if (rc == KD_OK && clip_norm > 0) {
+        double norm = kd_student_grad_norm(m);
+        if (norm > clip_norm)
+            kd_student_scale_grads(m, (float)(clip_norm / (norm + 1e-6)));
+    }
+    if (rc == KD_OK)
+        rc = kd_student_adamw_step(m, hp, 0);
+    if (rc) {
+        kd_student_free(m);
+        return rc;
+    }
+    *out = m;
+    return KD_OK;
+}
+
+/* The batch of a training reference file: input_ids and labels [B, T], the
+ * position_ids when asked (packed rows), and the reference loss. */
+typedef struct ref_batch_ {
+    int64_t *ids, *labels, *pos;
+    int64_t B, T;
+    float loss;
+} ref_batch_;
+
+static void ref_batch_free_(ref_batch_ *b)
+{
+    free(b->ids);
+    free(b->labels);
+    free(b->pos);
+    memset(b, 0, sizeof *b);
+}
+
+static int ref_batch_load_(const kd_st *st, const char *file, int with_pos, ref_batch_ *b)
+{
+    const kd_st_tensor *ti, *tl, *tp = NULL, *tloss;
+    memset(b, 0, sizeof *b);
+    KD_TRY(ref_(st, file, "input_ids", KD_I64, 0, &ti));
+    KD_TRY(ref_(st, file, "labels", KD_I64, ti->numel, &tl));
+    if (with_pos)
+        KD_TRY(ref_(st, file, "position_ids", KD_I64, ti->numel, &tp));
+    KD_TRY(ref_(st, file, "loss", KD_F32, 1, &tloss));
+    if (ti->ndim != 2)
+        return kd_err(KD_E_SHAPE, "'%s': input_ids has %d dims, expected [B, T]", file, ti->ndim);
+    b->B = ti->shape[0];
+    b->T = ti->shape[1];
+    memcpy(&b->loss, tloss->data, sizeof b->loss);
+    b->ids = ids_copy_(ti);
+    b->labels = ids_copy_(tl);
+    b->pos = tp ? ids_copy_(tp) : NULL;
+    if (!b->ids || !b->labels || (tp && !b->pos)) {
+        ref_batch_free_(b);
+        return kd_err(KD_E_NOMEM, "'%s': the batch", file);
+    }
+    return KD_OK;
+}
+
 static int check_train_(const char *dir, const char *file, FILE *out, int *failed)
 {
     kd_st *st = NULL;
     kd_student *m = NULL, *m2 = NULL;
-    int64_t *ids = NULL, *labels = NULL;
-    char key[512];
+    ref_batch_ rb = {0};
     int rc;
     KD_TRY(kd_st_open(file, &st));
-    const kd_st_tensor *ti, *tl, *tloss, *t;
-    if ((rc = ref_(st, file, "input_ids", KD_I64, 0, &ti)) ||
-        (rc = ref_(st, file, "labels", KD_I64, ti->numel, &tl)) ||
-        (rc = ref_(st, file, "loss", KD_F32, 1, &tloss)))
+    if ((rc = ref_batch_load_(st, file, 0, &rb)))
         goto done;
-    if (ti->ndim != 2) {
-        rc = kd_err(KD_E_SHAPE, "'%s': input_ids has %d dims, expected [B, T]", file, ti->ndim);
-        goto done;
-    }
     kd_adamw hp;
     int found = adamw_hp_(st, &hp);
     if (found < 0) {
@@ -258,15 +326,8 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
             hp.beta2, hp.eps, hp.weight_decay, found ? "from the fixture" : "FIXTURES.md defaults");
     if ((rc = kd_student_load(dir, &m)))
         goto done;
-    ids = ids_copy_(ti);
-    labels = ids_copy_(tl);
-    if (!ids || !labels) {
-        rc = kd_err(KD_E_NOMEM, "labels");
-        goto done;
-    }
-    float rl, loss;
-    memcpy(&rl, tloss->data, sizeof rl);
-    if ((rc = kd_student_loss_backward(m, ids, labels, ti->shape[0], ti->shape[1], &loss)))
+    float rl = rb.loss, loss;
+    if ((rc = kd_student_loss_backward(m, rb.ids, rb.labels, rb.B, rb.T, &loss)))
         goto done;
     double le = fabs((double)loss - rl) / fabs((double)rl);
     check_(out, failed, le <= TOL_LOSS, "loss", "rel %.2g (tol %.0e), %.8g vs ref %.8g", le, TOL_LOSS,
@@ -296,18 +357,7 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
     }
 
     /* strict: the step applied to the reference gradients */
-    if ((rc = kd_student_load(dir, &m2)))
-        goto done;
-    for (size_t i = 0; i < np; i++) {
-        const char *name = kd_student_param_name(m2, i);
-        float *g;
-        size_t n;
-        snprintf(key, sizeof key, "grad.%s", name);
-        if ((rc = kd_student_tensor(m2, name, 1, &g, &n)) || (rc = ref_(st, file, key, KD_F32, n, &t)))
-            goto done;
-        memcpy(g, t->data, n * sizeof(float));
-    }
-    if ((rc = kd_student_adamw_step(m2, &hp, 0)))
+    if ((rc = step_on_ref_grads_(dir, st, file, &hp, 0, &m2)))
         goto done;
     for (size_t i = 0; i < np; i++) {
         const char *name = kd_student_param_name(m2, i);
@@ -322,8 +372,7 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
                  "differences far below the gradient tolerance\n",
             e2e, e2e_name);
 done:
-    free(ids);
-    free(labels);
+    ref_batch_free_(&rb);
     kd_student_free(m);
     kd_student_free(m2);
     kd_st_free(st);
@@ -338,36 +387,18 @@ static int check_packed_(const char *dir, const char *file, FILE *out, int *fail
 {
     kd_st *st = NULL;
     kd_student *m = NULL;
-    int64_t *ids = NULL, *labels = NULL, *pos = NULL;
+    ref_batch_ rb = {0};
     int rc;
     KD_TRY(kd_st_open(file, &st));
-    const kd_st_tensor *ti, *tl, *tp, *tloss;
-    if ((rc = ref_(st, file, "input_ids", KD_I64, 0, &ti)) ||
-        (rc = ref_(st, file, "labels", KD_I64, ti->numel, &tl)) ||
-        (rc = ref_(st, file, "position_ids", KD_I64, ti->numel, &tp)) ||
-        (rc = ref_(st, file, "loss", KD_F32, 1, &tloss)))
+    if ((rc = ref_batch_load_(st, file, 1, &rb)) || (rc = kd_student_load(dir, &m)))
         goto done;
-    if (ti->ndim != 2) {
-        rc = kd_err(KD_E_SHAPE, "'%s': input_ids has %d dims, expected [B, T]", file, ti->ndim);
-        goto done;
-    }
-    if ((rc = kd_student_load(dir, &m)))
-        goto done;
-    ids = ids_copy_(ti);
-    labels = ids_copy_(tl);
-    pos = ids_copy_(tp);
-    if (!ids || !labels || !pos) {
-        rc = kd_err(KD_E_NOMEM, "packed references");
-        goto done;
-    }
-    const int64_t B = ti->shape[0], T = ti->shape[1];
+    const int64_t *ids = rb.ids, *labels = rb.labels, *pos = rb.pos, B = rb.B, T = rb.T;
     const int64_t n = kd_student_count_targets(labels, pos, B, T);
     double sum = 0;
     kd_student_zero_grad(m);
     if ((rc = kd_student_backward(m, ids, labels, pos, B, T, n ? 1.0 / (double)n : 0.0, &sum, NULL)))
         goto done;
-    float rl;
-    memcpy(&rl, tloss->data, sizeof rl);
+    const float rl = rb.loss;
     const double loss = n ? sum / (double)n : 0.0, le = fabs(loss - rl) / fabs((double)rl);
     const char *docs = kd_st_metadata(st, "doc_lengths");
     check_(out, failed, le <= TOL_LOSS, "packed", "loss rel %.2g (tol %.0e), %.8g vs ref %.8g "
@@ -381,9 +412,7 @@ static int check_packed_(const char *dir, const char *file, FILE *out, int *fail
         check_(out, failed, e <= TOL_GRAD, "packed", "grad rel %.2g (tol %.0e) %s", e, TOL_GRAD, name);
     }
 done:
-    free(ids);
-    free(labels);
-    free(pos);
+    ref_batch_free_(&rb);
     kd_student_free(m);
     kd_st_free(st);
     return rc;
@@ -398,32 +427,17 @@ static int check_accum_(const char *dir, const char *file, FILE *out, int *faile
 {
     kd_st *st = NULL;
     kd_student *m = NULL, *m2 = NULL;
-    int64_t *ids = NULL, *labels = NULL;
-    char key[512];
+    ref_batch_ rb = {0};
     int rc;
     KD_TRY(kd_st_open(file, &st));
-    const kd_st_tensor *ti, *tl, *tloss, *t;
-    if ((rc = ref_(st, file, "input_ids", KD_I64, 0, &ti)) ||
-        (rc = ref_(st, file, "labels", KD_I64, ti->numel, &tl)) ||
-        (rc = ref_(st, file, "loss", KD_F32, 1, &tloss)))
+    if ((rc = ref_batch_load_(st, file, 0, &rb)))
         goto done;
-    if (ti->ndim != 2) {
-        rc = kd_err(KD_E_SHAPE, "'%s': input_ids has %d dims, expected [B, T]", file, ti->ndim);
-        goto done;
-    }
     kd_adamw hp;
     if ((rc = adamw_hp_(st, &hp)) < 0)
         goto done;
-    rc = KD_OK;
     if ((rc = kd_student_load(dir, &m)))
         goto done;
-    ids = ids_copy_(ti);
-    labels = ids_copy_(tl);
-    if (!ids || !labels) {
-        rc = kd_err(KD_E_NOMEM, "accumulation references");
-        goto done;
-    }
-    const int64_t B = ti->shape[0], T = ti->shape[1];
+    const int64_t *ids = rb.ids, *labels = rb.labels, B = rb.B, T = rb.T;
     const int64_t n = kd_student_count_targets(labels, NULL, B, T);
     double sum = 0, s;
     kd_student_zero_grad(m);
@@ -433,8 +447,7 @@ static int check_accum_(const char *dir, const char *file, FILE *out, int *faile
             goto done;
         sum += s;
     }
-    float rl;
-    memcpy(&rl, tloss->data, sizeof rl);
+    const float rl = rb.loss;
     const double loss = n ? sum / (double)n : 0.0, le = fabs(loss - rl) / fabs((double)rl);
     check_(out, failed, le <= TOL_LOSS, "accum", "loss rel %.2g (tol %.0e), %.8g vs ref %.8g "
            "(%lld micro-batches of 1 row)", le, TOL_LOSS, loss, rl, (long long)B);
@@ -457,23 +470,7 @@ static int check_accum_(const char *dir, const char *file, FILE *out, int *faile
     for (int clip = 0; clip < 2 && !(clip && !cn); clip++) {
         kd_student_free(m2);
         m2 = NULL;
-        if ((rc = kd_student_load(dir, &m2)))
-            goto done;
-        for (size_t i = 0; i < np; i++) {
-            const char *name = kd_student_param_name(m2, i);
-            float *g;
-            size_t k;
-            snprintf(key, sizeof key, "grad.%s", name);
-            if ((rc = kd_student_tensor(m2, name, 1, &g, &k)) || (rc = ref_(st, file, key, KD_F32, k, &t)))
-                goto done;
-            memcpy(g, t->data, k * sizeof(float));
-        }
-        if (clip) {
-            double max = strtod(cn, NULL), gnorm = kd_student_grad_norm(m2);
-            if (gnorm > max)
-                kd_student_scale_grads(m2, (float)(max / (gnorm + 1e-6)));
-        }
-        if ((rc = kd_student_adamw_step(m2, &hp, 0)))
+        if ((rc = step_on_ref_grads_(dir, st, file, &hp, clip ? strtod(cn, NULL) : 0, &m2)))
             goto done;
         double worst = 0;
         const char *wn = "";
@@ -490,8 +487,7 @@ static int check_accum_(const char *dir, const char *file, FILE *out, int *faile
                clip ? "AdamW after clipping" : "AdamW", worst, TOL_ADAMW, wn);
     }
 done:
-    free(ids);
-    free(labels);
+    ref_batch_free_(&rb);
     kd_student_free(m);
     kd_student_free(m2);
     kd_st_free(st);
