@@ -193,7 +193,7 @@ static int parse_rope_type_(const keyctx *k, const char *key, const char *s, kd_
  * "rope_theta" (older files). Within the object, "rope_type" wins over the
  * legacy "type"; a rope_theta inside rope_parameters wins over the top-level
  * one. Defaults: theta 10000 (transformers' default), factor 1, yarn betas
- * 32 / 1, mscale 1, mscale_all_dim 0. */
+ * 32 / 1, mscale and mscale_all_dim 0 (absent: transformers tests them for truth). */
 static int parse_rope_(json_t *root, const char *what, kd_rope *r)
 {
     keyctx top = {what, NULL};
@@ -203,7 +203,7 @@ static int parse_rope_(json_t *root, const char *what, kd_rope *r)
     r->factor = 1.0;
     r->beta_fast = 32.0;
     r->beta_slow = 1.0;
-    r->mscale = 1.0;
+    r->mscale = 0.0;
     r->mscale_all_dim = 0.0;
 
     KD_TRY(opt_num_(root, &top, "rope_theta", &r->theta, NULL));

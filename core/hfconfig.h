@@ -43,7 +43,7 @@ typedef struct kd_rope {
     int64_t original_max_position; /* original_max_position_embeddings (0 if absent) */
     double low_freq_factor, high_freq_factor; /* llama3 */
     double beta_fast, beta_slow;              /* yarn (defaults 32, 1) */
-    double mscale, mscale_all_dim;            /* yarn, DeepSeek (defaults 1, 0) */
+    double mscale, mscale_all_dim;            /* yarn, DeepSeek (0 when absent) */
     double attention_factor;                  /* yarn, if given (0 = derive) */
 } kd_rope;
 

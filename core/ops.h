@@ -63,10 +63,12 @@ void kd_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
  *   out[i]       = x[i] c - x[i + D/2] s
  *   out[i + D/2] = x[i + D/2] c + x[i] s
  * kd_rope_table fills cos, sin (T, D/2) for positions 0..T-1 from the rope
- * config: types default, linear and llama3 are supported, computed as HF does
- * (inverse frequencies in fp32). Returns KD_OK, KD_E_UNSUPPORTED for other
- * rope types (yarn, dynamic), KD_E_RANGE if D is odd. *attn_scale (may be
- * NULL) receives the factor HF multiplies cos/sin by (1 for these types). */
+ * config: types default, linear, llama3 and yarn, computed as transformers
+ * does (inverse frequencies in fp32). yarn's attention factor (explicit, or
+ * from mscale / mscale_all_dim) multiplies the table as HF multiplies cos and
+ * sin; *attn_scale (may be NULL) receives it (1 for the other types).
+ * Returns KD_OK, KD_E_UNSUPPORTED for dynamic, KD_E_CONFIG for yarn without
+ * original_max_position_embeddings, KD_E_RANGE if D is odd. */
 int kd_rope_table(float *cos_, float *sin_, const kd_rope *rope, int64_t T, int64_t D,
                   float *attn_scale);
 /* Rotate x (B, T, NH, D) in place, NH heads per row. Row (b, t) takes the
@@ -101,13 +103,16 @@ void kd_swiglu_backward(float *dgate, float *dup, const float *dout, const float
 void kd_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                           const int64_t *pos, int64_t B, int64_t T, int64_t H, int64_t K, int64_t D,
                           float scale);
-/* Attention of n new queries against a KV cache, for generation: q (n, H, D)
- * are the queries at positions p0 .. p0+n-1; kc, vc (p0+n, K, D) hold every
- * key and value up to the last of them. out (n, H, D), overwritten. Causal:
- * the query at p0+t sees keys 0 .. p0+t. Same arithmetic, row by row, as
- * kd_attention_forward. scratch holds p0+n floats. */
-void kd_attention_cached(float *out, const float *q, const float *kc, const float *vc, int64_t p0,
-                         int64_t n, int64_t H, int64_t K, int64_t D, float scale, float *scratch);
+/* Attention of n new queries against a KV cache, for generation: q (n, H, Dk)
+ * are the queries at positions p0 .. p0+n-1; key row j of kv head g starts at
+ * kc + j*ldk + g*Dk and value row j at vc + j*ldv + g*Dv, for j up to the
+ * last of them (so a cache of rows (K, D) has ldk = ldv = K*D; MLA's latent
+ * cache reads the value as a prefix of the key row). out (n, H, Dv),
+ * overwritten. Causal: the query at p0+t sees keys 0 .. p0+t. Same
+ * arithmetic, row by row, as kd_attention_forward. scratch holds p0+n floats. */
+void kd_attention_cached(float *out, const float *q, const float *kc, const float *vc, int64_t ldk,
+                         int64_t ldv, int64_t p0, int64_t n, int64_t H, int64_t K, int64_t Dk,
+                         int64_t Dv, float scale, float *scratch);
 /* dq (B, T, H, D) +=, dk, dv (B, T, K, D) +=, from dout and the forward's
  * q, k, v, out, lse, pos. */
 void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,

@@ -272,10 +272,9 @@ static int build_(kd_student *m)
         return kd_err(KD_E_CONFIG, "heads %lld / kv heads %lld / head_dim %lld do not fit",
                       (long long)m->cfg.num_heads, (long long)m->cfg.num_kv_heads,
                       (long long)m->cfg.head_dim);
-    if (m->cfg.rope.type != KD_ROPE_DEFAULT && m->cfg.rope.type != KD_ROPE_LINEAR &&
-        m->cfg.rope.type != KD_ROPE_LLAMA3)
-        return kd_err(KD_E_UNSUPPORTED, "rope type %d: the dense student takes default, linear, llama3",
-                      (int)m->cfg.rope.type);
+    if (m->cfg.rope.type == KD_ROPE_DYNAMIC)
+        return kd_err(KD_E_UNSUPPORTED, "rope type dynamic: the dense student takes default, linear, "
+                      "llama3 and yarn");
     layout_params_(m);
     KD_TRY(kd_model_tensors(&m->cfg, &m->specs, &m->nspecs));
     m->params = calloc(m->nparams, sizeof(float));
@@ -839,7 +838,7 @@ int kd_student_extend(kd_student *m, kd_kvcache *kv, const int64_t *ids, int64_t
         kd_matmul_forward(vc + p0 * R, ln, W(P_VW, R * C), W(P_VB, R), n, C, R);
         kd_rope_forward(q, cs, sn, NULL, 1, n, H, D);
         kd_rope_forward(kc + p0 * R, cs, sn, NULL, 1, n, K, D);
-        kd_attention_cached(att, q, kc, vc, p0, n, H, K, D, scale, s);
+        kd_attention_cached(att, q, kc, vc, R, R, p0, n, H, K, D, D, scale, s);
         kd_matmul_forward(ln, att, W(P_OW, C * Q), W(P_OB, C), n, Q, C);
         kd_residual_forward(x, x, ln, n * C);
         kd_rmsnorm_forward(ln, NULL, x, W(P_LN2, C), n, C, c->rms_norm_eps);

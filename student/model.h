@@ -10,7 +10,7 @@
  * are addressed by their HF names through kd_student_tensor.
  *
  * Supported: model_type qwen2 and llama, tied or untied embeddings, q/k/v
- * (and Llama o) biases, Llama mlp_bias, rope default / linear / llama3.
+ * (and Llama o) biases, Llama mlp_bias, rope default / linear / llama3 / yarn.
  */
 #ifndef KD_STUDENT_MODEL_H
 #define KD_STUDENT_MODEL_H

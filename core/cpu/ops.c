@@ -122,15 +122,19 @@ void kd_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
 
 /* ---- RoPE -------------------------------------------------------------------- */
 
+/* yarn's get_mscale: 0.1 m ln(s) + 1 above scale 1 */
+static double yarn_mscale_(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }
+
 int kd_rope_table(float *cos_, float *sin_, const kd_rope *rope, int64_t T, int64_t D,
                   float *attn_scale)
 {
     if (D % 2)
         return kd_err(KD_E_RANGE, "rope: head dim %lld is odd", (long long)D);
-    if (rope->type != KD_ROPE_DEFAULT && rope->type != KD_ROPE_LINEAR && rope->type != KD_ROPE_LLAMA3)
-        return kd_err(KD_E_UNSUPPORTED, "rope type %d is not implemented on the CPU dense path "
-                      "(default, linear, llama3 are)", (int)rope->type);
+    if (rope->type == KD_ROPE_DYNAMIC)
+        return kd_err(KD_E_UNSUPPORTED, "rope type dynamic is not implemented (default, linear, "
+                      "llama3 and yarn are)");
     const int64_t half = D / 2;
+    float scale = 1.0f; /* what HF multiplies cos and sin by (yarn's attention factor) */
     float *inv = malloc((size_t)half * sizeof(float));
     if (!inv)
         return kd_err(KD_E_NOMEM, "rope table");
@@ -156,16 +160,46 @@ int kd_rope_table(float *cos_, float *sin_, const kd_rope *rope, int64_t T, int6
             }
             inv[i] = (float)g;
         }
+    } else if (rope->type == KD_ROPE_YARN) {
+        /* transformers _compute_yarn_parameters: blend interpolated and
+         * extrapolated frequencies over a ramp of dimensions */
+        double factor = rope->factor, base = rope->theta;
+        if (rope->original_max_position <= 0) {
+            free(inv);
+            return kd_err(KD_E_CONFIG, "rope: yarn needs original_max_position_embeddings");
+        }
+        double orig = (double)rope->original_max_position;
+        double lo = floor((double)D * log(orig / (rope->beta_fast * 2 * M_PI)) / (2 * log(base)));
+        double hi = ceil((double)D * log(orig / (rope->beta_slow * 2 * M_PI)) / (2 * log(base)));
+        if (lo < 0)
+            lo = 0;
+        if (hi > (double)(D - 1))
+            hi = (double)(D - 1);
+        float flo = (float)lo, fhi = (float)(lo == hi ? hi + 0.001 : hi);
+        for (int64_t i = 0; i < half; i++) {
+            float pos_freq = (float)pow(base, (double)((float)(2 * i) / (float)D));
+            float extra = 1.0f / pos_freq, inter = 1.0f / ((float)factor * pos_freq);
+            float ramp = ((float)i - flo) / (fhi - flo);
+            ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+            float ef = 1.0f - ramp; /* the extrapolation factor */
+            inv[i] = inter * (1.0f - ef) + extra * ef;
+        }
+        if (rope->attention_factor > 0)
+            scale = (float)rope->attention_factor;
+        else if (rope->mscale > 0 && rope->mscale_all_dim > 0)
+            scale = (float)(yarn_mscale_(factor, rope->mscale) / yarn_mscale_(factor, rope->mscale_all_dim));
+        else
+            scale = (float)yarn_mscale_(factor, 1.0);
     }
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < half; i++) {
             float a = (float)t * inv[i]; /* fp32 product, as HF's matmul of positions */
-            cos_[t * half + i] = (float)cos((double)a);
-            sin_[t * half + i] = (float)sin((double)a);
+            cos_[t * half + i] = (float)cos((double)a) * scale;
+            sin_[t * half + i] = (float)sin((double)a) * scale;
         }
     free(inv);
     if (attn_scale)
-        *attn_scale = 1.0f;
+        *attn_scale = scale;
     return KD_OK;
 }
 
@@ -231,14 +265,15 @@ void kd_swiglu_backward(float *dgate, float *dup, const float *dout, const float
 /* One softmax row: query qr attends to keys/values first..last, whose rows
  * are `stride` floats apart in k and v. Writes o (D) and returns the row's
  * log-sum-exp. s is scratch for last+1 scores. */
-static float attend_row_(float *o, const float *qr, const float *k, const float *v, int64_t stride,
-                        int64_t first, int64_t last, int64_t D, float scale, float *s)
+static float attend_row_(float *o, const float *qr, const float *k, const float *v, int64_t ldk,
+                        int64_t ldv, int64_t first, int64_t last, int64_t Dk, int64_t Dv, float scale,
+                        float *s)
 {
     float mx = -INFINITY;
     for (int64_t j = first; j <= last; j++) {
-        const float *kr = k + j * stride;
+        const float *kr = k + j * ldk;
         float d = 0.0f;
-        for (int64_t i = 0; i < D; i++)
+        for (int64_t i = 0; i < Dk; i++)
             d += qr[i] * kr[i];
         s[j] = d * scale;
         if (s[j] > mx)
@@ -250,12 +285,12 @@ static float attend_row_(float *o, const float *qr, const float *k, const float 
         sum += s[j];
     }
     float inv = 1.0f / sum;
-    for (int64_t i = 0; i < D; i++)
+    for (int64_t i = 0; i < Dv; i++)
         o[i] = 0.0f;
     for (int64_t j = first; j <= last; j++) {
-        const float *vr = v + j * stride;
+        const float *vr = v + j * ldv;
         float p = s[j] * inv;
-        for (int64_t i = 0; i < D; i++)
+        for (int64_t i = 0; i < Dv; i++)
             o[i] += p * vr[i];
     }
     return mx + logf(sum);
@@ -278,22 +313,23 @@ void kd_attention_forward(float *out, float *lse, const float *q, const float *k
                     const int64_t off = (b * T * K + h / G) * D;
                     lse[(b * H + h) * T + t] = attend_row_(out + ((b * T + t) * H + h) * D,
                                                            q + ((b * T + t) * H + h) * D, k + off, v + off,
-                                                           K * D, pos ? t - pos[b * T + t] : 0, t, D,
+                                                           K * D, K * D, pos ? t - pos[b * T + t] : 0, t, D, D,
                                                            scale, s);
                 }
         free(s);
     }
 }
 
-void kd_attention_cached(float *out, const float *q, const float *kc, const float *vc, int64_t p0,
-                         int64_t n, int64_t H, int64_t K, int64_t D, float scale, float *scratch)
+void kd_attention_cached(float *out, const float *q, const float *kc, const float *vc, int64_t ldk,
+                         int64_t ldv, int64_t p0, int64_t n, int64_t H, int64_t K, int64_t Dk,
+                         int64_t Dv, float scale, float *scratch)
 {
     assert(H % K == 0);
     const int64_t G = H / K;
     for (int64_t t = 0; t < n; t++)
         for (int64_t h = 0; h < H; h++)
-            attend_row_(out + (t * H + h) * D, q + (t * H + h) * D, kc + (h / G) * D, vc + (h / G) * D, K * D,
-                        0, p0 + t, D, scale, scratch);
+            attend_row_(out + (t * H + h) * Dv, q + (t * H + h) * Dk, kc + (h / G) * Dk, vc + (h / G) * Dv,
+                        ldk, ldv, 0, p0 + t, Dk, Dv, scale, scratch);
 }
 
 void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,

@@ -163,9 +163,23 @@ TEST(rope)
         fd_check_(k ? "rope llama3 dx" : "rope default dx", rope_f_, &c, c.x, dx, n, r, n);
         free(c.x); free(c.cs); free(c.sn); free(r); free(dx);
     }
-    kd_rope yarn = {.type = KD_ROPE_YARN, .theta = 1e4, .factor = 4};
-    float cs[4], sn[4];
-    CHECK_ERR(kd_rope_table(cs, sn, &yarn, 1, 8, NULL), KD_E_UNSUPPORTED, "rope type");
+    kd_rope dyn = {.type = KD_ROPE_DYNAMIC, .theta = 1e4, .factor = 4};
+    float cs[4], sn[4], sc;
+    CHECK_ERR(kd_rope_table(cs, sn, &dyn, 1, 8, NULL), KD_E_UNSUPPORTED, "dynamic");
+    /* yarn: the attention factor as transformers derives it (values checked
+     * end to end against the DeepSeek-V3 fixture, which uses yarn) */
+    kd_rope yarn = {.type = KD_ROPE_YARN, .theta = 1e4, .factor = 4, .beta_fast = 32, .beta_slow = 1};
+    CHECK_ERR(kd_rope_table(cs, sn, &yarn, 1, 8, NULL), KD_E_CONFIG, "original_max_position");
+    yarn.original_max_position = 128;
+    CHECK_OK(kd_rope_table(cs, sn, &yarn, 1, 8, &sc));
+    CHECK_NEAR(sc, 0.1 * log(4.0) + 1.0, 1e-6); /* no mscale: get_mscale(factor) */
+    CHECK_NEAR(cs[0], sc, 1e-6);                 /* position 0: cos 1, times the factor */
+    yarn.mscale = yarn.mscale_all_dim = 1;
+    CHECK_OK(kd_rope_table(cs, sn, &yarn, 1, 8, &sc));
+    CHECK_NEAR(sc, 1.0, 1e-7); /* DeepSeek-V3's mscale == mscale_all_dim: ratio 1 */
+    yarn.attention_factor = 0.5;
+    CHECK_OK(kd_rope_table(cs, sn, &yarn, 1, 8, &sc));
+    CHECK_NEAR(sc, 0.5, 0);
 }
 
 /* ---- swiglu ---- */
