@@ -4,7 +4,9 @@
 #include <string.h>
 
 #include "cli.h"
+#include "core/hfconfig.h"
 #include "student/parity.h"
+#include "teacher/parity.h"
 
 static void usage_(FILE *f)
 {
@@ -13,7 +15,9 @@ static void usage_(FILE *f)
                "FIXTURES.md): logits, greedy generation and the KV cache from\n"
                "ref_infer.safetensors; loss, every gradient and one AdamW step from\n"
                "ref_train.safetensors. Prints one line per check with the measured error.\n"
-               "Supported: model_type qwen2 and llama.\n\n"
+               "Supported: qwen2 and llama (the student: inference and training references),\n"
+               "deepseek_v3 and deepseek_v2 (the teacher: inference, plus absorbed vs\n"
+               "decompressed MLA decode).\n\n"
                "options:\n"
                "      --device DEV  cpu (default); cuda is not available yet\n"
                "  -h, --help        this help\n\n"
@@ -52,8 +56,17 @@ int cmd_parity(int argc, char **argv)
     if (optind + 1 < argc)
         return kd_cli_usage_error("parity", "unexpected argument '%s'", argv[optind + 1]);
     const char *dir = argv[optind];
-    int failed = 0;
-    int st = kd_parity_run(dir, dev, stdout, &failed);
+    int failed = 0, st;
+    kd_model_config cfg;
+    int deepseek = kd_model_config_load(dir, &cfg) == KD_OK &&
+                   (cfg.arch == KD_ARCH_DEEPSEEK_V3 || cfg.arch == KD_ARCH_DEEPSEEK_V2);
+    kd_err_clear(); /* kd_parity_run reports a bad folder itself */
+    if (deepseek && dev == KD_PARITY_CUDA)
+        st = kd_err(KD_E_UNSUPPORTED, "device cuda: the teacher has no CUDA backend yet; use --device cpu");
+    else if (deepseek)
+        st = kd_teacher_parity_run(dir, stdout, &failed);
+    else
+        st = kd_parity_run(dir, dev, stdout, &failed);
     fflush(stdout);
     if (st != KD_OK)
         return kd_cli_fail(st);

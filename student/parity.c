@@ -105,9 +105,10 @@ static int param_vs_ref_(kd_student *m, const kd_st *st, const char *file, const
 
 /* ---- ref_infer: logits, greedy generation, kv cache --------------------------- */
 
-static int check_infer_(kd_student *m, const char *dir, const char *file, FILE *out, int *failed)
+int kd_parity_check_infer(const kd_parity_model *pm, const char *dir, const char *file, FILE *out,
+                          int *failed)
 {
-    const int64_t V = kd_student_config(m)->vocab_size;
+    const int64_t V = pm->vocab;
     kd_st *st = NULL;
     KD_TRY(kd_st_open(file, &st));
     const kd_st_tensor *ti, *tl, *tp, *tg;
@@ -140,7 +141,7 @@ static int check_infer_(kd_student *m, const char *dir, const char *file, FILE *
     }
 
     /* logits: overall and per row */
-    if ((rc = kd_student_forward(m, ids, NULL, 1, (int64_t)T, logits)))
+    if ((rc = pm->logits(pm->m, ids, (int64_t)T, logits)))
         goto done;
     double all = rel_err_(logits, ref, T * (size_t)V), worst = 0.0;
     size_t wrow = 0;
@@ -156,7 +157,7 @@ static int check_infer_(kd_student *m, const char *dir, const char *file, FILE *
     if ((rc = kd_generation_eos(dir, eos, 16, &neos)))
         goto done;
     int pok = !memcmp(prompt, gen, P * sizeof(int64_t));
-    if ((rc = kd_student_generate_greedy(m, prompt, (int64_t)P, N, eos, neos, mine, steps)))
+    if ((rc = pm->generate(pm->m, prompt, (int64_t)P, N, eos, neos, mine, steps)))
         goto done;
     size_t same = 0;
     while (same < PN && mine[same] == gen[same])
@@ -177,7 +178,7 @@ static int check_infer_(kd_student *m, const char *dir, const char *file, FILE *
 
     /* kv cache: each decode step's logits against the full forward over gen_tokens */
     if (pok && same == PN) {
-        if ((rc = kd_student_forward(m, gen, NULL, 1, (int64_t)PN, full)))
+        if ((rc = pm->logits(pm->m, gen, (int64_t)PN, full)))
             goto done;
         double kw = 0.0;
         for (int64_t i = 0; i < N; i++) {
@@ -200,6 +201,17 @@ done:
     free(full);
     kd_st_free(st);
     return rc;
+}
+
+/* the student as a parity model */
+static int student_logits_(void *m, const int64_t *ids, int64_t T, float *out)
+{
+    return kd_student_forward(m, ids, NULL, 1, T, out);
+}
+static int student_generate_(void *m, const int64_t *prompt, int64_t P, int64_t N, const int64_t *sup,
+                             int nsup, int64_t *out, float *steps)
+{
+    return kd_student_generate_greedy(m, prompt, P, N, sup, nsup, out, steps);
 }
 
 /* ---- ref_train: loss, gradients, AdamW ---------------------------------------- */
@@ -513,8 +525,8 @@ int kd_parity_run(const char *dir, kd_parity_device device, FILE *out, int *fail
     kd_model_config cfg;
     KD_TRY(kd_model_config_load(dir, &cfg));
     if (cfg.arch != KD_ARCH_QWEN2 && cfg.arch != KD_ARCH_LLAMA)
-        return kd_err(KD_E_UNSUPPORTED, "model_type '%s' is not supported yet by parity (qwen2 and llama only)",
-                      cfg.model_type);
+        return kd_err(KD_E_UNSUPPORTED, "model_type '%s' is not a dense student (qwen2, llama): "
+                      "DeepSeek models go through kd_teacher_parity_run", cfg.model_type);
     char infer[4200], train[4200];
     snprintf(infer, sizeof infer, "%s/ref_infer.safetensors", dir);
     snprintf(train, sizeof train, "%s/ref_train.safetensors", dir);
@@ -527,7 +539,8 @@ int kd_parity_run(const char *dir, kd_parity_device device, FILE *out, int *fail
     if (hi) {
         kd_student *m = NULL;
         KD_TRY(kd_student_load(dir, &m));
-        int rc = check_infer_(m, dir, infer, out, failed);
+        kd_parity_model pm = {m, kd_student_config(m)->vocab_size, student_logits_, student_generate_};
+        int rc = kd_parity_check_infer(&pm, dir, infer, out, failed);
         kd_student_free(m);
         KD_TRY(rc);
     } else

@@ -6,6 +6,7 @@
 #ifndef KD_STUDENT_PARITY_H
 #define KD_STUDENT_PARITY_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #ifdef __cplusplus
@@ -25,6 +26,25 @@ typedef enum { KD_PARITY_CPU = 0, KD_PARITY_CUDA } kd_parity_device;
  * mismatched reference tensor), KD_E_NOMEM, and what kd_student_load returns.
  * The caller reports the status with kd_strerror. */
 int kd_parity_run(const char *dir, kd_parity_device device, FILE *out, int *failed);
+
+/* A model under the inference checks: its logits over a sequence from
+ * position 0 (T, V), and greedy generation as kd_student_generate_greedy. */
+typedef struct kd_parity_model {
+    void *m;
+    int64_t vocab;
+    int (*logits)(void *m, const int64_t *ids, int64_t T, float *out);
+    int (*generate)(void *m, const int64_t *prompt, int64_t P, int64_t N, const int64_t *suppress,
+                    int nsuppress, int64_t *out, float *step_logits);
+} kd_parity_model;
+
+/* The checks of ref_infer.safetensors `file` in fixture `dir` for any model:
+ * "logits" (overall and worst row), "generate" (greedy tokens, EOS of
+ * generation_config.json suppressed; the first mismatch with both logits),
+ * "kvcache" (each generation step's logits against the full forward). One
+ * line each to out; *failed is incremented per failure. Errors as
+ * kd_parity_run. */
+int kd_parity_check_infer(const kd_parity_model *pm, const char *dir, const char *file, FILE *out,
+                          int *failed);
 
 #ifdef __cplusplus
 }

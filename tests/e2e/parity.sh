@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # parity.sh DISTILL_BIN FIXTURES_DIR SCRATCH_DIR - `distill parity` end to end:
-# the dense fixtures pass with ok lines, DeepSeek is reported as not supported
-# (exit 1), a missing folder exits 1, usage errors exit 2, --help 0.
+# the dense fixtures pass with ok lines, so do the DeepSeek ones (the teacher),
+# a missing folder exits 1, usage errors exit 2, --help 0.
 set -euo pipefail
 
 if [ $# -ne 3 ]; then
@@ -60,9 +60,18 @@ run "$BIN" parity "$FIX/tiny-qwen2" --device cuda
 [ "$rc" -eq 1 ] || fail "--device cuda: exit $rc, want 1"
 grep -q "KD_E_UNSUPPORTED\|KD_E_CUDA" "$TMP/err" || fail "--device cuda: $(cat "$TMP/err")"
 
-run "$BIN" parity "$FIX/tiny-deepseek-v3"
-[ "$rc" -ne 0 ] || fail "deepseek: exit 0"
-grep -q "not supported" "$TMP/err" || fail "deepseek: no 'not supported': $(cat "$TMP/err")"
+# the teacher: DeepSeek-V3 with yarn, group-limited routing, interleaved rope, MLA both ways
+for fx in tiny-deepseek-v3 tiny-deepseek-v3-train; do
+    run "$BIN" parity "$FIX/$fx"
+    cat "$TMP/out"
+    [ "$rc" -eq 0 ] || fail "$fx: exit $rc: $(cat "$TMP/err") $(grep FAIL "$TMP/out")"
+    for check in logits generate kvcache mla; do
+        grep -q "^ok   $check " "$TMP/out" || fail "$fx: no 'ok $check' line"
+    done
+done
+grep -q "^skip train" "$TMP/out" || fail "deepseek train: not reported as skipped"
+run "$BIN" parity "$FIX/tiny-deepseek-v3" --device cuda
+[ "$rc" -eq 1 ] && grep -q "no CUDA backend" "$TMP/err" || fail "deepseek --device cuda: $rc $(cat "$TMP/err")"
 
 run "$BIN" parity "$TMP/no-such-folder"
 [ "$rc" -eq 1 ] || fail "missing folder: exit $rc, want 1"

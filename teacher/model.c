@@ -1,0 +1,691 @@
+/* model.c - DeepSeek-V3/V2 inference on the CPU reference ops. See model.h.
+ *
+ * Order: loading (one fp32 allocation for the manifest, FP8 dequantised),
+ * the layer pieces (attention in both MLA forms, the router, the experts),
+ * the forward over new tokens, greedy generation.
+ */
+#include "teacher/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/dtype.h"
+#include "core/inspect.h"
+#include "core/log.h"
+#include "core/ops.h"
+#include "core/safetensors.h"
+#include "core/status.h"
+
+/* ---- weights -------------------------------------------------------------------- */
+
+typedef struct layer_ {
+    const float *ln1, *ln2;
+    const float *q_a, *q_a_b, *q_a_ln, *q_b, *q_proj; /* q_a (Q, C) [+ bias], q_b (H(Dn+Dr), Q) | q_proj */
+    const float *kv_a, *kv_a_b, *kv_ln, *kv_b;          /* kv_a (R+Dr, C) [+ bias], kv_b (H(Dn+Dv), R) */
+    const float *o, *o_b;                               /* (C, H Dv) [+ bias] */
+    int moe;
+    const float *gate, *up, *down;                      /* dense mlp (F, C) (F, C) (C, F) */
+    const float *router, *router_bias;                  /* (E, C), (E) or NULL */
+    const float **eg, **eu, **ed;                       /* E experts: (Fm, C) (Fm, C) (C, Fm) */
+    const float *sg, *su, *sd;                          /* shared experts: (Fs, C) ... or NULL */
+} layer_;
+
+struct kd_teacher {
+    kd_model_config cfg;
+    kd_tensor_spec *specs;
+    size_t nspecs;
+    size_t *order;      /* specs sorted by name, for lookups */
+    float *w;           /* every manifest tensor, fp32, one allocation */
+    size_t *off;        /* offset of spec i in w */
+    const float *wte, *lnf, *lm_head;
+    layer_ *layers;
+    const float **expert_ptrs; /* 3 E per MoE layer */
+    float scale;        /* softmax scale */
+};
+
+static const kd_tensor_spec *specs_cmp_base_;
+static int by_name_(const void *a, const void *b)
+{
+    return strcmp(specs_cmp_base_[*(const size_t *)a].name, specs_cmp_base_[*(const size_t *)b].name);
+}
+
+/* The fp32 data of manifest tensor `name`, or NULL. */
+static const float *W_(const kd_teacher *m, const char *name)
+{
+    size_t lo = 0, hi = m->nspecs;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(m->specs[m->order[mid]].name, name);
+        if (!c)
+            return m->w + m->off[m->order[mid]];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static const float *Wf_(const kd_teacher *m, const char *fmt, long long l, const char *suffix)
+{
+    char name[160];
+    snprintf(name, sizeof name, fmt, l, suffix);
+    return W_(m, name);
+}
+
+/* Convert one stored tensor to fp32; FP8 with its block scales. */
+static int convert_(float *dst, const kd_st_tensor *t, const kd_st *st, const kd_model_config *c)
+{
+    const unsigned char *src = t->data;
+    switch (t->dtype) {
+    case KD_F32:
+        memcpy(dst, src, t->numel * sizeof(float));
+        return KD_OK;
+    case KD_BF16:
+    case KD_F16:
+        for (uint64_t i = 0; i < t->numel; i++) {
+            unsigned short h;
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = t->dtype == KD_BF16 ? kd_bf16_to_f32(h) : kd_f16_to_f32(h);
+        }
+        return KD_OK;
+    case KD_F8_E4M3: {
+        char sname[200];
+        snprintf(sname, sizeof sname, "%s_scale_inv", t->name);
+        const kd_st_tensor *s = kd_st_find(st, sname);
+        if (!s || s->dtype != KD_F32 || t->ndim != 2 || s->ndim != 2)
+            return kd_err(KD_E_DTYPE, "tensor '%s' is F8_E4M3 without F32 block scales '%s'", t->name,
+                          sname);
+        const int64_t O = (int64_t)t->shape[0], I = (int64_t)t->shape[1];
+        const int64_t b0 = c->fp8_block[0], b1 = c->fp8_block[1], sI = (int64_t)s->shape[1];
+        /* w = fp8 * scale_inv of its block (partial blocks at the edges) */
+#pragma omp parallel for if (O * I > 65536)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t i = 0; i < I; i++) {
+                float sc;
+                memcpy(&sc, (const char *)s->data + 4 * (size_t)((o / b0) * sI + i / b1), 4);
+                dst[o * I + i] = kd_fp8e4m3_to_f32(src[o * I + i]) * sc;
+            }
+        return KD_OK;
+    }
+    default:
+        return kd_err(KD_E_DTYPE, "tensor '%s' is %s; the teacher loads F32, BF16, F16, F8_E4M3",
+                      t->name, kd_dtype_name(t->dtype));
+    }
+}
+
+static double yarn_mscale_(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }
+
+static int wire_(kd_teacher *m)
+{
+    const kd_model_config *c = &m->cfg;
+    const int64_t L = c->num_layers, E = c->n_routed_experts;
+    const char *P = "model.layers.%lld.%s";
+    m->wte = W_(m, "model.embed_tokens.weight");
+    m->lnf = W_(m, "model.norm.weight");
+    m->lm_head = c->tie_word_embeddings ? m->wte : W_(m, "lm_head.weight");
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    int64_t nmoe = 0;
+    for (int64_t l = 0; l < L; l++)
+        nmoe += kd_model_layer_is_moe(c, l);
+    m->expert_ptrs = calloc((size_t)(3 * E * nmoe + 1), sizeof *m->expert_ptrs);
+    if (!m->layers || !m->expert_ptrs)
+        return kd_err(KD_E_NOMEM, "teacher layers");
+    const float **ep = m->expert_ptrs;
+    for (int64_t l = 0; l < L; l++) {
+        layer_ *y = &m->layers[l];
+        long long ll = (long long)l;
+        y->ln1 = Wf_(m, P, ll, "input_layernorm.weight");
+        y->ln2 = Wf_(m, P, ll, "post_attention_layernorm.weight");
+        y->q_a = Wf_(m, P, ll, "self_attn.q_a_proj.weight");
+        y->q_a_b = Wf_(m, P, ll, "self_attn.q_a_proj.bias");
+        y->q_a_ln = Wf_(m, P, ll, "self_attn.q_a_layernorm.weight");
+        y->q_b = Wf_(m, P, ll, "self_attn.q_b_proj.weight");
+        y->q_proj = Wf_(m, P, ll, "self_attn.q_proj.weight");
+        y->kv_a = Wf_(m, P, ll, "self_attn.kv_a_proj_with_mqa.weight");
+        y->kv_a_b = Wf_(m, P, ll, "self_attn.kv_a_proj_with_mqa.bias");
+        y->kv_ln = Wf_(m, P, ll, "self_attn.kv_a_layernorm.weight");
+        y->kv_b = Wf_(m, P, ll, "self_attn.kv_b_proj.weight");
+        y->o = Wf_(m, P, ll, "self_attn.o_proj.weight");
+        y->o_b = Wf_(m, P, ll, "self_attn.o_proj.bias");
+        y->moe = kd_model_layer_is_moe(c, l);
+        if (!y->moe) {
+            y->gate = Wf_(m, P, ll, "mlp.gate_proj.weight");
+            y->up = Wf_(m, P, ll, "mlp.up_proj.weight");
+            y->down = Wf_(m, P, ll, "mlp.down_proj.weight");
+        } else {
+            y->router = Wf_(m, P, ll, "mlp.gate.weight");
+            y->router_bias = Wf_(m, P, ll, "mlp.gate.e_score_correction_bias");
+            y->eg = ep;
+            y->eu = ep + E;
+            y->ed = ep + 2 * E;
+            ep += 3 * E;
+            for (int64_t e = 0; e < E; e++) {
+                char n[160];
+                snprintf(n, sizeof n, "model.layers.%lld.mlp.experts.%lld.gate_proj.weight", ll, (long long)e);
+                y->eg[e] = W_(m, n);
+                snprintf(n, sizeof n, "model.layers.%lld.mlp.experts.%lld.up_proj.weight", ll, (long long)e);
+                y->eu[e] = W_(m, n);
+                snprintf(n, sizeof n, "model.layers.%lld.mlp.experts.%lld.down_proj.weight", ll, (long long)e);
+                y->ed[e] = W_(m, n);
+                if (!y->eg[e] || !y->eu[e] || !y->ed[e])
+                    return kd_err(KD_E_INTERNAL, "layer %lld expert %lld is not in the manifest", ll,
+                                  (long long)e);
+            }
+            y->sg = Wf_(m, P, ll, "mlp.shared_experts.gate_proj.weight");
+            y->su = Wf_(m, P, ll, "mlp.shared_experts.up_proj.weight");
+            y->sd = Wf_(m, P, ll, "mlp.shared_experts.down_proj.weight");
+        }
+        if (!y->ln1 || !y->ln2 || !y->kv_a || !y->kv_ln || !y->kv_b || !y->o ||
+            (c->q_lora_rank > 0 ? !y->q_a || !y->q_a_ln || !y->q_b : !y->q_proj) ||
+            (y->moe ? !y->router : !y->gate || !y->up || !y->down))
+            return kd_err(KD_E_INTERNAL, "layer %lld: a manifest tensor is not wired", ll);
+    }
+    if (!m->wte || !m->lnf || !m->lm_head)
+        return kd_err(KD_E_INTERNAL, "embedding, final norm or lm_head not wired");
+    /* the softmax scale, as DeepseekV3Attention sets it */
+    m->scale = 1.0f / sqrtf((float)(c->qk_nope_head_dim + c->qk_rope_head_dim));
+    if (c->rope.type == KD_ROPE_YARN && c->rope.mscale_all_dim > 0) {
+        double ms = yarn_mscale_(c->rope.factor, c->rope.mscale_all_dim);
+        m->scale = (float)((double)m->scale * ms * ms);
+    }
+    return KD_OK;
+}
+
+int kd_teacher_load(const char *dir, kd_teacher **out)
+{
+    *out = NULL;
+    kd_inspect_result *res = malloc(sizeof *res);
+    if (!res)
+        return kd_err(KD_E_NOMEM, "inspect result");
+    int rc = kd_inspect_model(dir, NULL, res);
+    if (rc) {
+        free(res);
+        return rc;
+    }
+    kd_teacher *m = calloc(1, sizeof *m);
+    kd_st *st = NULL;
+    if (!m) {
+        free(res);
+        return kd_err(KD_E_NOMEM, "teacher");
+    }
+    m->cfg = res->cfg;
+    if (res->n_mtp)
+        kd_info("teacher: %zu tensors of %lld multi-token-prediction layer(s) are skipped",
+                res->n_mtp, (long long)m->cfg.num_nextn_predict_layers);
+    free(res);
+    if (m->cfg.arch != KD_ARCH_DEEPSEEK_V3 && m->cfg.arch != KD_ARCH_DEEPSEEK_V2) {
+        rc = kd_err(KD_E_UNSUPPORTED, "model_type '%s': the teacher engine runs deepseek_v3 and "
+                    "deepseek_v2 (dense teachers go through the student model)", m->cfg.model_type);
+        goto fail;
+    }
+    if ((rc = kd_model_tensors(&m->cfg, &m->specs, &m->nspecs)))
+        goto fail;
+    m->order = malloc(m->nspecs * sizeof *m->order);
+    m->off = malloc(m->nspecs * sizeof *m->off);
+    if (!m->order || !m->off) {
+        rc = kd_err(KD_E_NOMEM, "teacher manifest");
+        goto fail;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < m->nspecs; i++) {
+        m->order[i] = i;
+        m->off[i] = total;
+        size_t n = (size_t)m->specs[i].shape[0] * (size_t)(m->specs[i].ndim > 1 ? m->specs[i].shape[1] : 1);
+        total += n;
+    }
+    specs_cmp_base_ = m->specs;
+    qsort(m->order, m->nspecs, sizeof *m->order, by_name_);
+    m->w = malloc((total ? total : 1) * sizeof(float));
+    if (!m->w) {
+        rc = kd_err(KD_E_NOMEM, "teacher weights (%zu floats)", total);
+        goto fail;
+    }
+    if ((rc = kd_st_open(dir, &st)))
+        goto fail;
+    for (size_t i = 0; i < m->nspecs && rc == KD_OK; i++) {
+        const kd_st_tensor *t = kd_st_find(st, m->specs[i].name);
+        rc = t ? convert_(m->w + m->off[i], t, st, &m->cfg)
+               : kd_err(KD_E_NOTFOUND, "tensor '%s' is not in '%s'", m->specs[i].name, dir);
+    }
+    kd_st_free(st);
+    st = NULL;
+    if (rc || (rc = wire_(m)))
+        goto fail;
+    *out = m;
+    return KD_OK;
+fail:
+    kd_st_free(st);
+    kd_teacher_free(m);
+    return rc;
+}
+
+void kd_teacher_free(kd_teacher *m)
+{
+    if (!m)
+        return;
+    free(m->specs);
+    free(m->order);
+    free(m->off);
+    free(m->w);
+    free(m->layers);
+    free(m->expert_ptrs);
+    free(m);
+}
+
+const kd_model_config *kd_teacher_config(const kd_teacher *m) { return &m->cfg; }
+float kd_teacher_softmax_scale(const kd_teacher *m) { return m->scale; }
+
+/* ---- the cache -------------------------------------------------------------------- */
+
+struct kd_mla_cache {
+    int64_t max_T, len;
+    int64_t row;        /* R + Dr */
+    float *lat;         /* (L, max_T, R + Dr) */
+    float *cos_, *sin_; /* (max_T, Dr/2) */
+};
+
+int kd_mla_cache_new(const kd_teacher *m, int64_t max_T, kd_mla_cache **out)
+{
+    *out = NULL;
+    const kd_model_config *c = &m->cfg;
+    if (max_T <= 0 || (c->max_position > 0 && max_T > c->max_position))
+        return kd_err(KD_E_RANGE, "kv cache of %lld positions (max_position_embeddings %lld)",
+                      (long long)max_T, (long long)c->max_position);
+    kd_mla_cache *k = calloc(1, sizeof *k);
+    const int64_t row = c->kv_lora_rank + c->qk_rope_head_dim, half = c->qk_rope_head_dim / 2;
+    if (k) {
+        k->lat = malloc((size_t)(c->num_layers * max_T * row) * sizeof(float));
+        k->cos_ = malloc((size_t)(2 * max_T * half) * sizeof(float));
+    }
+    if (!k || !k->lat || !k->cos_) {
+        kd_mla_cache_free(k);
+        return kd_err(KD_E_NOMEM, "kv cache of %lld positions", (long long)max_T);
+    }
+    k->sin_ = k->cos_ + max_T * half;
+    k->max_T = max_T;
+    k->row = row;
+    int rc = kd_rope_table(k->cos_, k->sin_, &c->rope, max_T, c->qk_rope_head_dim, NULL);
+    if (rc) {
+        kd_mla_cache_free(k);
+        return rc;
+    }
+    *out = k;
+    return KD_OK;
+}
+
+void kd_mla_cache_free(kd_mla_cache *c)
+{
+    if (!c)
+        return;
+    free(c->lat);
+    free(c->cos_);
+    free(c);
+}
+
+int64_t kd_mla_cache_len(const kd_mla_cache *c) { return c->len; }
+
+/* ---- layer pieces ---------------------------------------------------------------- */
+
+/* DeepSeek-V3's interleaved rope: pairs (2i, 2i+1) become halves (i, i + D/2)
+ * (transformers permutes q_rot and k_rot so; the permutation is the same for
+ * both, so their dot products are those of the interleaved form). */
+static void deinterleave_(float *x, int64_t D, float *tmp)
+{
+    for (int64_t i = 0; i < D / 2; i++) {
+        tmp[i] = x[2 * i];
+        tmp[i + D / 2] = x[2 * i + 1];
+    }
+    memcpy(x, tmp, (size_t)D * sizeof(float));
+}
+
+/* SwiGLU MLP on n rows: out (n, C) = down(silu(gate x) * up x); scratch 2 n F. */
+static void mlp_(float *out, const float *x, const float *g, const float *u, const float *d, int64_t n,
+                 int64_t C, int64_t F, float *scratch)
+{
+    float *a = scratch, *b = scratch + n * F;
+    kd_matmul_forward(a, x, g, NULL, n, C, F);
+    kd_matmul_forward(b, x, u, NULL, n, C, F);
+    kd_swiglu_forward(a, a, b, n * F);
+    kd_matmul_forward(out, a, d, NULL, n, F, C);
+}
+
+/* Route one token: the k experts (idx) and their weights (wt) from the
+ * router logits (E). scratch 2 E floats. */
+static void route_(const kd_model_config *c, const float *logit, const float *bias, int64_t *idx,
+                   float *wt, float *scratch)
+{
+    const int64_t E = c->n_routed_experts, k = c->num_experts_per_tok;
+    const int64_t G = c->n_group > 0 ? c->n_group : 1, per = E / G;
+    float *score = scratch, *choice = scratch + E;
+    if (c->scoring_func == KD_SCORE_SIGMOID) {
+        for (int64_t e = 0; e < E; e++)
+            score[e] = 1.0f / (1.0f + expf(-logit[e]));
+    } else {
+        float mx = -INFINITY;
+        double sum = 0;
+        for (int64_t e = 0; e < E; e++)
+            mx = logit[e] > mx ? logit[e] : mx;
+        for (int64_t e = 0; e < E; e++)
+            sum += exp((double)logit[e] - mx);
+        for (int64_t e = 0; e < E; e++)
+            score[e] = (float)(exp((double)logit[e] - mx) / sum);
+    }
+    for (int64_t e = 0; e < E; e++)
+        choice[e] = score[e] + (bias ? bias[e] : 0.0f); /* the bias only chooses */
+    if (c->topk_method != KD_TOPK_GREEDY && G > 1) {
+        /* keep the topk_group best groups: V3 scores a group by its top-2
+         * biased scores summed, V2 by its best score; the rest are -inf */
+        float gs[256];
+        int keep[256];
+        for (int64_t g = 0; g < G; g++) {
+            float b1 = -INFINITY, b2 = -INFINITY;
+            for (int64_t j = 0; j < per; j++) {
+                float v = choice[g * per + j];
+                if (v > b1)
+                    b2 = b1, b1 = v;
+                else if (v > b2)
+                    b2 = v;
+            }
+            gs[g] = c->topk_method == KD_TOPK_NOAUX_TC ? b1 + b2 : b1;
+            keep[g] = 0;
+        }
+        for (int64_t r = 0; r < c->topk_group && r < G; r++) {
+            int64_t best = -1;
+            for (int64_t g = 0; g < G; g++)
+                if (!keep[g] && (best < 0 || gs[g] > gs[best]))
+                    best = g;
+            keep[best] = 1;
+        }
+        for (int64_t g = 0; g < G; g++)
+            if (!keep[g])
+                for (int64_t j = 0; j < per; j++)
+                    choice[g * per + j] = -INFINITY;
+    }
+    /* top-k of the choice scores; ties to the lower index */
+    for (int64_t r = 0; r < k; r++) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < E; e++) {
+            int taken = 0;
+            for (int64_t q = 0; q < r && !taken; q++)
+                taken = idx[q] == e;
+            if (!taken && (best < 0 || choice[e] > choice[best]))
+                best = e;
+        }
+        idx[r] = best;
+        wt[r] = score[best];
+    }
+    if (c->arch == KD_ARCH_DEEPSEEK_V3) {
+        if (c->norm_topk_prob) {
+            float s = 0;
+            for (int64_t r = 0; r < k; r++)
+                s += wt[r];
+            s += 1e-20f;
+            for (int64_t r = 0; r < k; r++)
+                wt[r] /= s;
+        }
+        for (int64_t r = 0; r < k; r++)
+            wt[r] *= (float)c->routed_scaling_factor;
+    } else if (k > 1 && c->norm_topk_prob) {
+        float s = 1e-20f;
+        for (int64_t r = 0; r < k; r++)
+            s += wt[r];
+        for (int64_t r = 0; r < k; r++)
+            wt[r] /= s;
+    } else {
+        for (int64_t r = 0; r < k; r++)
+            wt[r] *= (float)c->routed_scaling_factor;
+    }
+}
+
+/* The MoE block on n rows: routed experts (tokens grouped per expert, one
+ * matmul each) plus the shared experts. out (n, C) overwritten. */
+static int moe_(const kd_teacher *m, const layer_ *y, float *out, const float *x, int64_t n)
+{
+    const kd_model_config *c = &m->cfg;
+    const int64_t C = c->hidden_size, E = c->n_routed_experts, k = c->num_experts_per_tok;
+    const int64_t Fm = c->moe_intermediate_size, Fs = Fm * c->n_shared_experts;
+    const int64_t Fmax = Fs > Fm ? Fs : Fm;
+    float *logits = malloc((size_t)(n * E) * sizeof(float));
+    int64_t *idx = malloc((size_t)(n * k) * sizeof(int64_t));
+    float *wt = malloc((size_t)(n * k) * sizeof(float));
+    float *rs = malloc((size_t)(2 * E) * sizeof(float));
+    float *xin = malloc((size_t)(n * C) * sizeof(float)), *yo = malloc((size_t)(n * C) * sizeof(float));
+    float *scr = malloc((size_t)(2 * n * Fmax) * sizeof(float));
+    int64_t *rows = malloc((size_t)n * sizeof(int64_t));
+    float *rw = malloc((size_t)n * sizeof(float));
+    int rc = KD_OK;
+    if (!logits || !idx || !wt || !rs || !xin || !yo || !scr || !rows || !rw) {
+        rc = kd_err(KD_E_NOMEM, "moe scratch");
+        goto done;
+    }
+    kd_matmul_forward(logits, x, y->router, NULL, n, C, E);
+    for (int64_t t = 0; t < n; t++)
+        route_(c, logits + t * E, y->router_bias, idx + t * k, wt + t * k, rs);
+    memset(out, 0, (size_t)(n * C) * sizeof(float));
+    for (int64_t e = 0; e < E; e++) {
+        int64_t cnt = 0;
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t r = 0; r < k; r++)
+                if (idx[t * k + r] == e) {
+                    rows[cnt] = t;
+                    rw[cnt] = wt[t * k + r];
+                    memcpy(xin + cnt * C, x + t * C, (size_t)C * sizeof(float));
+                    cnt++;
+                }
+        if (!cnt)
+            continue;
+        mlp_(yo, xin, y->eg[e], y->eu[e], y->ed[e], cnt, C, Fm, scr);
+        for (int64_t j = 0; j < cnt; j++)
+            for (int64_t i = 0; i < C; i++)
+                out[rows[j] * C + i] += rw[j] * yo[j * C + i];
+    }
+    if (y->sg) {
+        mlp_(yo, x, y->sg, y->su, y->sd, n, C, Fs, scr);
+        kd_residual_forward(out, out, yo, n * C);
+    }
+done:
+    free(logits);
+    free(idx);
+    free(wt);
+    free(rs);
+    free(xin);
+    free(yo);
+    free(scr);
+    free(rows);
+    free(rw);
+    return rc;
+}
+
+/* ---- the forward over new tokens ---------------------------------------------------- */
+
+int kd_teacher_extend(kd_teacher *m, kd_mla_cache *kc, const int64_t *ids, int64_t n,
+                      kd_mla_mode mode, int all_logits, float *logits)
+{
+    const kd_model_config *c = &m->cfg;
+    const int64_t V = c->vocab_size, C = c->hidden_size, L = c->num_layers, H = c->num_heads;
+    const int64_t Qr = c->q_lora_rank, R = c->kv_lora_rank, Dn = c->qk_nope_head_dim;
+    const int64_t Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, Dq = Dn + Dr, half = Dr / 2;
+    const int64_t F = c->intermediate_size, p0 = kc->len, T = p0 + n, row = kc->row;
+    if (n <= 0 || T > kc->max_T)
+        return kd_err(KD_E_RANGE, "%lld new tokens at position %lld do not fit a kv cache of %lld",
+                      (long long)n, (long long)p0, (long long)kc->max_T);
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)", (long long)ids[i],
+                          (long long)i, (long long)V);
+    const int dec = mode == KD_MLA_DECOMPRESSED;
+    /* scratch, in floats */
+    const int64_t sz[] = {
+        n * C,                          /* x: the residual stream */
+        n * C,                          /* ln */
+        n * C,                          /* mo: attention / mlp output */
+        n * (Qr > 0 ? Qr : 1),          /* qa */
+        n * H * Dq,                     /* q */
+        n * (R + Dr),                   /* ckv */
+        dec ? 1 : n * H * (R + Dr),     /* qlat: absorbed queries [W_UK^T q_nope | q_rot] */
+        n * H * (R > Dv ? R : Dv),      /* att: attention output (latent, or values) */
+        n * H * Dv,                     /* attv */
+        2 * n * (F > 1 ? F : 1),        /* mlp scratch */
+        T + 2 * Dr,                     /* scores, rope tmp */
+        dec ? T * R : 1,                /* cl: cached latents, contiguous */
+        dec ? T * H * (Dn + Dv) : 1,    /* kvb */
+        dec ? T * H * Dq : 1,           /* Kd */
+        dec ? T * H * Dv : 1,           /* Vd */
+        V,                              /* one logits row */
+    };
+    enum { NS = sizeof sz / sizeof sz[0] };
+    size_t need = 0;
+    for (int i = 0; i < NS; i++)
+        need += (size_t)sz[i];
+    float *mem = malloc(need * sizeof(float)), *pt[NS];
+    if (!mem)
+        return kd_err(KD_E_NOMEM, "teacher scratch (%zu floats)", need);
+    for (int64_t i = 0, o = 0; i < NS; o += sz[i], i++)
+        pt[i] = mem + o;
+    float *x = pt[0], *ln = pt[1], *mo = pt[2], *qa = pt[3], *q = pt[4], *ckv = pt[5], *qlat = pt[6];
+    float *att = pt[7], *attv = pt[8], *mlps = pt[9], *s = pt[10], *tmp = s + T, *cl = pt[11];
+    float *kvb = pt[12], *Kd = pt[13], *Vd = pt[14], *lrow = pt[15];
+    const float *cs = kc->cos_, *sn = kc->sin_;
+    int rc = KD_OK;
+
+    kd_embedding_forward(x, ids, m->wte, n, C);
+    for (int64_t l = 0; l < L && rc == KD_OK; l++) {
+        const layer_ *y = &m->layers[l];
+        float *lat = kc->lat + l * kc->max_T * row; /* (max_T, R + Dr) */
+        kd_rmsnorm_forward(ln, NULL, x, y->ln1, n, C, c->rms_norm_eps);
+        /* q (n, H, Dn + Dr), its rope part rotated at its positions */
+        if (Qr > 0) {
+            kd_matmul_forward(qa, ln, y->q_a, y->q_a_b, n, C, Qr);
+            kd_rmsnorm_forward(qa, NULL, qa, y->q_a_ln, n, Qr, c->rms_norm_eps);
+            kd_matmul_forward(q, qa, y->q_b, NULL, n, Qr, H * Dq);
+        } else {
+            kd_matmul_forward(q, ln, y->q_proj, NULL, n, C, H * Dq);
+        }
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t h = 0; h < H; h++) {
+                float *qr = q + (t * H + h) * Dq + Dn;
+                if (c->rope_interleave)
+                    deinterleave_(qr, Dr, tmp);
+                kd_rope_forward(qr, cs + (p0 + t) * half, sn + (p0 + t) * half, NULL, 1, 1, 1, Dr);
+            }
+        /* the new tokens' latents [norm(c) | rope(kr)] into the cache */
+        kd_matmul_forward(ckv, ln, y->kv_a, y->kv_a_b, n, C, R + Dr);
+        for (int64_t t = 0; t < n; t++) {
+            float *dst = lat + (p0 + t) * row;
+            kd_rmsnorm_forward(dst, NULL, ckv + t * (R + Dr), y->kv_ln, 1, R, c->rms_norm_eps);
+            memcpy(dst + R, ckv + t * (R + Dr) + R, (size_t)Dr * sizeof(float));
+            if (c->rope_interleave)
+                deinterleave_(dst + R, Dr, tmp);
+            kd_rope_forward(dst + R, cs + (p0 + t) * half, sn + (p0 + t) * half, NULL, 1, 1, 1, Dr);
+        }
+        if (dec) {
+            /* keys [k_nope_h | kr] and values of every cached position */
+            for (int64_t j = 0; j < T; j++)
+                memcpy(cl + j * R, lat + j * row, (size_t)R * sizeof(float));
+            kd_matmul_forward(kvb, cl, y->kv_b, NULL, T, R, H * (Dn + Dv));
+            for (int64_t j = 0; j < T; j++)
+                for (int64_t h = 0; h < H; h++) {
+                    const float *src = kvb + (j * H + h) * (Dn + Dv);
+                    memcpy(Kd + (j * H + h) * Dq, src, (size_t)Dn * sizeof(float));
+                    memcpy(Kd + (j * H + h) * Dq + Dn, lat + j * row + R, (size_t)Dr * sizeof(float));
+                    memcpy(Vd + (j * H + h) * Dv, src + Dn, (size_t)Dv * sizeof(float));
+                }
+            kd_attention_cached(attv, q, Kd, Vd, H * Dq, H * Dv, p0, n, H, H, Dq, Dv, m->scale, s);
+        } else {
+            /* absorbed: q_lat = W_UK^T q_nope per head; attend the latents as
+             * one shared head; then W_UV on the attended latent */
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t h = 0; h < H; h++) {
+                    const float *qn = q + (t * H + h) * Dq;
+                    float *ql = qlat + (t * H + h) * (R + Dr);
+                    memset(ql, 0, (size_t)R * sizeof(float));
+                    for (int64_t i = 0; i < Dn; i++) {
+                        const float *wk = y->kv_b + (h * (Dn + Dv) + i) * R, a = qn[i];
+                        for (int64_t r = 0; r < R; r++)
+                            ql[r] += a * wk[r];
+                    }
+                    memcpy(ql + R, qn + Dn, (size_t)Dr * sizeof(float));
+                }
+            kd_attention_cached(att, qlat, lat, lat, row, row, p0, n, H, 1, R + Dr, R, m->scale, s);
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t h = 0; h < H; h++) {
+                    const float *al = att + (t * H + h) * R;
+                    float *ov = attv + (t * H + h) * Dv;
+                    for (int64_t v = 0; v < Dv; v++) {
+                        const float *wv = y->kv_b + (h * (Dn + Dv) + Dn + v) * R;
+                        float a = 0.0f;
+                        for (int64_t r = 0; r < R; r++)
+                            a += wv[r] * al[r];
+                        ov[v] = a;
+                    }
+                }
+        }
+        kd_matmul_forward(mo, attv, y->o, y->o_b, n, H * Dv, C);
+        kd_residual_forward(x, x, mo, n * C);
+        kd_rmsnorm_forward(ln, NULL, x, y->ln2, n, C, c->rms_norm_eps);
+        if (y->moe)
+            rc = moe_(m, y, mo, ln, n);
+        else
+            mlp_(mo, ln, y->gate, y->up, y->down, n, C, F, mlps);
+        kd_residual_forward(x, x, mo, n * C);
+    }
+    if (rc == KD_OK) {
+        kc->len = T;
+        if (logits) {
+            for (int64_t t = all_logits ? 0 : n - 1; t < n; t++) {
+                kd_rmsnorm_forward(ln, NULL, x + t * C, m->lnf, 1, C, c->rms_norm_eps);
+                kd_matmul_forward(lrow, ln, m->lm_head, NULL, 1, C, V);
+                memcpy(logits + (all_logits ? t : 0) * V, lrow, (size_t)V * sizeof(float));
+            }
+        }
+    }
+    free(mem);
+    return rc;
+}
+
+int kd_teacher_logits(kd_teacher *m, const int64_t *ids, int64_t T, float *logits)
+{
+    kd_mla_cache *kc = NULL;
+    KD_TRY(kd_mla_cache_new(m, T, &kc));
+    int rc = kd_teacher_extend(m, kc, ids, T, KD_MLA_DECOMPRESSED, 1, logits);
+    kd_mla_cache_free(kc);
+    return rc;
+}
+
+int kd_teacher_generate_greedy(kd_teacher *m, const int64_t *prompt, int64_t P, int64_t N,
+                               const int64_t *suppress, int nsuppress, kd_mla_mode mode,
+                               int64_t *out, float *step_logits)
+{
+    const int64_t V = m->cfg.vocab_size;
+    if (P <= 0 || N < 0)
+        return kd_err(KD_E_RANGE, "prompt of %lld tokens, %lld new", (long long)P, (long long)N);
+    memcpy(out, prompt, (size_t)P * sizeof(int64_t));
+    if (N == 0)
+        return KD_OK;
+    kd_mla_cache *kc = NULL;
+    KD_TRY(kd_mla_cache_new(m, P + N, &kc));
+    float *row = malloc((size_t)V * sizeof(float));
+    int rc = row ? KD_OK : kd_err(KD_E_NOMEM, "logits row");
+    if (!rc)
+        rc = kd_teacher_extend(m, kc, prompt, P, KD_MLA_DECOMPRESSED, 0, row);
+    for (int64_t i = 0; !rc && i < N; i++) {
+        if (step_logits)
+            memcpy(step_logits + i * V, row, (size_t)V * sizeof(float));
+        for (int e = 0; e < nsuppress; e++)
+            if (suppress[e] >= 0 && suppress[e] < V)
+                row[suppress[e]] = -INFINITY;
+        int64_t best = 0;
+        for (int64_t j = 1; j < V; j++)
+            if (row[j] > row[best])
+                best = j;
+        out[P + i] = best;
+        if (i + 1 < N)
+            rc = kd_teacher_extend(m, kc, &best, 1, mode, 0, row);
+    }
+    free(row);
+    kd_mla_cache_free(kc);
+    return rc;
+}

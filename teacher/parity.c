@@ -1,0 +1,114 @@
+/* parity.c - the teacher under the shared inference checks. See parity.h. */
+#include "teacher/parity.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/safetensors.h"
+#include "core/status.h"
+#include "student/parity.h"
+#include "teacher/model.h"
+
+#define TOL_MLA 1e-5 /* absorbed vs decompressed decode: the same math, reassociated */
+
+static int logits_(void *m, const int64_t *ids, int64_t T, float *out)
+{
+    return kd_teacher_logits(m, ids, T, out);
+}
+
+static int generate_(void *m, const int64_t *prompt, int64_t P, int64_t N, const int64_t *sup, int nsup,
+                     int64_t *out, float *steps)
+{
+    return kd_teacher_generate_greedy(m, prompt, P, N, sup, nsup, KD_MLA_ABSORBED, out, steps);
+}
+
+static double rel_(const float *a, const float *b, size_t n)
+{
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        r += (double)b[i] * b[i];
+    }
+    return r > 0 ? sqrt(d / r) : sqrt(d);
+}
+
+/* decode the same tokens both ways from one prefill */
+static int check_mla_(kd_teacher *m, const char *file, FILE *out, int *failed)
+{
+    kd_st *st = NULL;
+    KD_TRY(kd_st_open(file, &st));
+    const kd_st_tensor *t = kd_st_find(st, "gen_tokens");
+    int rc = KD_OK;
+    if (!t || t->dtype != KD_I64 || t->numel < 4) {
+        kd_st_free(st);
+        return kd_err(KD_E_FORMAT, "'%s': no I64 gen_tokens of at least 4 tokens", file);
+    }
+    const int64_t PN = (int64_t)t->numel, P = PN / 2, V = kd_teacher_config(m)->vocab_size;
+    int64_t *ids = malloc((size_t)PN * sizeof *ids);
+    float *a = malloc((size_t)V * sizeof *a), *b = malloc((size_t)V * sizeof *b);
+    kd_mla_cache *ca = NULL, *cb = NULL;
+    double worst = 0;
+    if (!ids || !a || !b)
+        rc = kd_err(KD_E_NOMEM, "mla check");
+    if (!rc) {
+        memcpy(ids, t->data, (size_t)PN * sizeof *ids);
+        rc = kd_mla_cache_new(m, PN, &ca);
+    }
+    if (!rc)
+        rc = kd_mla_cache_new(m, PN, &cb);
+    if (!rc)
+        rc = kd_teacher_extend(m, ca, ids, P, KD_MLA_DECOMPRESSED, 0, a);
+    if (!rc)
+        rc = kd_teacher_extend(m, cb, ids, P, KD_MLA_DECOMPRESSED, 0, b);
+    for (int64_t i = P; !rc && i < PN; i++) {
+        rc = kd_teacher_extend(m, ca, ids + i, 1, KD_MLA_DECOMPRESSED, 0, a);
+        if (!rc)
+            rc = kd_teacher_extend(m, cb, ids + i, 1, KD_MLA_ABSORBED, 0, b);
+        double e = rc ? 0 : rel_(b, a, (size_t)V);
+        if (!(e <= worst))
+            worst = e;
+    }
+    if (!rc) {
+        int ok = worst <= TOL_MLA;
+        fprintf(out, "%-4s %-8s rel %.2g (tol %.0e), absorbed vs decompressed decode, worst of %lld steps\n",
+                ok ? "ok" : "FAIL", "mla", worst, TOL_MLA, (long long)(PN - P));
+        *failed += !ok;
+    }
+    kd_mla_cache_free(ca);
+    kd_mla_cache_free(cb);
+    free(ids);
+    free(a);
+    free(b);
+    kd_st_free(st);
+    return rc;
+}
+
+int kd_teacher_parity_run(const char *dir, FILE *out, int *failed)
+{
+    *failed = 0;
+    char infer[4200], train[4200];
+    struct stat sb;
+    snprintf(infer, sizeof infer, "%s/ref_infer.safetensors", dir);
+    snprintf(train, sizeof train, "%s/ref_train.safetensors", dir);
+    if (stat(infer, &sb) != 0)
+        return kd_err(KD_E_NOTFOUND, "'%s' holds no ref_infer.safetensors", dir);
+    kd_teacher *m = NULL;
+    KD_TRY(kd_teacher_load(dir, &m));
+    const kd_model_config *c = kd_teacher_config(m);
+    fprintf(out, "info model    %s, %lld layers, hidden %lld, vocab %lld, %lld experts (top %lld), "
+                 "q_lora %lld, kv_lora %lld, rope %s, softmax scale %.6g, device cpu\n",
+            c->model_type, (long long)c->num_layers, (long long)c->hidden_size, (long long)c->vocab_size,
+            (long long)c->n_routed_experts, (long long)c->num_experts_per_tok, (long long)c->q_lora_rank,
+            (long long)c->kv_lora_rank, c->rope.type == KD_ROPE_YARN ? "yarn" : "default",
+            (double)kd_teacher_softmax_scale(m));
+    kd_parity_model pm = {m, c->vocab_size, logits_, generate_};
+    int rc = kd_parity_check_infer(&pm, dir, infer, out, failed);
+    if (!rc)
+        rc = check_mla_(m, infer, out, failed);
+    if (!rc && stat(train, &sb) == 0)
+        fprintf(out, "skip train    the teacher runs inference only (ref_train.safetensors not checked)\n");
+    kd_teacher_free(m);
+    return rc;
+}

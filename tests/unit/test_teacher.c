@@ -1,0 +1,245 @@
+/* test_teacher.c - the DeepSeek teacher beyond what `distill parity` checks
+ * against transformers: FP8 block-scaled weights (made here from the fixture
+ * and dequantised here by the definition, w = fp8 * scale_inv of its 128x128
+ * block), absorbed vs decompressed MLA over a whole prefill, and bad folders. */
+#include "test.h"
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "core/dtype.h"
+#include "core/hfconfig.h"
+#include "core/safetensors.h"
+#include "core/util.h"
+#include "teacher/model.h"
+
+#define DS3 KD_TEST_FIXTURES "/tiny-deepseek-v3"
+#define TMP KD_TEST_TMP "/teacher"
+
+static double rel_(const float *a, const float *b, size_t n)
+{
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        r += (double)b[i] * b[i];
+    }
+    return r > 0 ? sqrt(d / r) : sqrt(d);
+}
+
+/* Copy config.json with a quantization_config added (or not). */
+static void write_config_(const char *dir, int fp8)
+{
+    char *txt = NULL;
+    size_t len = 0;
+    CHECK_OK(kd_read_file(DS3 "/config.json", 1 << 20, &txt, &len));
+    if (!txt)
+        return;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (fp8) {
+        char *brace = strrchr(txt, '}');
+        *brace = 0;
+        char *out = malloc(len + 200);
+        int n = snprintf(out, len + 200, "%s, \"quantization_config\": {\"quant_method\": \"fp8\", "
+                         "\"fmt\": \"e4m3\", \"activation_scheme\": \"dynamic\", "
+                         "\"weight_block_size\": [128, 128]}}\n", txt);
+        CHECK_OK(kd_write_file_atomic(path, out, (size_t)n));
+        free(out);
+    } else {
+        CHECK_OK(kd_write_file_atomic(path, txt, len));
+    }
+    free(txt);
+}
+
+/* The fixture's weights, the quantizable 2-D ones as F8_E4M3 + F32 scales in
+ * dir_q, and the same values dequantised (by the definition) as F32 in
+ * dir_f. Block scales: amax of the block / 448, so each block uses the whole
+ * e4m3 range; shapes that are not multiples of 128 leave partial blocks. */
+static int make_fp8_(const char *dir_q, const char *dir_f)
+{
+    kd_st *st = NULL;
+    kd_model_config cfg;
+    CHECK_OK(kd_model_config_load(DS3, &cfg));
+    CHECK_OK(kd_st_open(DS3, &st));
+    if (!st)
+        return 0;
+    kd_tensor_spec *specs = NULL;
+    size_t ns = 0;
+    CHECK_OK(kd_model_tensors(&cfg, &specs, &ns));
+    kd_st_writer *wq = NULL, *wf = NULL;
+    CHECK_OK(kd_st_writer_new(&wq));
+    CHECK_OK(kd_st_writer_new(&wf));
+    void **keep = calloc(3 * ns, sizeof *keep);
+    int nq = 0, partial = 0;
+    for (size_t i = 0; i < ns; i++) {
+        const kd_st_tensor *t = kd_st_find(st, specs[i].name);
+        CHECK(t && t->dtype == KD_F32);
+        if (!t)
+            continue;
+        float *f = malloc(t->numel * sizeof(float));
+        memcpy(f, t->data, t->numel * sizeof(float));
+        keep[3 * i] = f;
+        int64_t shape[2] = {specs[i].shape[0], specs[i].ndim > 1 ? specs[i].shape[1] : 0};
+        if (!specs[i].quantizable) {
+            CHECK_OK(kd_st_writer_add(wq, specs[i].name, KD_F32, specs[i].ndim, shape, f));
+            CHECK_OK(kd_st_writer_add(wf, specs[i].name, KD_F32, specs[i].ndim, shape, f));
+            continue;
+        }
+        const int64_t O = shape[0], I = shape[1], bo = (O + 127) / 128, bi = (I + 127) / 128;
+        partial += O % 128 || I % 128;
+        unsigned char *q = malloc((size_t)(O * I));
+        float *sc = malloc((size_t)(bo * bi) * sizeof(float));
+        for (int64_t a = 0; a < bo; a++)
+            for (int64_t b = 0; b < bi; b++) {
+                float amax = 0;
+                for (int64_t o = a * 128; o < O && o < (a + 1) * 128; o++)
+                    for (int64_t k = b * 128; k < I && k < (b + 1) * 128; k++)
+                        amax = fabsf(f[o * I + k]) > amax ? fabsf(f[o * I + k]) : amax;
+                float s = amax > 0 ? amax / 448.0f : 1.0f;
+                sc[a * bi + b] = s;
+                for (int64_t o = a * 128; o < O && o < (a + 1) * 128; o++)
+                    for (int64_t k = b * 128; k < I && k < (b + 1) * 128; k++) {
+                        q[o * I + k] = kd_f32_to_fp8e4m3(f[o * I + k] / s);
+                        f[o * I + k] = kd_fp8e4m3_to_f32(q[o * I + k]) * s; /* the definition */
+                    }
+            }
+        keep[3 * i + 1] = q;
+        keep[3 * i + 2] = sc;
+        char sname[200];
+        snprintf(sname, sizeof sname, "%s_scale_inv", specs[i].name);
+        int64_t sshape[2] = {bo, bi};
+        CHECK_OK(kd_st_writer_add(wq, specs[i].name, KD_F8_E4M3, 2, shape, q));
+        CHECK_OK(kd_st_writer_add(wq, sname, KD_F32, 2, sshape, sc));
+        CHECK_OK(kd_st_writer_add(wf, specs[i].name, KD_F32, 2, shape, f));
+        nq++;
+    }
+    char p[1024];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir_q);
+    CHECK_OK(kd_st_writer_write(wq, p));
+    snprintf(p, sizeof p, "%s/model.safetensors", dir_f);
+    CHECK_OK(kd_st_writer_write(wf, p));
+    kd_st_writer_free(wq);
+    kd_st_writer_free(wf);
+    for (size_t i = 0; i < 3 * ns; i++)
+        free(keep[i]);
+    free(keep);
+    free(specs);
+    kd_st_free(st);
+    printf("fp8: %d weights quantized, %d with partial blocks\n", nq, partial);
+    CHECK(partial > 0);
+    return nq;
+}
+
+TEST(fp8)
+{
+    const char *dq = TMP "/fp8", *df = TMP "/fp8-dequant";
+    kd_rmtree(TMP);
+    CHECK_OK(kd_mkdirs(dq));
+    CHECK_OK(kd_mkdirs(df));
+    write_config_(dq, 1);
+    write_config_(df, 0);
+    CHECK(make_fp8_(dq, df) > 0);
+    kd_teacher *a = NULL, *b = NULL, *o = NULL;
+    CHECK_OK(kd_teacher_load(dq, &a));
+    CHECK_OK(kd_teacher_load(df, &b));
+    CHECK_OK(kd_teacher_load(DS3, &o));
+    if (!a || !b || !o)
+        goto out;
+    const int64_t V = kd_teacher_config(a)->vocab_size, T = 12;
+    int64_t ids[12];
+    for (int64_t t = 0; t < T; t++)
+        ids[t] = (t * 41 + 7) % V;
+    float *la = malloc((size_t)(T * V) * sizeof(float)), *lb = malloc((size_t)(T * V) * sizeof(float));
+    float *lo = malloc((size_t)(T * V) * sizeof(float));
+    CHECK_OK(kd_teacher_logits(a, ids, T, la));
+    CHECK_OK(kd_teacher_logits(b, ids, T, lb));
+    CHECK_OK(kd_teacher_logits(o, ids, T, lo));
+    double same = rel_(la, lb, (size_t)(T * V)), vs_orig = rel_(la, lo, (size_t)(T * V));
+    printf("fp8 checkpoint vs its dequantized F32 copy: logits rel %.3g; vs the unquantized model: %.3g\n",
+           same, vs_orig);
+    CHECK(same == 0.0);        /* the same fp32 weights, the same arithmetic */
+    CHECK(vs_orig > 1e-4);     /* quantization did change the weights... */
+    CHECK(vs_orig < 0.5);      /* ...by e4m3 rounding (3 mantissa bits), not by a wrong scale */
+    free(la);
+    free(lb);
+    free(lo);
+out:
+    kd_teacher_free(a);
+    kd_teacher_free(b);
+    kd_teacher_free(o);
+}
+
+/* absorbed and decompressed attention over a whole prefill, then a decode */
+TEST(mla_forms)
+{
+    kd_teacher *m = NULL;
+    CHECK_OK(kd_teacher_load(DS3, &m));
+    if (!m)
+        return;
+    const int64_t V = kd_teacher_config(m)->vocab_size, T = 20;
+    int64_t ids[20];
+    for (int64_t t = 0; t < T; t++)
+        ids[t] = (t * 29 + 3) % V;
+    kd_mla_cache *ca = NULL, *cb = NULL;
+    CHECK_OK(kd_mla_cache_new(m, T, &ca));
+    CHECK_OK(kd_mla_cache_new(m, T, &cb));
+    float *a = malloc((size_t)(T * V) * sizeof(float)), *b = malloc((size_t)(T * V) * sizeof(float));
+    CHECK_OK(kd_teacher_extend(m, ca, ids, T - 4, KD_MLA_DECOMPRESSED, 1, a));
+    CHECK_OK(kd_teacher_extend(m, cb, ids, T - 4, KD_MLA_ABSORBED, 1, b));
+    double e1 = rel_(b, a, (size_t)((T - 4) * V));
+    CHECK_OK(kd_teacher_extend(m, ca, ids + T - 4, 4, KD_MLA_DECOMPRESSED, 1, a));
+    CHECK_OK(kd_teacher_extend(m, cb, ids + T - 4, 4, KD_MLA_ABSORBED, 1, b));
+    double e2 = rel_(b, a, (size_t)(4 * V));
+    printf("absorbed vs decompressed: prefill of %lld rel %.3g, 4 more tokens rel %.3g\n",
+           (long long)(T - 4), e1, e2);
+    CHECK(e1 < 1e-5 && e2 < 1e-5);
+    CHECK_EQ_INT(kd_mla_cache_len(ca), T);
+    /* a full cache refuses more, unchanged */
+    CHECK_ERR(kd_teacher_extend(m, ca, ids, 1, KD_MLA_ABSORBED, 0, NULL), KD_E_RANGE, "do not fit");
+    CHECK_EQ_INT(kd_mla_cache_len(ca), T);
+    int64_t bad = V;
+    kd_mla_cache *cc = NULL;
+    CHECK_OK(kd_mla_cache_new(m, 4, &cc));
+    CHECK_ERR(kd_teacher_extend(m, cc, &bad, 1, KD_MLA_ABSORBED, 0, NULL), KD_E_RANGE, "outside");
+    kd_mla_cache_free(cc);
+    CHECK_ERR(kd_mla_cache_new(m, 100000, &cc), KD_E_RANGE, "max_position");
+    CHECK(cc == NULL);
+    kd_mla_cache_free(ca);
+    kd_mla_cache_free(cb);
+    free(a);
+    free(b);
+    kd_teacher_free(m);
+}
+
+TEST(bad_folders)
+{
+    kd_teacher *m = NULL;
+    CHECK_ERR(kd_teacher_load(KD_TEST_FIXTURES "/tiny-qwen2", &m), KD_E_UNSUPPORTED, "qwen2");
+    CHECK(m == NULL);
+    CHECK_ERR(kd_teacher_load(TMP "/nothing", &m), KD_E_NOTFOUND, "nothing");
+    /* a tensor missing: named before anything is loaded */
+    const char *d = TMP "/missing";
+    CHECK_OK(kd_mkdirs(d));
+    write_config_(d, 0);
+    kd_st *st = NULL;
+    CHECK_OK(kd_st_open(DS3, &st));
+    kd_st_writer *w = NULL;
+    CHECK_OK(kd_st_writer_new(&w));
+    for (size_t i = 0; st && i < kd_st_count(st); i++) {
+        const kd_st_tensor *t = kd_st_at(st, i);
+        if (strcmp(t->name, "model.layers.1.mlp.experts.3.up_proj.weight"))
+            CHECK_OK(kd_st_writer_add(w, t->name, t->dtype, t->ndim, (const int64_t *)t->shape, t->data));
+    }
+    CHECK_OK(kd_st_writer_write(w, TMP "/missing/model.safetensors"));
+    kd_st_writer_free(w);
+    kd_st_free(st);
+    CHECK_ERR(kd_teacher_load(d, &m), KD_E_NOTFOUND, "model.layers.1.mlp.experts.3.up_proj.weight");
+}
+
+int main(void)
+{
+    RUN(fp8);
+    RUN(mla_forms);
+    RUN(bad_folders);
+    return test_summary();
+}
