@@ -60,8 +60,9 @@ run "$BIN" parity "$FIX/tiny-qwen2" --device cuda
 [ "$rc" -eq 1 ] || fail "--device cuda: exit $rc, want 1"
 grep -q "KD_E_UNSUPPORTED\|KD_E_CUDA" "$TMP/err" || fail "--device cuda: $(cat "$TMP/err")"
 
-# the teacher: DeepSeek-V3 with yarn, group-limited routing, interleaved rope, MLA both ways
-for fx in tiny-deepseek-v3 tiny-deepseek-v3-train; do
+# the teacher: DeepSeek-V3 (yarn, noaux_tc group-limited routing), V2 (softmax,
+# group-limited greedy, routed scaling 16) and V2-Lite (no q_lora, greedy); MLA both ways
+for fx in tiny-deepseek-v3 tiny-deepseek-v3-train tiny-deepseek-v2-lite tiny-deepseek-v2; do
     run "$BIN" parity "$FIX/$fx"
     cat "$TMP/out"
     [ "$rc" -eq 0 ] || fail "$fx: exit $rc: $(cat "$TMP/err") $(grep FAIL "$TMP/out")"
