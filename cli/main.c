@@ -23,6 +23,7 @@ static const command commands[] = {
     {"parity", cmd_parity, "check the student against a HF reference fixture folder"},
     {"sft", cmd_sft, "fine-tune a dense student on packed examples (CPU reference backend)"},
     {"init", cmd_init, "write a model with random weights from a config.json"},
+    {"logits", cmd_logits, "write the logits of a token sequence for any supported model"},
     {"version", cmd_version, "print the version and build options"},
 };
 
