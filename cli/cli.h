@@ -24,6 +24,7 @@ int cmd_parity(int argc, char **argv);
 int cmd_sft(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 int bench_sft(int argc, char **argv); /* `distill bench sft` */
 
 /* Print "error: <kd_strerror(st)>" and return the exit code for st. */

@@ -21,6 +21,7 @@ static const command commands[] = {
     {"data", cmd_data, "import, export, inspect and merge LMDB datasets"},
     {"bench", cmd_bench, "benchmark programs that print figures (tokenize, ...)"},
     {"parity", cmd_parity, "check the student against a HF reference fixture folder"},
+    {"generate", cmd_generate, "sample traces from a teacher for the prompts of a dataset"},
     {"sft", cmd_sft, "fine-tune a dense student on packed examples (CPU reference backend)"},
     {"init", cmd_init, "write a model with random weights from a config.json"},
     {"logits", cmd_logits, "write the logits of a token sequence for any supported model"},

@@ -350,7 +350,7 @@ static int collect_stats(kd_store *s, json_t *j)
     KD_TRY(kd_store_read_begin(s, &r));
     lengths prompt_l = {0}, answer_l = {0}, gen_l = {0}, tok_l = {0};
     per_lineage pl = {0};
-    uint64_t chats = 0, accepted = 0, rejected = 0, loss_tokens = 0, finish[5] = {0};
+    uint64_t chats = 0, accepted = 0, rejected = 0, loss_tokens = 0, finish[KD_FINISH_COUNT + 1] = {0};
     json_t *reasons = json_object(), *counts = json_object();
     int st = KD_OK;
     for (int db = 0; db < KD_DB_COUNT && st == KD_OK; db++) {
@@ -372,7 +372,7 @@ static int collect_stats(kd_store *s, json_t *j)
                     st = lengths_add(&answer_l, utf8_chars(rec.answer));
                 break;
             case KD_DB_GENERATIONS:
-                finish[rec.finish < 4 ? rec.finish : 4]++;
+                finish[rec.finish < KD_FINISH_COUNT ? rec.finish : KD_FINISH_COUNT]++;
                 if (st == KD_OK)
                     st = lengths_add(&gen_l, utf8_chars(rec.text));
                 break;
@@ -436,7 +436,7 @@ static int collect_stats(kd_store *s, json_t *j)
                         json_pack("{s:I, s:I, s:O}", "accepted", (json_int_t)accepted, "rejected", (json_int_t)rejected,
                                   "reasons", reasons));
     json_t *fin = json_object();
-    for (unsigned f = 0; f < 4; f++)
+    for (unsigned f = 0; f < KD_FINISH_COUNT; f++)
         if (finish[f])
             json_object_set_new(fin, kd_finish_name(f), json_integer((json_int_t)finish[f]));
     json_object_set_new(j, "finish", fin);

@@ -91,8 +91,8 @@ int kd_db_parse(const char *name)
 
 const char *kd_finish_name(unsigned f)
 {
-    static const char *const n[] = {"unknown", "stop", "length", "abort"};
-    return f < 4 ? n[f] : "?";
+    static const char *const n[KD_FINISH_COUNT] = {"unknown", "stop", "length", "abort", "budget", "skipped"};
+    return f < KD_FINISH_COUNT ? n[f] : "?";
 }
 
 static int keyed_by_unit(kd_db db) { return db == KD_DB_GENERATIONS || db == KD_DB_VERDICTS; }

@@ -160,9 +160,12 @@ typedef enum kd_finish {
     KD_FINISH_UNKNOWN = 0, /* imported without the information */
     KD_FINISH_STOP,        /* an end-of-sequence or stop token */
     KD_FINISH_LENGTH,      /* hit max tokens */
-    KD_FINISH_ABORT        /* cancelled */
+    KD_FINISH_ABORT,       /* cancelled */
+    KD_FINISH_BUDGET,      /* the thinking budget closed the reasoning (then stop or length) */
+    KD_FINISH_SKIPPED,     /* not generated: the prompt does not fit (the reason in extra) */
+    KD_FINISH_COUNT
 } kd_finish;
-const char *kd_finish_name(unsigned finish); /* "unknown", "stop", "length", "abort" */
+const char *kd_finish_name(unsigned finish); /* "unknown", "stop", "length", "abort", "budget", "skipped" */
 
 /* A text slice: UTF-8, `len` bytes, NOT NUL-terminated. len 0 = absent. */
 typedef struct kd_text {

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# generate.sh DISTILL_BIN FIXTURES_DIR SCRATCH_DIR - `distill generate` end to
+# end with a small random Qwen2 of the real Qwen vocabulary (a dense teacher):
+# one record per (prompt, sample); killed with SIGKILL twice and rerun, the
+# dataset ends with every unit once and the same texts as an uninterrupted run
+# (counter-based randomness); a prompt longer than the context is recorded as
+# skipped; bad settings are refused before anything is generated.
+set -euo pipefail
+if [ $# -ne 3 ]; then
+    echo "usage: $0 DISTILL_BIN FIXTURES_DIR SCRATCH_DIR" >&2
+    exit 2
+fi
+BIN=$1
+TMP=$3
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TOK=${DISTILL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/distill}/tokenizers
+rm -rf "$TMP" && mkdir -p "$TMP"
+failures=0
+fail() {
+    echo "FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+export DISTILL_PROGRESS_SECONDS=0
+
+"$BIN" init "$ROOT/configs/models/tiny-qwen2" "$TMP/model" --tokenizer "$TOK/qwen3" --seed 7 >/dev/null
+python3 - "$TMP/p.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(5):
+        f.write(json.dumps({"problem": f"What is {i} + {i * 3}?", "answer": str(4 * i)}) + "\n")
+PY
+for d in a b; do
+    "$BIN" data import "$TMP/$d" "$TMP/p.jsonl" --kind prompts >/dev/null 2>&1 || fail "import $d"
+done
+gen() { # DATASET [more --set ...]
+    local ds=$1
+    shift
+    "$BIN" generate "$ROOT/configs/generate/r1.yaml" --set "model=$TMP/model" --set "input=$ds" \
+        --set template=qwen3 --set samples=3 --set sampling.max_new_tokens=40 --set commit_every=1 \
+        --set runtime.threads=1 "$@"
+}
+export_texts() { # DATASET -> prompt_id sample finish text, sorted
+    "$BIN" data export "$1" --kind generations 2>/dev/null | python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin]
+for r in sorted(rows, key=lambda r: (r["prompt_id"], r["sample"])):
+    print(r["prompt_id"], r["sample"], r["finish_reason"], json.dumps(r["generation"]))'
+}
+
+# 1. uninterrupted
+gen "$TMP/a" >"$TMP/a.out" 2>"$TMP/a.err" || fail "generate a: $(tail -3 "$TMP/a.err")"
+grep -q "15 units: 0 already there, 15 generated" "$TMP/a.out" || fail "generate a: $(cat "$TMP/a.out")"
+grep -q "progress: generate" "$TMP/a.err" || fail "no progress lines"
+[ "$(export_texts "$TMP/a" | wc -l)" -eq 15 ] || fail "a: not 15 records"
+
+# 2. killed twice with SIGKILL, then finished
+for k in 1 2; do
+    gen "$TMP/b" >/dev/null 2>&1 &
+    pid=$!
+    sleep 1.5
+    kill -9 $pid 2>/dev/null || true
+    wait $pid 2>/dev/null || true
+done
+gen "$TMP/b" >"$TMP/b.out" 2>"$TMP/b.err" || fail "generate b: $(tail -3 "$TMP/b.err")"
+grep -q "15 units:" "$TMP/b.out" || fail "b: $(cat "$TMP/b.out")"
+echo "after two kills: $(cat "$TMP/b.out" | head -1)"
+diff <(export_texts "$TMP/a") <(export_texts "$TMP/b") >/dev/null ||
+    fail "killed and resumed run differs: $(diff <(export_texts "$TMP/a") <(export_texts "$TMP/b") | head -4)"
+# a rerun of a finished job generates nothing
+gen "$TMP/b" >"$TMP/b2.out" 2>/dev/null || fail "rerun"
+grep -q "15 already there, 0 generated" "$TMP/b2.out" || fail "rerun generated: $(cat "$TMP/b2.out")"
+
+# 3. a prompt longer than the context is recorded as skipped, with its reason
+python3 -c 'import json; print(json.dumps({"problem": "word " * 5000, "answer": "x"}))' >"$TMP/long.jsonl"
+"$BIN" data import "$TMP/c" "$TMP/long.jsonl" --kind prompts >/dev/null 2>&1
+gen "$TMP/c" --set samples=1 >"$TMP/c.out" 2>&1 || fail "generate c: $(tail -3 "$TMP/c.out")"
+grep -q "1 skipped" "$TMP/c.out" || fail "long prompt: $(cat "$TMP/c.out")"
+"$BIN" data export "$TMP/c" --kind generations 2>/dev/null | grep -q '"finish_reason":"skipped".*does not fit the context' ||
+    fail "long prompt: no skipped record with its reason"
+
+# 4. bad settings
+set +e
+gen "$TMP/a" --set sampling.max_new_tokens=5000 >/dev/null 2>"$TMP/err"
+[ $? -eq 1 ] && grep -q "max_new_tokens 5000" "$TMP/err" || fail "max_new_tokens past the context: $(cat "$TMP/err")"
+gen "$TMP/a" --set sampling.top_p=0 >/dev/null 2>"$TMP/err"
+[ $? -eq 1 ] && grep -q "top_p" "$TMP/err" || fail "top_p 0: $(cat "$TMP/err")"
+gen "$TMP/nope" >/dev/null 2>"$TMP/err"
+[ $? -eq 1 ] || fail "missing dataset"
+gen "$TMP/a" --set "model=$TMP/nomodel" >/dev/null 2>"$TMP/err"
+[ $? -eq 1 ] && grep -q "nomodel" "$TMP/err" || fail "missing model: $(cat "$TMP/err")"
+"$BIN" generate >/dev/null 2>&1
+[ $? -eq 2 ] || fail "no config: not a usage error"
+"$BIN" generate --help | grep -q "Rerun after a crash" || fail "--help"
+set -e
+if [ "$failures" -ne 0 ]; then
+    echo "$failures failure(s)" >&2
+    exit 1
+fi
+echo "generate.sh: all passed"
