@@ -8,7 +8,8 @@
 #      real DeepSeek-V3 tokenizer, with the assistant-only loss mask;
 #   4. check and print the runtime configuration;
 #   5. fine-tune a small random Qwen2 (the real Qwen vocabulary) on R1-style chats with the
-#      SFT trainer, and inspect its HF export.
+#      SFT trainer, and inspect its HF export;
+#   6. sample traces from it for the imported problems with distill generate.
 set -euo pipefail
 bin=${1:?usage: demo.sh DISTILL_BIN}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,3 +48,9 @@ DISTILL_PROGRESS_SECONDS=2 "$bin" sft "$root/configs/sft/tiny_cpu.yaml" --set "m
   --set train.max_steps=6 --set data.max_len=128
 tail -n 3 "$work/sft/metrics.jsonl"
 "$bin" inspect "$work/sft/final" | head -4
+
+say "distill generate: R1-style sampling from the small model for the demo problems (2 samples each)"
+"$bin" data import "$work/problems" "$root/configs/demo/traces.jsonl" --kind prompts >/dev/null
+DISTILL_PROGRESS_SECONDS=2 "$bin" generate "$root/configs/generate/r1.yaml" --set "model=$work/sft/final" \
+  --set "input=$work/problems" --set template=qwen3 --set samples=2 --set sampling.max_new_tokens=16
+"$bin" data stats "$work/problems" | grep -E "^  generations|finish reason"
