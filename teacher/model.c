@@ -278,13 +278,150 @@ void kd_teacher_free(kd_teacher *m)
 const kd_model_config *kd_teacher_config(const kd_teacher *m) { return &m->cfg; }
 float kd_teacher_softmax_scale(const kd_teacher *m) { return m->scale; }
 
-/* ---- the cache -------------------------------------------------------------------- */
+/* ---- the paged latent cache ---------------------------------------------------------- */
+
+struct kd_kvpool {
+    int64_t bs, nblocks, row, L, max_pos;
+    float *lat;         /* (nblocks, L, bs, row) */
+    int32_t *ref;       /* (nblocks) */
+    int32_t *freel;     /* (nblocks) a stack of free block ids */
+    int64_t nfree;
+    float *cos_, *sin_; /* (max_pos, Dr/2) */
+};
+
+int kd_kvpool_new(const kd_teacher *m, int64_t nblocks, int64_t block, kd_kvpool **out)
+{
+    *out = NULL;
+    const kd_model_config *c = &m->cfg;
+    if (nblocks <= 0 || block <= 0)
+        return kd_err(KD_E_RANGE, "kv pool of %lld blocks of %lld positions", (long long)nblocks,
+                      (long long)block);
+    const int64_t row = c->kv_lora_rank + c->qk_rope_head_dim, half = c->qk_rope_head_dim / 2;
+    const int64_t maxp = c->max_position > 0 ? c->max_position : nblocks * block;
+    kd_kvpool *p = calloc(1, sizeof *p);
+    if (p) {
+        p->lat = malloc((size_t)(nblocks * c->num_layers * block * row) * sizeof(float));
+        p->ref = calloc((size_t)nblocks, sizeof *p->ref);
+        p->freel = malloc((size_t)nblocks * sizeof *p->freel);
+        p->cos_ = malloc((size_t)(2 * maxp * half) * sizeof(float));
+    }
+    if (!p || !p->lat || !p->ref || !p->freel || !p->cos_) {
+        kd_kvpool_free(p);
+        return kd_err(KD_E_NOMEM, "kv pool of %lld blocks of %lld positions", (long long)nblocks,
+                      (long long)block);
+    }
+    p->bs = block;
+    p->nblocks = nblocks;
+    p->row = row;
+    p->L = c->num_layers;
+    p->max_pos = maxp;
+    p->sin_ = p->cos_ + maxp * half;
+    for (int64_t i = 0; i < nblocks; i++)
+        p->freel[i] = (int32_t)(nblocks - 1 - i);
+    p->nfree = nblocks;
+    int rc = kd_rope_table(p->cos_, p->sin_, &c->rope, maxp, c->qk_rope_head_dim, NULL);
+    if (rc) {
+        kd_kvpool_free(p);
+        return rc;
+    }
+    *out = p;
+    return KD_OK;
+}
+
+void kd_kvpool_free(kd_kvpool *p)
+{
+    if (!p)
+        return;
+    free(p->lat);
+    free(p->ref);
+    free(p->freel);
+    free(p->cos_);
+    free(p);
+}
+
+int64_t kd_kvpool_free_blocks(const kd_kvpool *p) { return p->nfree; }
+int64_t kd_kvpool_block(const kd_kvpool *p) { return p->bs; }
+
+static void unref_(kd_kvpool *p, int32_t b)
+{
+    if (--p->ref[b] == 0)
+        p->freel[p->nfree++] = b;
+}
+
+void kd_kvseq_release(kd_kvpool *p, kd_kvseq *s)
+{
+    for (int64_t i = 0; i < s->nblocks; i++)
+        unref_(p, s->blocks[i]);
+    free(s->blocks);
+    memset(s, 0, sizeof *s);
+}
+
+int kd_kvseq_fork(kd_kvpool *p, const kd_kvseq *src, kd_kvseq *dst)
+{
+    memset(dst, 0, sizeof *dst);
+    if (src->nblocks) {
+        dst->blocks = malloc((size_t)src->nblocks * sizeof *dst->blocks);
+        if (!dst->blocks)
+            return kd_err(KD_E_NOMEM, "block table");
+        memcpy(dst->blocks, src->blocks, (size_t)src->nblocks * sizeof *dst->blocks);
+        for (int64_t i = 0; i < src->nblocks; i++)
+            p->ref[src->blocks[i]]++;
+    }
+    dst->nblocks = dst->cap = src->nblocks;
+    dst->len = src->len;
+    return KD_OK;
+}
+
+int64_t kd_kvseq_need(const kd_kvpool *p, const kd_kvseq *s, int64_t n)
+{
+    int64_t need = (s->len + n + p->bs - 1) / p->bs - s->nblocks;
+    /* a shared, partly filled last block is copied before it is written */
+    if (s->len % p->bs && s->nblocks && p->ref[s->blocks[s->nblocks - 1]] > 1)
+        need++;
+    return need > 0 ? need : 0;
+}
+
+/* Make room for n more positions: copy a shared last block, add blocks. The
+ * caller has checked kd_kvseq_need against the free blocks. */
+static int seq_grow_(kd_kvpool *p, kd_kvseq *s, int64_t n)
+{
+    const int64_t want = (s->len + n + p->bs - 1) / p->bs;
+    if (want > s->cap) {
+        int32_t *nb = realloc(s->blocks, (size_t)want * sizeof *nb);
+        if (!nb)
+            return kd_err(KD_E_NOMEM, "block table");
+        s->blocks = nb;
+        s->cap = want;
+    }
+    if (s->len % p->bs && s->nblocks && p->ref[s->blocks[s->nblocks - 1]] > 1) {
+        int32_t old = s->blocks[s->nblocks - 1], nw = p->freel[--p->nfree];
+        const size_t bsz = (size_t)(p->L * p->bs * p->row);
+        memcpy(p->lat + (size_t)nw * bsz, p->lat + (size_t)old * bsz, bsz * sizeof(float));
+        p->ref[nw] = 1;
+        unref_(p, old);
+        s->blocks[s->nblocks - 1] = nw;
+    }
+    while (s->nblocks < want) {
+        int32_t b = p->freel[--p->nfree];
+        p->ref[b] = 1;
+        s->blocks[s->nblocks++] = b;
+    }
+    return KD_OK;
+}
+
+/* the latent row of position t of sequence s in layer l */
+static inline float *lat_row_(const kd_kvpool *p, const kd_kvseq *s, int64_t l, int64_t t)
+{
+    return p->lat + (((size_t)s->blocks[t / p->bs] * (size_t)p->L + (size_t)l) * (size_t)p->bs +
+                     (size_t)(t % p->bs)) * (size_t)p->row;
+}
+
+/* ---- one sequence's cache: a pool of its own ----------------------------------------- */
 
 struct kd_mla_cache {
-    int64_t max_T, len;
-    int64_t row;        /* R + Dr */
-    float *lat;         /* (L, max_T, R + Dr) */
-    float *cos_, *sin_; /* (max_T, Dr/2) */
+    kd_kvpool *pool;
+    kd_kvseq seq;
+    int64_t max_T;
 };
 
 int kd_mla_cache_new(const kd_teacher *m, int64_t max_T, kd_mla_cache **out)
@@ -295,23 +432,15 @@ int kd_mla_cache_new(const kd_teacher *m, int64_t max_T, kd_mla_cache **out)
         return kd_err(KD_E_RANGE, "kv cache of %lld positions (max_position_embeddings %lld)",
                       (long long)max_T, (long long)c->max_position);
     kd_mla_cache *k = calloc(1, sizeof *k);
-    const int64_t row = c->kv_lora_rank + c->qk_rope_head_dim, half = c->qk_rope_head_dim / 2;
-    if (k) {
-        k->lat = malloc((size_t)(c->num_layers * max_T * row) * sizeof(float));
-        k->cos_ = malloc((size_t)(2 * max_T * half) * sizeof(float));
-    }
-    if (!k || !k->lat || !k->cos_) {
-        kd_mla_cache_free(k);
-        return kd_err(KD_E_NOMEM, "kv cache of %lld positions", (long long)max_T);
-    }
-    k->sin_ = k->cos_ + max_T * half;
-    k->max_T = max_T;
-    k->row = row;
-    int rc = kd_rope_table(k->cos_, k->sin_, &c->rope, max_T, c->qk_rope_head_dim, NULL);
+    if (!k)
+        return kd_err(KD_E_NOMEM, "kv cache");
+    const int64_t bs = 16;
+    int rc = kd_kvpool_new(m, (max_T + bs - 1) / bs, bs, &k->pool);
     if (rc) {
-        kd_mla_cache_free(k);
+        free(k);
         return rc;
     }
+    k->max_T = max_T;
     *out = k;
     return KD_OK;
 }
@@ -320,12 +449,13 @@ void kd_mla_cache_free(kd_mla_cache *c)
 {
     if (!c)
         return;
-    free(c->lat);
-    free(c->cos_);
+    if (c->pool)
+        kd_kvseq_release(c->pool, &c->seq);
+    kd_kvpool_free(c->pool);
     free(c);
 }
 
-int64_t kd_mla_cache_len(const kd_mla_cache *c) { return c->len; }
+int64_t kd_mla_cache_len(const kd_mla_cache *c) { return c->seq.len; }
 
 /* ---- layer pieces ---------------------------------------------------------------- */
 
@@ -501,149 +631,192 @@ done:
 
 /* ---- the forward over new tokens ---------------------------------------------------- */
 
-int kd_teacher_extend(kd_teacher *m, kd_mla_cache *kc, const int64_t *ids, int64_t n,
-                      kd_mla_mode mode, int all_logits, float *logits)
+int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int nseq, const int64_t *ids,
+                    const int64_t *nn, kd_mla_mode mode, int all_logits, float *logits)
 {
     const kd_model_config *c = &m->cfg;
     const int64_t V = c->vocab_size, C = c->hidden_size, L = c->num_layers, H = c->num_heads;
     const int64_t Qr = c->q_lora_rank, R = c->kv_lora_rank, Dn = c->qk_nope_head_dim;
     const int64_t Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, Dq = Dn + Dr, half = Dr / 2;
-    const int64_t F = c->intermediate_size, p0 = kc->len, T = p0 + n, row = kc->row;
-    if (n <= 0 || T > kc->max_T)
-        return kd_err(KD_E_RANGE, "%lld new tokens at position %lld do not fit a kv cache of %lld",
-                      (long long)n, (long long)p0, (long long)kc->max_T);
-    for (int64_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= V)
-            return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)", (long long)ids[i],
-                          (long long)i, (long long)V);
+    const int64_t F = c->intermediate_size, row = pool->row;
+    if (nseq <= 0)
+        return kd_err(KD_E_RANGE, "a step of %d sequences", nseq);
+    int64_t N = 0, Tmax = 0, need = 0;
+    for (int i = 0; i < nseq; i++) {
+        const int64_t T = seqs[i]->len + nn[i];
+        if (nn[i] <= 0 || T > pool->max_pos)
+            return kd_err(KD_E_RANGE, "%lld new tokens at position %lld of sequence %d: past the context of %lld",
+                          (long long)nn[i], (long long)seqs[i]->len, i, (long long)pool->max_pos);
+        N += nn[i];
+        Tmax = T > Tmax ? T : Tmax;
+        need += kd_kvseq_need(pool, seqs[i], nn[i]);
+    }
+    for (int64_t r = 0; r < N; r++)
+        if (ids[r] < 0 || ids[r] >= V)
+            return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)", (long long)ids[r],
+                          (long long)r, (long long)V);
+    if (need > pool->nfree)
+        return kd_err(KD_E_RANGE, "kv pool full: %lld blocks needed, %lld free", (long long)need,
+                      (long long)pool->nfree);
     const int dec = mode == KD_MLA_DECOMPRESSED;
-    /* scratch, in floats */
     const int64_t sz[] = {
-        n * C,                          /* x: the residual stream */
-        n * C,                          /* ln */
-        n * C,                          /* mo: attention / mlp output */
-        n * (Qr > 0 ? Qr : 1),          /* qa */
-        n * H * Dq,                     /* q */
-        n * (R + Dr),                   /* ckv */
-        dec ? 1 : n * H * (R + Dr),     /* qlat: absorbed queries [W_UK^T q_nope | q_rot] */
-        n * H * (R > Dv ? R : Dv),      /* att: attention output (latent, or values) */
-        n * H * Dv,                     /* attv */
-        2 * n * (F > 1 ? F : 1),        /* mlp scratch */
-        T + 2 * Dr,                     /* scores, rope tmp */
-        dec ? T * R : 1,                /* cl: cached latents, contiguous */
-        dec ? T * H * (Dn + Dv) : 1,    /* kvb */
-        dec ? T * H * Dq : 1,           /* Kd */
-        dec ? T * H * Dv : 1,           /* Vd */
-        V,                              /* one logits row */
+        N * C,                          /* x: the residual stream */
+        N * C,                          /* ln */
+        N * C,                          /* mo: attention / mlp output */
+        N * (Qr > 0 ? Qr : 1),          /* qa */
+        N * H * Dq,                     /* q */
+        N * (R + Dr),                   /* ckv */
+        dec ? 1 : N * H * (R + Dr),     /* qlat: absorbed queries [W_UK^T q_nope | q_rot] */
+        N * H * (R > Dv ? R : Dv),      /* att: attention output (latents, absorbed) */
+        N * H * Dv,                     /* attv: per-head values */
+        2 * N * (F > 1 ? F : 1),        /* mlp scratch */
+        Tmax + 2 * Dr,                  /* scores, rope tmp */
+        Tmax * row,                     /* glat: one sequence's latents, gathered */
+        dec ? Tmax * R : 1,             /* cl */
+        dec ? Tmax * H * (Dn + Dv) : 1, /* kvb */
+        dec ? Tmax * H * Dq : 1,        /* Kd */
+        dec ? Tmax * H * Dv : 1,        /* Vd */
+        V,                              /* a logits row */
     };
     enum { NS = sizeof sz / sizeof sz[0] };
-    size_t need = 0;
+    size_t total = 0;
     for (int i = 0; i < NS; i++)
-        need += (size_t)sz[i];
-    float *mem = malloc(need * sizeof(float)), *pt[NS];
-    if (!mem)
-        return kd_err(KD_E_NOMEM, "teacher scratch (%zu floats)", need);
+        total += (size_t)sz[i];
+    float *mem = malloc(total * sizeof(float)), *pt[NS];
+    int64_t *pos = malloc((size_t)N * sizeof *pos);
+    if (!mem || !pos) {
+        free(mem);
+        free(pos);
+        return kd_err(KD_E_NOMEM, "teacher scratch (%zu floats)", total);
+    }
     for (int64_t i = 0, o = 0; i < NS; o += sz[i], i++)
         pt[i] = mem + o;
     float *x = pt[0], *ln = pt[1], *mo = pt[2], *qa = pt[3], *q = pt[4], *ckv = pt[5], *qlat = pt[6];
-    float *att = pt[7], *attv = pt[8], *mlps = pt[9], *s = pt[10], *tmp = s + T, *cl = pt[11];
-    float *kvb = pt[12], *Kd = pt[13], *Vd = pt[14], *lrow = pt[15];
-    const float *cs = kc->cos_, *sn = kc->sin_;
+    float *att = pt[7], *attv = pt[8], *mlps = pt[9], *s = pt[10], *tmp = s + Tmax, *glat = pt[11];
+    float *cl = pt[12], *kvb = pt[13], *Kd = pt[14], *Vd = pt[15], *lrow = pt[16];
     int rc = KD_OK;
+    for (int i = 0; i < nseq && rc == KD_OK; i++)
+        rc = seq_grow_(pool, seqs[i], nn[i]);
+    for (int i = 0, r = 0; i < nseq; i++)
+        for (int64_t k = 0; k < nn[i]; k++)
+            pos[r++] = seqs[i]->len + k;
 
-    kd_embedding_forward(x, ids, m->wte, n, C);
+    kd_embedding_forward(x, ids, m->wte, N, C);
     for (int64_t l = 0; l < L && rc == KD_OK; l++) {
         const layer_ *y = &m->layers[l];
-        float *lat = kc->lat + l * kc->max_T * row; /* (max_T, R + Dr) */
-        kd_rmsnorm_forward(ln, NULL, x, y->ln1, n, C, c->rms_norm_eps);
-        /* q (n, H, Dn + Dr), its rope part rotated at its positions */
+        kd_rmsnorm_forward(ln, NULL, x, y->ln1, N, C, c->rms_norm_eps);
+        /* q (N, H, Dn + Dr), its rope part rotated at its position */
         if (Qr > 0) {
-            kd_matmul_forward(qa, ln, y->q_a, y->q_a_b, n, C, Qr);
-            kd_rmsnorm_forward(qa, NULL, qa, y->q_a_ln, n, Qr, c->rms_norm_eps);
-            kd_matmul_forward(q, qa, y->q_b, NULL, n, Qr, H * Dq);
+            kd_matmul_forward(qa, ln, y->q_a, y->q_a_b, N, C, Qr);
+            kd_rmsnorm_forward(qa, NULL, qa, y->q_a_ln, N, Qr, c->rms_norm_eps);
+            kd_matmul_forward(q, qa, y->q_b, NULL, N, Qr, H * Dq);
         } else {
-            kd_matmul_forward(q, ln, y->q_proj, NULL, n, C, H * Dq);
+            kd_matmul_forward(q, ln, y->q_proj, NULL, N, C, H * Dq);
         }
-        for (int64_t t = 0; t < n; t++)
+        for (int64_t r = 0; r < N; r++)
             for (int64_t h = 0; h < H; h++) {
-                float *qr = q + (t * H + h) * Dq + Dn;
+                float *qr = q + (r * H + h) * Dq + Dn;
                 if (c->rope_interleave)
                     deinterleave_(qr, Dr, tmp);
-                kd_rope_forward(qr, cs + (p0 + t) * half, sn + (p0 + t) * half, NULL, 1, 1, 1, Dr);
+                kd_rope_forward(qr, pool->cos_ + pos[r] * half, pool->sin_ + pos[r] * half, NULL, 1, 1, 1, Dr);
             }
-        /* the new tokens' latents [norm(c) | rope(kr)] into the cache */
-        kd_matmul_forward(ckv, ln, y->kv_a, y->kv_a_b, n, C, R + Dr);
-        for (int64_t t = 0; t < n; t++) {
-            float *dst = lat + (p0 + t) * row;
-            kd_rmsnorm_forward(dst, NULL, ckv + t * (R + Dr), y->kv_ln, 1, R, c->rms_norm_eps);
-            memcpy(dst + R, ckv + t * (R + Dr) + R, (size_t)Dr * sizeof(float));
-            if (c->rope_interleave)
-                deinterleave_(dst + R, Dr, tmp);
-            kd_rope_forward(dst + R, cs + (p0 + t) * half, sn + (p0 + t) * half, NULL, 1, 1, 1, Dr);
-        }
-        if (dec) {
-            /* keys [k_nope_h | kr] and values of every cached position */
-            for (int64_t j = 0; j < T; j++)
-                memcpy(cl + j * R, lat + j * row, (size_t)R * sizeof(float));
-            kd_matmul_forward(kvb, cl, y->kv_b, NULL, T, R, H * (Dn + Dv));
-            for (int64_t j = 0; j < T; j++)
+        /* the new tokens' latents [norm(c) | rope(kr)] into their blocks */
+        kd_matmul_forward(ckv, ln, y->kv_a, y->kv_a_b, N, C, R + Dr);
+        for (int i = 0, r = 0; i < nseq; i++)
+            for (int64_t k = 0; k < nn[i]; k++, r++) {
+                float *dst = lat_row_(pool, seqs[i], l, pos[r]);
+                kd_rmsnorm_forward(dst, NULL, ckv + r * (R + Dr), y->kv_ln, 1, R, c->rms_norm_eps);
+                memcpy(dst + R, ckv + r * (R + Dr) + R, (size_t)Dr * sizeof(float));
+                if (c->rope_interleave)
+                    deinterleave_(dst + R, Dr, tmp);
+                kd_rope_forward(dst + R, pool->cos_ + pos[r] * half, pool->sin_ + pos[r] * half, NULL, 1, 1,
+                                1, Dr);
+            }
+        if (!dec) /* absorbed queries: q_lat = W_UK^T q_nope per head, then q_rot */
+            for (int64_t r = 0; r < N; r++)
                 for (int64_t h = 0; h < H; h++) {
-                    const float *src = kvb + (j * H + h) * (Dn + Dv);
-                    memcpy(Kd + (j * H + h) * Dq, src, (size_t)Dn * sizeof(float));
-                    memcpy(Kd + (j * H + h) * Dq + Dn, lat + j * row + R, (size_t)Dr * sizeof(float));
-                    memcpy(Vd + (j * H + h) * Dv, src + Dn, (size_t)Dv * sizeof(float));
-                }
-            kd_attention_cached(attv, q, Kd, Vd, H * Dq, H * Dv, p0, n, H, H, Dq, Dv, m->scale, s);
-        } else {
-            /* absorbed: q_lat = W_UK^T q_nope per head; attend the latents as
-             * one shared head; then W_UV on the attended latent */
-            for (int64_t t = 0; t < n; t++)
-                for (int64_t h = 0; h < H; h++) {
-                    const float *qn = q + (t * H + h) * Dq;
-                    float *ql = qlat + (t * H + h) * (R + Dr);
+                    const float *qn = q + (r * H + h) * Dq;
+                    float *ql = qlat + (r * H + h) * (R + Dr);
                     memset(ql, 0, (size_t)R * sizeof(float));
                     for (int64_t i = 0; i < Dn; i++) {
                         const float *wk = y->kv_b + (h * (Dn + Dv) + i) * R, a = qn[i];
-                        for (int64_t r = 0; r < R; r++)
-                            ql[r] += a * wk[r];
+                        for (int64_t k = 0; k < R; k++)
+                            ql[k] += a * wk[k];
                     }
                     memcpy(ql + R, qn + Dn, (size_t)Dr * sizeof(float));
                 }
-            kd_attention_cached(att, qlat, lat, lat, row, row, p0, n, H, 1, R + Dr, R, m->scale, s);
-            for (int64_t t = 0; t < n; t++)
+        /* attention, sequence by sequence, over its gathered latents */
+        for (int i = 0, off = 0; i < nseq; off += (int)nn[i], i++) {
+            const kd_kvseq *sq = seqs[i];
+            const int64_t p0 = sq->len, T = p0 + nn[i];
+            for (int64_t t = 0; t < T; t++)
+                memcpy(glat + t * row, lat_row_(pool, sq, l, t), (size_t)row * sizeof(float));
+            if (dec) {
+                /* keys [k_nope_h | kr] and values of every position, decompressed */
+                for (int64_t t = 0; t < T; t++)
+                    memcpy(cl + t * R, glat + t * row, (size_t)R * sizeof(float));
+                kd_matmul_forward(kvb, cl, y->kv_b, NULL, T, R, H * (Dn + Dv));
+                for (int64_t t = 0; t < T; t++)
+                    for (int64_t h = 0; h < H; h++) {
+                        const float *src = kvb + (t * H + h) * (Dn + Dv);
+                        memcpy(Kd + (t * H + h) * Dq, src, (size_t)Dn * sizeof(float));
+                        memcpy(Kd + (t * H + h) * Dq + Dn, glat + t * row + R, (size_t)Dr * sizeof(float));
+                        memcpy(Vd + (t * H + h) * Dv, src + Dn, (size_t)Dv * sizeof(float));
+                    }
+                kd_attention_cached(attv + off * H * Dv, q + off * H * Dq, Kd, Vd, H * Dq, H * Dv, p0, nn[i],
+                                    H, H, Dq, Dv, m->scale, s);
+            } else {
+                kd_attention_cached(att + off * H * R, qlat + off * H * (R + Dr), glat, glat, row, row, p0,
+                                    nn[i], H, 1, R + Dr, R, m->scale, s);
+            }
+        }
+        if (!dec) /* W_UV on the attended latents */
+            for (int64_t r = 0; r < N; r++)
                 for (int64_t h = 0; h < H; h++) {
-                    const float *al = att + (t * H + h) * R;
-                    float *ov = attv + (t * H + h) * Dv;
+                    const float *al = att + (r * H + h) * R;
+                    float *ov = attv + (r * H + h) * Dv;
                     for (int64_t v = 0; v < Dv; v++) {
                         const float *wv = y->kv_b + (h * (Dn + Dv) + Dn + v) * R;
                         float a = 0.0f;
-                        for (int64_t r = 0; r < R; r++)
-                            a += wv[r] * al[r];
+                        for (int64_t k = 0; k < R; k++)
+                            a += wv[k] * al[k];
                         ov[v] = a;
                     }
                 }
-        }
-        kd_matmul_forward(mo, attv, y->o, y->o_b, n, H * Dv, C);
-        kd_residual_forward(x, x, mo, n * C);
-        kd_rmsnorm_forward(ln, NULL, x, y->ln2, n, C, c->rms_norm_eps);
+        kd_matmul_forward(mo, attv, y->o, y->o_b, N, H * Dv, C);
+        kd_residual_forward(x, x, mo, N * C);
+        kd_rmsnorm_forward(ln, NULL, x, y->ln2, N, C, c->rms_norm_eps);
         if (y->moe)
-            rc = moe_(m, y, mo, ln, n);
+            rc = moe_(m, y, mo, ln, N);
         else
-            mlp_(mo, ln, y->gate, y->up, y->down, n, C, F, mlps);
-        kd_residual_forward(x, x, mo, n * C);
+            mlp_(mo, ln, y->gate, y->up, y->down, N, C, F, mlps);
+        kd_residual_forward(x, x, mo, N * C);
     }
     if (rc == KD_OK) {
-        kc->len = T;
-        if (logits) {
-            for (int64_t t = all_logits ? 0 : n - 1; t < n; t++) {
-                kd_rmsnorm_forward(ln, NULL, x + t * C, m->lnf, 1, C, c->rms_norm_eps);
+        for (int i = 0, r = 0; i < nseq; i++) {
+            for (int64_t k = 0; k < nn[i]; k++, r++) {
+                if (!logits || (!all_logits && k + 1 < nn[i]))
+                    continue;
+                kd_rmsnorm_forward(ln, NULL, x + r * C, m->lnf, 1, C, c->rms_norm_eps);
                 kd_matmul_forward(lrow, ln, m->lm_head, NULL, 1, C, V);
-                memcpy(logits + (all_logits ? t : 0) * V, lrow, (size_t)V * sizeof(float));
+                memcpy(logits + (all_logits ? r : i) * V, lrow, (size_t)V * sizeof(float));
             }
+            seqs[i]->len += nn[i];
         }
     }
     free(mem);
+    free(pos);
     return rc;
+}
+
+int kd_teacher_extend(kd_teacher *m, kd_mla_cache *kc, const int64_t *ids, int64_t n,
+                      kd_mla_mode mode, int all_logits, float *logits)
+{
+    if (n <= 0 || kc->seq.len + n > kc->max_T)
+        return kd_err(KD_E_RANGE, "%lld new tokens at position %lld do not fit a kv cache of %lld",
+                      (long long)n, (long long)kc->seq.len, (long long)kc->max_T);
+    kd_kvseq *sq = &kc->seq;
+    return kd_teacher_step(m, kc->pool, &sq, 1, ids, &n, mode, all_logits, logits);
 }
 
 int kd_teacher_logits(kd_teacher *m, const int64_t *ids, int64_t T, float *logits)
