@@ -9,6 +9,9 @@
 #include "sft/sft.h"
 #include "student/export.h"
 #include "student/model.h"
+#include "teacher/model.h"
+#include "core/util.h"
+#include <unistd.h>
 
 static void usage_(FILE *f)
 {
@@ -96,7 +99,8 @@ static void init_usage_(FILE *f)
 {
     fprintf(f, "usage: distill init CONFIG_DIR OUT_DIR [--tokenizer DIR] [--seed N] [--std X]\n"
                "                   [--dtype f32|bf16]\n\n"
-               "Writes a model of CONFIG_DIR/config.json (qwen2 or llama) with random weights,\n"
+               "Writes a model of CONFIG_DIR/config.json (qwen2, llama, deepseek_v3 or\n"
+               "deepseek_v2) with random weights,\n"
                "normal(0, std) and norms 1, as an HF folder: for tests, demos and benchmarks\n"
                "in real shapes when no checkpoint can be downloaded.\n\n"
                "options:\n"
@@ -152,13 +156,37 @@ int cmd_init(int argc, char **argv)
     }
     if (argc - optind != 2)
         return kd_cli_usage_error("init", "CONFIG_DIR and OUT_DIR are required");
-    kd_student *m = NULL;
-    int st = kd_student_init(argv[optind], (uint64_t)seed, std, &m);
-    if (st == KD_OK) {
-        kd_export_opts eo = {.src_dir = argv[optind], .tokenizer_dir = tokdir, .dtype = dt};
-        st = kd_student_export(m, argv[optind + 1], &eo);
+    kd_model_config cfg;
+    int st = kd_model_config_load(argv[optind], &cfg);
+    if (st == KD_OK && (cfg.arch == KD_ARCH_DEEPSEEK_V3 || cfg.arch == KD_ARCH_DEEPSEEK_V2)) {
+        /* the teacher: F32 weights and config, then the tokenizer files */
+        const char *src = tokdir ? tokdir : argv[optind];
+        static const char *const files[] = {"tokenizer.json", "tokenizer_config.json"};
+        if (dt != KD_F32)
+            st = kd_err(KD_E_UNSUPPORTED, "init: a deepseek model is written in f32");
+        if (st == KD_OK)
+            st = kd_teacher_write_random(argv[optind], argv[optind + 1], (uint64_t)seed, std);
+        for (int i = 0; i < 2 && st == KD_OK; i++) {
+            char a[4200], b[4200], *txt = NULL;
+            size_t len = 0;
+            snprintf(a, sizeof a, "%s/%s", src, files[i]);
+            snprintf(b, sizeof b, "%s/%s", argv[optind + 1], files[i]);
+            if (access(a, R_OK) && i)
+                continue; /* tokenizer_config.json is optional */
+            st = kd_read_file(a, 1u << 30, &txt, &len);
+            if (st == KD_OK)
+                st = kd_write_file_atomic(b, txt, len);
+            free(txt);
+        }
+    } else if (st == KD_OK) {
+        kd_student *m = NULL;
+        st = kd_student_init(argv[optind], (uint64_t)seed, std, &m);
+        if (st == KD_OK) {
+            kd_export_opts eo = {.src_dir = argv[optind], .tokenizer_dir = tokdir, .dtype = dt};
+            st = kd_student_export(m, argv[optind + 1], &eo);
+        }
+        kd_student_free(m);
     }
-    kd_student_free(m);
     if (st != KD_OK)
         return kd_cli_fail(st);
     printf("init: wrote %s\n", argv[optind + 1]);

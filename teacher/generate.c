@@ -50,6 +50,10 @@ static const kd_cfg_field gen_fields_[] = {
     KD_CFG_BOOL(kd_gen_config, force_think, "true", "start the assistant turn with <think>\\n"),
     KD_CFG_ENUM(kd_gen_config, mla, "absorbed", "absorbed|decompressed", "DeepSeek decode attention form"),
     KD_CFG_INT(kd_gen_config, commit_every, "8", 1, 1e6, "finished units per committed batch"),
+    KD_CFG_INT(kd_gen_config, batch, "16", 1, 4096, "DeepSeek: samples decoded together"),
+    KD_CFG_INT(kd_gen_config, kv_block, "16", 1, 4096, "DeepSeek: positions per kv cache block"),
+    KD_CFG_INT(kd_gen_config, kv_blocks, "0", 0, 1e9,
+               "DeepSeek: blocks in the kv pool; 0 = batch x (max_new_tokens + 2048) positions"),
     KD_CFG_BOOL(kd_gen_config, progress, "true", "draw a progress bar"),
     KD_CFG_SECTION(kd_gen_config, sampling, sampling_fields_, "sampling"),
     KD_CFG_SECTION(kd_gen_config, runtime, kd_runtime_fields, "seed, device, threads, logging"),
@@ -138,117 +142,177 @@ typedef struct gjob_ {
     int64_t *close_think; /* the tokens of "\n</think>\n\n" */
     size_t nclose;
     kd_sampler_cfg sc;
-    float *row, *work, *scratch;
-    int64_t *counts;      /* V: how often each token was generated in this unit */
-    uint8_t *seen;        /* V: in the prompt or the completion (repetition penalty) */
+    float *work, *scratch;
 } gjob_;
 
-/* Generate one sample for prompt tokens p (P of them). */
-static int run_unit_(gjob_ *j, uint64_t pid, uint64_t sample, const int64_t *p, int64_t P,
-                     int64_t max_new, unit_out_ *o)
+/* One sample in flight: its cache, its sampling state, its output. */
+typedef struct samp_ {
+    uint64_t pid;
+    uint32_t sample;
+    const int64_t *prompt; /* the unit's prompt (owned by the caller) */
+    int64_t P, max_new;
+    kd_kvseq seq;          /* teacher engine: its blocks */
+    int64_t t;             /* tokens generated */
+    int64_t *gen;          /* (max_new) the generated ids, for a replay after preemption */
+    int64_t *counts;       /* V: generated counts (frequency penalty) */
+    uint8_t *seen;         /* V: prompt or completion (repetition penalty) */
+    float *row;            /* V: the logits for the next token */
+    kd_tok_stream ts;
+    unit_out_ o;
+    int in_think;
+    int64_t think_tokens, forced;
+    int64_t next;          /* the token to feed */
+    int done;
+    double t0;
+} samp_;
+
+static void samp_free_(samp_ *sp)
+{
+    free(sp->gen);
+    free(sp->counts);
+    free(sp->seen);
+    free(sp->row);
+    kd_tok_stream_release(&sp->ts);
+    free(sp->o.text);
+    memset(sp, 0, sizeof *sp);
+}
+
+static int samp_init_(gjob_ *j, samp_ *sp, uint64_t pid, uint32_t sample, const int64_t *p, int64_t P,
+                      int64_t max_new)
+{
+    const int64_t V = j->g.V;
+    memset(sp, 0, sizeof *sp);
+    sp->pid = pid;
+    sp->sample = sample;
+    sp->prompt = p;
+    sp->P = P;
+    sp->max_new = max_new;
+    sp->gen = malloc((size_t)max_new * sizeof *sp->gen);
+    sp->counts = calloc((size_t)V, sizeof *sp->counts);
+    sp->seen = calloc((size_t)V, 1);
+    sp->row = malloc((size_t)V * sizeof *sp->row);
+    if (!sp->gen || !sp->counts || !sp->seen || !sp->row) {
+        samp_free_(sp);
+        return kd_err(KD_E_NOMEM, "sample state");
+    }
+    for (int64_t i = 0; i < P; i++)
+        sp->seen[p[i]] = 1;
+    kd_tok_stream_init(&sp->ts, j->tok, 1);
+    sp->in_think = j->cfg->force_think;
+    sp->forced = -1;
+    sp->o.finish = KD_FINISH_LENGTH;
+    sp->t0 = kd_now();
+    return j->cfg->force_think ? out_append_(&sp->o, "<think>\n", 8) : KD_OK;
+}
+
+/* Choose the next token from sp->row. Sets sp->done (stop, or the last
+ * allowed token) or sp->next (the token to feed). */
+static int samp_advance_(gjob_ *j, samp_ *sp)
 {
     const kd_gen_config *c = j->cfg;
     const int64_t V = j->g.V;
-    const double t0 = kd_now();
+    const float *row = sp->row;
+    int64_t id;
+    float mx = -INFINITY; /* the model's log-probabilities, for the record */
+    for (int64_t v = 0; v < V; v++)
+        mx = row[v] > mx ? row[v] : mx;
+    double z = 0;
+    for (int64_t v = 0; v < V; v++)
+        z += exp((double)row[v] - mx);
+    if (sp->forced >= 0) {
+        id = j->close_think[sp->forced++];
+        if ((size_t)sp->forced == j->nclose)
+            sp->forced = -1;
+    } else {
+        memcpy(j->work, row, (size_t)V * sizeof(float));
+        for (int64_t v = 0; v < V; v++) {
+            if (c->sampling.repetition_penalty != 1.0 && sp->seen[v])
+                j->work[v] = j->work[v] > 0 ? j->work[v] / (float)c->sampling.repetition_penalty
+                                            : j->work[v] * (float)c->sampling.repetition_penalty;
+            if (c->sampling.frequency_penalty != 0.0 && sp->counts[v])
+                j->work[v] -= (float)(c->sampling.frequency_penalty * (double)sp->counts[v]);
+        }
+        kd_rng r;
+        kd_gen_rng((uint64_t)c->runtime.seed, sp->pid, sp->sample, (uint64_t)sp->t, &r);
+        KD_TRY(kd_sample(&j->sc, &r, j->work, V, &id, j->scratch));
+    }
+    unit_out_ *o = &sp->o;
+    o->logprob += (double)row[id] - mx - log(z);
+    o->tokens++;
+    sp->gen[sp->t++] = id;
+    sp->counts[id]++;
+    sp->seen[id] = 1;
+    for (int k = 0; k < j->nstop; k++)
+        if (id == j->stop_ids[k]) {
+            o->finish = KD_FINISH_STOP;
+            sp->done = 1;
+            return KD_OK;
+        }
+    const char *piece = "";
+    size_t plen = 0;
+    /* an id of the model's padded vocabulary that names no token decodes to
+     * nothing, as in HF tokenizers */
+    if (kd_tok_id_to_token(j->tok, (int32_t)id)) {
+        KD_TRY(kd_tok_stream_push(&sp->ts, (int32_t)id, &piece, &plen));
+        KD_TRY(out_append_(o, piece, plen));
+    }
+    /* stop strings: cut the text where the first one starts */
+    for (size_t k = 0; k < c->sampling.stop.n; k++) {
+        const char *st = c->sampling.stop.items[k];
+        size_t sl = strlen(st);
+        size_t from = o->len > plen + sl ? o->len - plen - sl : 0;
+        char *hit = sl ? strstr(o->text + from, st) : NULL;
+        if (hit) {
+            o->len = (size_t)(hit - o->text);
+            o->text[o->len] = 0;
+            o->finish = KD_FINISH_STOP;
+            sp->done = 1;
+            return KD_OK;
+        }
+    }
+    if (sp->in_think) {
+        if (o->len >= 8 && strstr(o->text + (o->len > plen + 8 ? o->len - plen - 8 : 0), "</think>"))
+            sp->in_think = 0;
+        else if (c->sampling.thinking_budget > 0 && ++sp->think_tokens >= c->sampling.thinking_budget &&
+                 sp->forced < 0) {
+            sp->forced = 0; /* close the reasoning now */
+            sp->in_think = 0;
+            o->budget_hit = 1;
+        }
+    }
+    if (sp->t >= sp->max_new) {
+        sp->done = 1; /* length */
+        return KD_OK;
+    }
+    sp->next = id;
+    return KD_OK;
+}
+
+/* The record's last touches: the decoder's tail, the finish, the time. */
+static int samp_finish_(samp_ *sp)
+{
+    const char *piece;
+    size_t plen;
+    int rc = KD_OK;
+    if (sp->o.finish != KD_FINISH_STOP && kd_tok_stream_finish(&sp->ts, &piece, &plen) == KD_OK)
+        rc = out_append_(&sp->o, piece, plen);
+    if (sp->o.budget_hit)
+        sp->o.finish = KD_FINISH_BUDGET;
+    sp->o.seconds = kd_now() - sp->t0;
+    return rc;
+}
+
+/* One sample on a contiguous cache (dense models): prefill, then token by token. */
+static int run_unit_(gjob_ *j, samp_ *sp)
+{
     gcache_ cache;
-    KD_TRY(gm_cache_(&j->g, P + max_new, &cache));
-    int rc = gm_extend_(&j->g, &cache, p, P, 1, j->row);
-    kd_tok_stream ts;
-    kd_tok_stream_init(&ts, j->tok, 1);
-    memset(j->counts, 0, (size_t)V * sizeof *j->counts);
-    memset(j->seen, 0, (size_t)V);
-    for (int64_t i = 0; i < P; i++)
-        j->seen[p[i]] = 1;
-    if (c->force_think)
-        rc = rc ? rc : out_append_(o, "<think>\n", 8);
-    int in_think = c->force_think;
-    int64_t think_tokens = 0, forced = -1; /* index into close_think while forcing */
-    o->finish = KD_FINISH_LENGTH;
-    for (int64_t t = 0; rc == KD_OK && t < max_new; t++) {
-        int64_t id;
-        /* the model's log-probabilities, for the record */
-        float mx = -INFINITY;
-        for (int64_t v = 0; v < V; v++)
-            mx = j->row[v] > mx ? j->row[v] : mx;
-        double z = 0;
-        for (int64_t v = 0; v < V; v++)
-            z += exp((double)j->row[v] - mx);
-        if (forced >= 0) {
-            id = j->close_think[forced++];
-            if ((size_t)forced == j->nclose)
-                forced = -1;
-        } else {
-            memcpy(j->work, j->row, (size_t)V * sizeof(float));
-            for (int64_t v = 0; v < V; v++) {
-                if (c->sampling.repetition_penalty != 1.0 && j->seen[v])
-                    j->work[v] = j->work[v] > 0 ? j->work[v] / (float)c->sampling.repetition_penalty
-                                                : j->work[v] * (float)c->sampling.repetition_penalty;
-                if (c->sampling.frequency_penalty != 0.0 && j->counts[v])
-                    j->work[v] -= (float)(c->sampling.frequency_penalty * (double)j->counts[v]);
-            }
-            kd_rng r;
-            kd_gen_rng((uint64_t)c->runtime.seed, pid, sample, (uint64_t)t, &r);
-            rc = kd_sample(&j->sc, &r, j->work, V, &id, j->scratch);
-            if (rc)
-                break;
-        }
-        o->logprob += (double)j->row[id] - mx - log(z);
-        o->tokens++;
-        j->counts[id]++;
-        j->seen[id] = 1;
-        int stop = 0;
-        for (int k = 0; k < j->nstop && !stop; k++)
-            stop = id == j->stop_ids[k];
-        if (stop) {
-            o->finish = KD_FINISH_STOP;
-            break;
-        }
-        const char *piece = "";
-        size_t plen = 0;
-        /* an id of the model's padded vocabulary that names no token decodes to
-         * nothing, as in HF tokenizers */
-        if (kd_tok_id_to_token(j->tok, (int32_t)id) &&
-            ((rc = kd_tok_stream_push(&ts, (int32_t)id, &piece, &plen)) || (rc = out_append_(o, piece, plen))))
-            break;
-        /* stop strings: cut the text where the first one starts */
-        int cut = 0;
-        for (size_t k = 0; k < c->sampling.stop.n && !cut; k++) {
-            const char *s = c->sampling.stop.items[k];
-            size_t sl = strlen(s);
-            size_t from = o->len > plen + sl ? o->len - plen - sl : 0;
-            char *hit = sl ? strstr(o->text + from, s) : NULL;
-            if (hit) {
-                o->len = (size_t)(hit - o->text);
-                o->text[o->len] = 0;
-                cut = 1;
-            }
-        }
-        if (cut) {
-            o->finish = KD_FINISH_STOP;
-            break;
-        }
-        if (in_think) {
-            if (o->len >= 8 && strstr(o->text + (o->len > plen + 8 ? o->len - plen - 8 : 0), "</think>"))
-                in_think = 0;
-            else if (c->sampling.thinking_budget > 0 && ++think_tokens >= c->sampling.thinking_budget &&
-                     forced < 0) {
-                forced = 0; /* close the reasoning now */
-                in_think = 0;
-                o->budget_hit = 1;
-            }
-        }
-        if (t + 1 < max_new)
-            rc = gm_extend_(&j->g, &cache, &id, 1, 0, j->row);
-    }
-    if (rc == KD_OK) {
-        const char *piece;
-        size_t plen;
-        if (kd_tok_stream_finish(&ts, &piece, &plen) == KD_OK && o->finish != KD_FINISH_STOP)
-            rc = out_append_(o, piece, plen);
-    }
-    kd_tok_stream_release(&ts);
+    KD_TRY(gm_cache_(&j->g, sp->P + sp->max_new, &cache));
+    int rc = gm_extend_(&j->g, &cache, sp->prompt, sp->P, 1, sp->row);
+    while (rc == KD_OK && (rc = samp_advance_(j, sp)) == KD_OK && !sp->done)
+        rc = gm_extend_(&j->g, &cache, &sp->next, 1, 0, sp->row);
+    if (rc == KD_OK)
+        rc = samp_finish_(sp);
     gm_cache_free_(&cache);
-    o->seconds = kd_now() - t0;
     return rc;
 }
 
@@ -387,6 +451,364 @@ static uint64_t hash_config_(const kd_gen_config *c)
     return h;
 }
 
+/* ---- the job's loop ------------------------------------------------------------------ */
+
+/* A prompt with samples to generate. */
+typedef struct unit_ {
+    uint64_t pid;
+    int64_t *prompt, P, max_new;
+    int missing[4096], nmiss, live; /* live: samples not yet recorded */
+} unit_;
+
+typedef struct gctx_ {
+    gjob_ *j;
+    const kd_gen_config *c;
+    kd_store *in, *out;
+    const uint64_t *pids;
+    size_t npids, next;
+    pending_ *pend;
+    size_t *np;
+    uint32_t lineage;
+    kd_gen_result *res;
+    int64_t *lens;
+    kd_progress *pb;
+    kd_ids *ids;
+    double tok_run, t_run;
+} gctx_;
+
+/* Record a finished sample (it is freed). */
+static int record_(gctx_ *x, samp_ *sp)
+{
+    kd_gen_result *res = x->res;
+    res->by_finish[sp->o.finish]++;
+    x->lens[res->generated++] = sp->o.tokens;
+    res->tokens += sp->o.tokens;
+    x->tok_run += (double)sp->o.tokens;
+    x->pend[(*x->np)++] = (pending_){.pid = sp->pid, .sample = sp->sample, .o = sp->o, .ptoks = (uint32_t)sp->P};
+    sp->o = (unit_out_){0}; /* the text now belongs to the pending record */
+    samp_free_(sp);
+    int rc = KD_OK;
+    if (*x->np == (size_t)x->c->commit_every)
+        rc = flush_(x->out, x->pend, x->np, x->lineage);
+    if (x->pb) {
+        kd_progress_note(x->pb, "%.1f tok/s out", x->tok_run / (kd_now() - x->t_run));
+        kd_progress_add(x->pb, 1);
+    }
+    return rc;
+}
+
+/* The next prompt with missing samples (*u NULL at the end). Prompts whose
+ * samples all exist are counted; prompts that do not fit are recorded as
+ * skipped. */
+static int next_unit_(gctx_ *x, unit_ **u)
+{
+    const kd_gen_config *c = x->c;
+    gjob_ *j = x->j;
+    *u = NULL;
+    while (x->next < x->npids) {
+        const uint64_t pid = x->pids[x->next++];
+        unit_ *n = calloc(1, sizeof *n);
+        if (!n)
+            return kd_err(KD_E_NOMEM, "unit");
+        n->pid = pid;
+        kd_store_read *r = NULL;
+        int rc = kd_store_read_begin(x->out, &r);
+        for (int64_t s = 0; s < c->samples && rc == KD_OK; s++) {
+            int ex = 0;
+            rc = kd_store_unit_exists(r, pid, (uint32_t)s, &ex);
+            if (!ex)
+                n->missing[n->nmiss++] = (int)s;
+        }
+        if (r)
+            kd_store_read_end(r);
+        x->res->existing += c->samples - n->nmiss;
+        if (x->pb)
+            kd_progress_add(x->pb, (uint64_t)(c->samples - n->nmiss));
+        if (rc || !n->nmiss) {
+            free(n);
+            if (rc)
+                return rc;
+            continue;
+        }
+        kd_record rec;
+        if ((rc = kd_store_read_begin(x->in, &r)) == KD_OK) {
+            rc = kd_store_get(r, KD_DB_PROMPTS, pid, 0, &rec);
+            if (rc == KD_OK)
+                rc = prompt_ids_(j, &rec, x->ids);
+            kd_store_read_end(r);
+        }
+        if (rc) {
+            free(n);
+            return rc;
+        }
+        n->P = (int64_t)x->ids->n;
+        if (n->P + 1 > j->g.max_pos) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "prompt of %lld tokens does not fit the context of %lld",
+                     (long long)n->P, (long long)j->g.max_pos);
+            for (int k = 0; k < n->nmiss && rc == KD_OK; k++) {
+                x->pend[(*x->np)++] = (pending_){.pid = pid, .sample = (uint32_t)n->missing[k],
+                                                 .ptoks = (uint32_t)n->P, .reason = strdup(msg)};
+                x->res->skipped++;
+                x->res->by_finish[KD_FINISH_SKIPPED]++;
+                if (*x->np == (size_t)c->commit_every)
+                    rc = flush_(x->out, x->pend, x->np, x->lineage);
+            }
+            if (x->pb)
+                kd_progress_add(x->pb, (uint64_t)n->nmiss);
+            free(n);
+            if (rc)
+                return rc;
+            continue;
+        }
+        n->max_new = c->sampling.max_new_tokens;
+        if (n->P + n->max_new > j->g.max_pos)
+            n->max_new = j->g.max_pos - n->P; /* what fits; the finish says length if it runs out */
+        n->prompt = malloc((size_t)n->P * sizeof *n->prompt);
+        if (!n->prompt) {
+            free(n);
+            return kd_err(KD_E_NOMEM, "prompt");
+        }
+        for (int64_t k = 0; k < n->P; k++)
+            n->prompt[k] = x->ids->ids[k];
+        n->live = n->nmiss;
+        *u = n;
+        return KD_OK;
+    }
+    return KD_OK;
+}
+
+static void unit_done_(unit_ *u)
+{
+    if (--u->live == 0) {
+        free(u->prompt);
+        free(u);
+    }
+}
+
+/* Dense models: one sample at a time on a contiguous cache. */
+static int run_sequential_(gctx_ *x)
+{
+    int rc;
+    unit_ *u;
+    while ((rc = next_unit_(x, &u)) == KD_OK && u) {
+        for (int k = 0, n = u->nmiss; k < n && rc == KD_OK; k++) {
+            samp_ sp;
+            rc = samp_init_(x->j, &sp, u->pid, (uint32_t)u->missing[k], u->prompt, u->P, u->max_new);
+            if (rc == KD_OK)
+                rc = run_unit_(x->j, &sp);
+            if (rc == KD_OK)
+                rc = record_(x, &sp);
+            else
+                samp_free_(&sp);
+            unit_done_(u);
+        }
+    }
+    return rc;
+}
+
+/* The teacher: continuous batching over a paged cache. Up to `batch`
+ * samples run together; a new prompt is prefilled once and its samples fork
+ * its blocks; each step advances every running sample by one token. When the
+ * pool runs out, the newest sample is preempted (its blocks freed) and later
+ * recomputed: its prompt prefilled, its tokens replayed, so its text is the
+ * same as if it had never been preempted. */
+typedef struct live_ {
+    samp_ sp;
+    unit_ *u;
+    int replay; /* waiting: the cache must be (re)built before it runs */
+    int fed;    /* sp.row holds fresh logits (else sp.next waits to be fed) */
+} live_;
+
+static int run_engine_(gctx_ *x)
+{
+    gjob_ *j = x->j;
+    const kd_gen_config *c = x->c;
+    kd_teacher *m = j->g.t;
+    const int64_t V = j->g.V, B = c->batch, bs = c->kv_block;
+    int64_t nblocks = c->kv_blocks;
+    if (!nblocks) {
+        int64_t span = c->sampling.max_new_tokens + 2048;
+        span = span < j->g.max_pos ? span : j->g.max_pos;
+        nblocks = B * ((span + bs - 1) / bs) + 1;
+    }
+    kd_kvpool *pool = NULL;
+    KD_TRY(kd_kvpool_new(m, nblocks, bs, &pool));
+    live_ *run = calloc((size_t)B, sizeof *run), *wait = NULL;
+    kd_kvseq **seqs = calloc((size_t)B, sizeof *seqs);
+    int64_t *next = calloc((size_t)B, sizeof *next), *nn = calloc((size_t)B, sizeof *nn);
+    float *logits = malloc((size_t)(B * V) * sizeof *logits);
+    size_t nwait = 0, capwait = 0;
+    int64_t nrun = 0;
+    unit_ *pending_unit = NULL;
+    int more = 1, rc = (run && seqs && next && nn && logits) ? KD_OK : kd_err(KD_E_NOMEM, "engine");
+    for (int64_t i = 0; rc == KD_OK && i < B; i++)
+        nn[i] = 1;
+    while (rc == KD_OK) {
+        /* admit: preempted samples first, then new prompts */
+        while (rc == KD_OK && nrun < B && nwait) {
+            live_ *w = &wait[nwait - 1];
+            const int64_t need = (w->sp.P + w->sp.t + bs - 1) / bs + 1;
+            if (need > kd_kvpool_free_blocks(pool))
+                break;
+            live_ *l = &run[nrun];
+            *l = *w;
+            nwait--;
+            kd_kvseq *sq = &l->sp.seq;
+            int64_t P = l->sp.P;
+            rc = kd_teacher_step(m, pool, &sq, 1, l->sp.prompt, &P, KD_MLA_DECOMPRESSED, 0, l->sp.row);
+            /* replay the tokens it had fed, one at a time as before; the token it
+             * had chosen last (sp.next) is fed by the next step */
+            for (int64_t t = 0; rc == KD_OK && t + 1 < l->sp.t; t++)
+                rc = kd_teacher_step(m, pool, &sq, 1, &l->sp.gen[t], &nn[0],
+                                     c->mla ? KD_MLA_DECOMPRESSED : KD_MLA_ABSORBED, 0, l->sp.row);
+            l->replay = 0;
+            l->fed = l->sp.t == 0;
+            nrun++;
+        }
+        while (rc == KD_OK && more && !nwait) {
+            if (!pending_unit && (rc = next_unit_(x, &pending_unit)) == KD_OK && !pending_unit)
+                more = 0;
+            if (rc || !pending_unit)
+                break;
+            unit_ *u = pending_unit;
+            const int64_t need = (u->P + bs) / bs + u->nmiss + 1;
+            if (nrun + u->nmiss > B && nrun > 0)
+                break;
+            if (need > kd_kvpool_free_blocks(pool)) {
+                if (nrun == 0)
+                    rc = kd_err(KD_E_CONFIG, "the kv pool (%lld blocks of %lld) cannot hold a prompt of %lld "
+                                "tokens and its %d samples: raise kv_blocks", (long long)nblocks, (long long)bs,
+                                (long long)u->P, u->nmiss);
+                break;
+            }
+            kd_kvseq root = {0}, *rp = &root;
+            int64_t P = u->P;
+            float *row0 = malloc((size_t)V * sizeof *row0);
+            rc = row0 ? kd_teacher_step(m, pool, &rp, 1, u->prompt, &P, KD_MLA_DECOMPRESSED, 0, row0)
+                      : kd_err(KD_E_NOMEM, "row");
+            for (int k = 0, n = u->nmiss; rc == KD_OK && k < n; k++) {
+                if (nrun == B) { /* a prompt with more samples than the batch: queue the rest */
+                    if (nwait == capwait) {
+                        capwait = capwait ? 2 * capwait : 16;
+                        live_ *nw = realloc(wait, capwait * sizeof *nw);
+                        if (!nw) {
+                            rc = kd_err(KD_E_NOMEM, "queue");
+                            break;
+                        }
+                        wait = nw;
+                    }
+                    live_ *w = &wait[nwait++];
+                    memset(w, 0, sizeof *w);
+                    w->u = u;
+                    rc = samp_init_(j, &w->sp, u->pid, (uint32_t)u->missing[k], u->prompt, u->P, u->max_new);
+                    w->replay = 1;
+                    continue;
+                }
+                live_ *l = &run[nrun];
+                memset(l, 0, sizeof *l);
+                l->u = u;
+                rc = samp_init_(j, &l->sp, u->pid, (uint32_t)u->missing[k], u->prompt, u->P, u->max_new);
+                if (rc == KD_OK)
+                    rc = kd_kvseq_fork(pool, &root, &l->sp.seq);
+                if (rc == KD_OK) {
+                    memcpy(l->sp.row, row0, (size_t)V * sizeof(float));
+                    l->fed = 1;
+                    nrun++;
+                }
+            }
+            kd_kvseq_release(pool, &root);
+            free(row0);
+            pending_unit = NULL;
+        }
+        if (rc || (!nrun && !nwait && !more))
+            break;
+        if (!nrun) {
+            rc = kd_err(KD_E_INTERNAL, "engine: nothing runs and %zu samples wait", nwait);
+            break;
+        }
+        /* choose every running sample's next token; record the finished ones */
+        for (int64_t i = 0; rc == KD_OK && i < nrun;) {
+            live_ *l = &run[i];
+            if (!l->fed) { /* re-admitted: its chosen token is still to be fed */
+                i++;
+                continue;
+            }
+            rc = samp_advance_(j, &l->sp);
+            if (rc == KD_OK && l->sp.done) {
+                kd_kvseq_release(pool, &l->sp.seq);
+                unit_ *u = l->u;
+                rc = samp_finish_(&l->sp);
+                if (rc == KD_OK)
+                    rc = record_(x, &l->sp);
+                unit_done_(u);
+                run[i] = run[--nrun];
+                continue;
+            }
+            i++;
+        }
+        if (rc || !nrun)
+            continue;
+        /* blocks for one more token each; preempt the newest until they fit */
+        for (;;) {
+            int64_t need = 0;
+            for (int64_t i = 0; i < nrun; i++)
+                need += kd_kvseq_need(pool, &run[i].sp.seq, 1);
+            if (need <= kd_kvpool_free_blocks(pool) || nrun == 1)
+                break;
+            live_ *l = &run[--nrun];
+            kd_kvseq_release(pool, &l->sp.seq);
+            if (nwait == capwait) {
+                capwait = capwait ? 2 * capwait : 16;
+                live_ *nw = realloc(wait, capwait * sizeof *nw);
+                if (!nw) {
+                    rc = kd_err(KD_E_NOMEM, "queue");
+                    break;
+                }
+                wait = nw;
+            }
+            wait[nwait] = *l;
+            wait[nwait].replay = 1;
+            nwait++;
+            kd_debug("engine: preempted prompt %" PRIu64 " sample %u at %lld tokens", l->sp.pid, l->sp.sample,
+                     (long long)l->sp.t);
+        }
+        if (rc)
+            break;
+        for (int64_t i = 0; i < nrun; i++) {
+            seqs[i] = &run[i].sp.seq;
+            next[i] = run[i].sp.next;
+        }
+        rc = kd_teacher_step(m, pool, seqs, (int)nrun, next, nn, c->mla ? KD_MLA_DECOMPRESSED : KD_MLA_ABSORBED,
+                             0, logits);
+        for (int64_t i = 0; rc == KD_OK && i < nrun; i++) {
+            memcpy(run[i].sp.row, logits + i * V, (size_t)V * sizeof(float));
+            run[i].fed = 1;
+        }
+    }
+    for (int64_t i = 0; i < nrun; i++) {
+        kd_kvseq_release(pool, &run[i].sp.seq);
+        samp_free_(&run[i].sp);
+        unit_done_(run[i].u);
+    }
+    for (size_t i = 0; i < nwait; i++) {
+        samp_free_(&wait[i].sp);
+        unit_done_(wait[i].u);
+    }
+    if (pending_unit) {
+        free(pending_unit->prompt);
+        free(pending_unit);
+    }
+    free(run);
+    free(wait);
+    free(seqs);
+    free(next);
+    free(nn);
+    free(logits);
+    kd_kvpool_free(pool);
+    return rc;
+}
+
 int kd_generate_run(const kd_gen_config *c, kd_gen_result *res)
 {
     memset(res, 0, sizeof *res);
@@ -469,13 +891,10 @@ int kd_generate_run(const kd_gen_config *c, kd_gen_result *res)
     if (rc == KD_OK)
         rc = kd_sampler_check(&j.sc);
     if (rc == KD_OK) {
-        j.row = malloc((size_t)j.g.V * sizeof(float));
         j.work = malloc((size_t)j.g.V * sizeof(float));
         j.scratch = malloc((size_t)j.g.V * 2 * sizeof(float));
-        j.counts = malloc((size_t)j.g.V * sizeof *j.counts);
-        j.seen = malloc((size_t)j.g.V);
         pend = calloc((size_t)c->commit_every, sizeof *pend);
-        if (!j.row || !j.work || !j.scratch || !j.counts || !j.seen || !pend)
+        if (!j.work || !j.scratch || !pend)
             rc = kd_err(KD_E_NOMEM, "generation buffers");
     }
     /* the datasets; the prompt ids, in order */
@@ -541,87 +960,12 @@ int kd_generate_run(const kd_gen_config *c, kd_gen_result *res)
         kd_progress_init(&pb, "generate", (uint64_t)total);
         pb_on = 1;
     }
-    double tok_run = 0, t_run = kd_now();
-    for (size_t i = 0; rc == KD_OK && i < npids; i++) {
-        /* which samples of this prompt are missing, and the prompt itself */
-        kd_store_read *r = NULL;
-        kd_record rec;
-        int missing[4096], nmiss = 0;
-        if ((rc = kd_store_read_begin(out, &r)))
-            break;
-        for (int64_t s = 0; s < c->samples && s < 4096 && rc == KD_OK; s++) {
-            int ex = 0;
-            rc = kd_store_unit_exists(r, pids[i], (uint32_t)s, &ex);
-            if (!ex)
-                missing[nmiss++] = (int)s;
-        }
-        kd_store_read_end(r);
-        res->existing += c->samples - nmiss;
-        if (pb_on)
-            kd_progress_add(&pb, (uint64_t)(c->samples - nmiss));
-        if (rc || !nmiss)
-            continue;
-        if ((rc = kd_store_read_begin(in, &r)))
-            break;
-        rc = kd_store_get(r, KD_DB_PROMPTS, pids[i], 0, &rec);
-        if (rc == KD_OK)
-            rc = prompt_ids_(&j, &rec, &ids);
-        kd_store_read_end(r);
-        if (rc)
-            break;
-        const int64_t P = (int64_t)ids.n;
-        int64_t max_new = c->sampling.max_new_tokens;
-        char *reason = NULL;
-        if (P + 1 > j.g.max_pos) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "prompt of %lld tokens does not fit the context of %lld", (long long)P,
-                     (long long)j.g.max_pos);
-            reason = msg;
-            for (int k = 0; k < nmiss && rc == KD_OK; k++) {
-                pend[np] = (pending_){.pid = pids[i], .sample = (uint32_t)missing[k], .ptoks = (uint32_t)P,
-                                      .reason = strdup(reason)};
-                res->skipped++;
-                res->by_finish[KD_FINISH_SKIPPED]++;
-                if (++np == (size_t)c->commit_every)
-                    rc = flush_(out, pend, &np, lineage);
-            }
-            if (pb_on)
-                kd_progress_add(&pb, (uint64_t)nmiss);
-            continue;
-        }
-        if (P + max_new > j.g.max_pos)
-            max_new = j.g.max_pos - P; /* what fits; the record's finish says length if it ran out */
-        int64_t *p = malloc((size_t)P * sizeof *p);
-        if (!p) {
-            rc = kd_err(KD_E_NOMEM, "prompt");
-            break;
-        }
-        for (int64_t k = 0; k < P; k++)
-            p[k] = ids.ids[k];
-        for (int k = 0; k < nmiss && rc == KD_OK; k++) {
-            unit_out_ o = {0};
-            rc = run_unit_(&j, pids[i], (uint64_t)missing[k], p, P, max_new, &o);
-            if (rc) {
-                free(o.text);
-                break;
-            }
-            if (o.budget_hit)
-                o.finish = KD_FINISH_BUDGET;
-            res->by_finish[o.finish]++;
-            lens[res->generated++] = o.tokens;
-            res->tokens += o.tokens;
-            tok_run += (double)o.tokens;
-            pend[np++] = (pending_){.pid = pids[i], .sample = (uint32_t)missing[k], .o = o,
-                                    .ptoks = (uint32_t)P};
-            if (np == (size_t)c->commit_every)
-                rc = flush_(out, pend, &np, lineage);
-            if (pb_on) {
-                kd_progress_note(&pb, "%.1f tok/s out", tok_run / (kd_now() - t_run));
-                kd_progress_add(&pb, 1);
-            }
-        }
-        free(p);
-    }
+    gctx_ gx = {.j = &j, .c = c, .in = in, .out = out, .pids = pids, .npids = npids, .pend = pend,
+                .np = &np, .lineage = lineage, .res = res, .lens = lens, .pb = pb_on ? &pb : NULL,
+                .ids = &ids, .t_run = kd_now()};
+    if (rc == KD_OK)
+        rc = j.g.t ? run_engine_(&gx) : run_sequential_(&gx);
+    double tok_run = gx.tok_run, t_run = gx.t_run;
     if (rc == KD_OK)
         rc = flush_(out, pend, &np, lineage);
     if (pb_on)
@@ -652,11 +996,8 @@ int kd_generate_run(const kd_gen_config *c, kd_gen_result *res)
         kd_store_close(in);
     free(j.stop_ids);
     free(j.close_think);
-    free(j.row);
     free(j.work);
     free(j.scratch);
-    free(j.counts);
-    free(j.seen);
     kd_tok_free(j.tok);
     kd_teacher_free(j.g.t);
     kd_student_free(j.g.s);

@@ -20,9 +20,12 @@
  * probabilities under the model (before sampling transforms), seconds, and
  * tokens/s. The lineage entry names the model, the config hash and the seed.
  *
- * Engine status (CPU reference): one sequence at a time with a contiguous
- * cache; continuous batching, the paged cache shared between samples and
- * preemption are not built yet (docs/roadmap.md).
+ * Engine (CPU reference): DeepSeek teachers run with continuous batching
+ * over a paged latent cache: up to `batch` samples decode together, a
+ * prompt is prefilled once and its samples share its blocks
+ * (copy-on-write), and when the pool runs out the newest sample is
+ * preempted and later recomputed (prompt prefilled, its tokens replayed), so
+ * its text does not change. Dense teachers run one sample at a time.
  */
 #ifndef KD_TEACHER_GENERATE_H
 #define KD_TEACHER_GENERATE_H
@@ -61,6 +64,9 @@ typedef struct kd_gen_config {
     int force_think;      /* start the assistant turn with "<think>\n" */
     int mla;              /* 0 absorbed, 1 decompressed decode (DeepSeek) */
     int64_t commit_every; /* units per committed batch */
+    int64_t batch;        /* DeepSeek engine: samples in flight */
+    int64_t kv_block;     /* positions per cache block */
+    int64_t kv_blocks;    /* blocks in the pool; 0 = sized from batch and max_new_tokens */
     int progress;
     kd_gen_sampling sampling;
     kd_runtime_config runtime;

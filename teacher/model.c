@@ -15,8 +15,10 @@
 #include "core/inspect.h"
 #include "core/log.h"
 #include "core/ops.h"
+#include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/status.h"
+#include "core/util.h"
 
 /* ---- weights -------------------------------------------------------------------- */
 
@@ -277,6 +279,75 @@ void kd_teacher_free(kd_teacher *m)
 
 const kd_model_config *kd_teacher_config(const kd_teacher *m) { return &m->cfg; }
 float kd_teacher_softmax_scale(const kd_teacher *m) { return m->scale; }
+
+/* ---- random weights ------------------------------------------------------------------ */
+
+int kd_teacher_write_random(const char *cfg_dir, const char *out_dir, uint64_t seed, double std)
+{
+    kd_model_config c;
+    KD_TRY(kd_model_config_load(cfg_dir, &c));
+    if (c.arch != KD_ARCH_DEEPSEEK_V3 && c.arch != KD_ARCH_DEEPSEEK_V2)
+        return kd_err(KD_E_UNSUPPORTED, "model_type '%s': random teacher weights are for deepseek_v3/v2",
+                      c.model_type);
+    kd_tensor_spec *specs = NULL;
+    size_t ns = 0;
+    KD_TRY(kd_model_tensors(&c, &specs, &ns));
+    size_t total = 0;
+    for (size_t i = 0; i < ns; i++)
+        total += (size_t)specs[i].shape[0] * (size_t)(specs[i].ndim > 1 ? specs[i].shape[1] : 1);
+    float *w = malloc((total ? total : 1) * sizeof *w);
+    kd_st_writer *wr = NULL;
+    int rc = w ? kd_st_writer_new(&wr) : kd_err(KD_E_NOMEM, "random weights (%zu floats)", total);
+    size_t off = 0;
+    for (size_t i = 0; i < ns && rc == KD_OK; i++) {
+        const kd_tensor_spec *sp = &specs[i];
+        const size_t n = (size_t)sp->shape[0] * (size_t)(sp->ndim > 1 ? sp->shape[1] : 1);
+        const size_t nl = strlen(sp->name);
+        const int norm = nl > 14 && !strcmp(sp->name + nl - 14, "layernorm.weight");
+        const int fnorm = !strcmp(sp->name, "model.norm.weight");
+        const int bias = strstr(sp->name, "e_score_correction_bias") != NULL;
+        float *x = w + off;
+        /* fixed chunks, each its own stream from (seed, tensor, chunk) */
+        enum { CHUNK = 1 << 20 };
+        const size_t nchunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(dynamic, 1) if (nchunks > 1)
+        for (size_t k = 0; k < nchunks; k++) {
+            kd_rng r;
+            kd_rng_seed(&r, seed ^ (0x9e3779b97f4a7c15ull * ((uint64_t)i * 1000003u + k + 1)));
+            size_t hi = (k + 1) * CHUNK < n ? (k + 1) * CHUNK : n;
+            for (size_t e = k * CHUNK; e < hi; e++) {
+                if (norm || fnorm) {
+                    x[e] = 1.0f;
+                } else if (bias) {
+                    x[e] = 0.0f;
+                } else {
+                    double u1 = kd_rng_uniform(&r), u2 = kd_rng_uniform(&r);
+                    x[e] = (float)(std * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
+                }
+            }
+        }
+        rc = kd_st_writer_add(wr, sp->name, KD_F32, sp->ndim, sp->shape, x);
+        off += n;
+    }
+    char p[4200];
+    char *cfg = NULL;
+    size_t clen = 0;
+    if (rc == KD_OK)
+        rc = kd_mkdirs(out_dir);
+    if (rc == KD_OK)
+        rc = kd_st_writer_meta(wr, "format", "pt");
+    if (rc == KD_OK && (rc = kd_path_join(p, sizeof p, out_dir, "model.safetensors")) == KD_OK)
+        rc = kd_st_writer_write(wr, p);
+    if (rc == KD_OK && (rc = kd_path_join(p, sizeof p, cfg_dir, "config.json")) == KD_OK)
+        rc = kd_read_file(p, 16u << 20, &cfg, &clen);
+    if (rc == KD_OK && (rc = kd_path_join(p, sizeof p, out_dir, "config.json")) == KD_OK)
+        rc = kd_write_file_atomic(p, cfg, clen);
+    free(cfg);
+    kd_st_writer_free(wr);
+    free(w);
+    free(specs);
+    return rc;
+}
 
 /* ---- the paged latent cache ---------------------------------------------------------- */
 

@@ -49,6 +49,13 @@ int kd_teacher_load(const char *dir, kd_teacher **out);
 void kd_teacher_free(kd_teacher *m);
 const kd_model_config *kd_teacher_config(const kd_teacher *m);
 
+/* Write out_dir/config.json (cfg_dir's) and out_dir/model.safetensors with
+ * random F32 weights of that config: normal(0, std) per fixed chunk of its
+ * own stream (so the thread count does not matter), norms 1, correction
+ * biases 0. For tests and benchmarks in real shapes. Errors:
+ * KD_E_UNSUPPORTED (not deepseek), KD_E_IO, KD_E_NOMEM. */
+int kd_teacher_write_random(const char *cfg_dir, const char *out_dir, uint64_t seed, double std);
+
 /* The softmax scale of attention: qk_head_dim^-1/2, times yarn's
  * mscale(factor, mscale_all_dim)^2 when the rope is yarn with mscale_all_dim. */
 float kd_teacher_softmax_scale(const kd_teacher *m);

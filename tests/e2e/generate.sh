@@ -4,7 +4,9 @@
 # one record per (prompt, sample); killed with SIGKILL twice and rerun, the
 # dataset ends with every unit once and the same texts as an uninterrupted run
 # (counter-based randomness); a prompt longer than the context is recorded as
-# skipped; bad settings are refused before anything is generated.
+# skipped; a DeepSeek teacher on the batched engine (paged cache, preemption)
+# gives the same texts as one sample at a time; bad settings are refused
+# before anything is generated.
 set -euo pipefail
 if [ $# -ne 3 ]; then
     echo "usage: $0 DISTILL_BIN FIXTURES_DIR SCRATCH_DIR" >&2
@@ -77,6 +79,35 @@ gen "$TMP/c" --set samples=1 >"$TMP/c.out" 2>&1 || fail "generate c: $(tail -3 "
 grep -q "1 skipped" "$TMP/c.out" || fail "long prompt: $(cat "$TMP/c.out")"
 "$BIN" data export "$TMP/c" --kind generations 2>/dev/null | grep -q '"finish_reason":"skipped".*does not fit the context' ||
     fail "long prompt: no skipped record with its reason"
+
+# 5. a DeepSeek-V3 teacher (random weights, the real DeepSeek-V3 vocabulary) on the
+#    engine: continuous batching over the paged cache gives the same texts as one
+#    sample at a time, and so does a pool so small that samples are preempted and
+#    recomputed
+"$BIN" init "$ROOT/configs/models/tiny-deepseek-v3" "$TMP/ds" --tokenizer "$TOK/deepseek_v3" --seed 3 >/dev/null
+for d in d1 d8 dp; do
+    "$BIN" data import "$TMP/$d" "$TMP/p.jsonl" --kind prompts >/dev/null 2>&1
+done
+dsgen() { # DATASET [more --set ...]
+    local ds=$1
+    shift
+    "$BIN" generate "$ROOT/configs/generate/r1.yaml" --set "model=$TMP/ds" --set "input=$ds" --set samples=3 \
+        --set sampling.max_new_tokens=32 --set runtime.threads=2 "$@"
+}
+dsgen "$TMP/d1" --set batch=1 >/dev/null 2>"$TMP/d1.err" || fail "deepseek batch 1: $(tail -3 "$TMP/d1.err")"
+dsgen "$TMP/d8" --set batch=8 >/dev/null 2>"$TMP/d8.err" || fail "deepseek batch 8: $(tail -3 "$TMP/d8.err")"
+dsgen "$TMP/dp" --set batch=8 --set kv_block=4 --set kv_blocks=40 --set runtime.log_level=debug \
+    >/dev/null 2>"$TMP/dp.err" || fail "deepseek small pool: $(tail -3 "$TMP/dp.err")"
+grep -q "preempted" "$TMP/dp.err" || fail "the small pool preempted nothing"
+echo "deepseek engine: $(grep -c preempted "$TMP/dp.err") preemptions with a 40-block pool"
+[ "$(export_texts "$TMP/d1" | wc -l)" -eq 15 ] || fail "deepseek: not 15 records"
+diff <(export_texts "$TMP/d1") <(export_texts "$TMP/d8") >/dev/null || fail "batch 8 differs from batch 1"
+diff <(export_texts "$TMP/d1") <(export_texts "$TMP/dp") >/dev/null || fail "preempted run differs from batch 1"
+rm -rf "$TMP/d2" && "$BIN" data import "$TMP/d2" "$TMP/p.jsonl" --kind prompts >/dev/null 2>&1
+set +e
+dsgen "$TMP/d2" --set kv_blocks=2 >/dev/null 2>"$TMP/err"
+[ $? -eq 1 ] && grep -q "raise kv_blocks" "$TMP/err" || fail "a pool too small for a prompt: $(cat "$TMP/err")"
+set -e
 
 # 4. bad settings
 set +e
