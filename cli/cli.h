@@ -25,7 +25,8 @@ int cmd_sft(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
-int bench_sft(int argc, char **argv); /* `distill bench sft` */
+int bench_sft(int argc, char **argv);     /* `distill bench sft` */
+int bench_teacher(int argc, char **argv); /* `distill bench teacher` */
 
 /* Print "error: <kd_strerror(st)>" and return the exit code for st. */
 int kd_cli_fail(int st);

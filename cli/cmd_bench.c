@@ -192,7 +192,8 @@ static void usage(FILE *f)
                "Benchmark programs. They print figures and assert nothing.\n\n"
                "benchmarks:\n"
                "  tokenize   encode throughput of a tokenizer, 1 thread and N threads\n"
-               "  sft        training-step throughput of the student (CPU reference backend)\n\n"
+               "  sft        training-step throughput of the student (CPU reference backend)\n"
+               "  teacher    prefill and decode throughput of the DeepSeek teacher, by batch size\n\n"
                "'distill bench <what> --help' for each one's options.\n");
 }
 
@@ -210,5 +211,7 @@ int cmd_bench(int argc, char **argv)
         return bench_tokenize(argc - 1, argv + 1);
     if (!strcmp(argv[1], "sft"))
         return bench_sft(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "teacher"))
+        return bench_teacher(argc - 1, argv + 1);
     return kd_cli_usage_error("bench", "unknown benchmark '%s'", argv[1]);
 }
