@@ -747,7 +747,6 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
         dec ? Tmax * H * (Dn + Dv) : 1, /* kvb */
         dec ? Tmax * H * Dq : 1,        /* Kd */
         dec ? Tmax * H * Dv : 1,        /* Vd */
-        V,                              /* a logits row */
     };
     enum { NS = sizeof sz / sizeof sz[0] };
     size_t total = 0;
@@ -764,7 +763,7 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
         pt[i] = mem + o;
     float *x = pt[0], *ln = pt[1], *mo = pt[2], *qa = pt[3], *q = pt[4], *ckv = pt[5], *qlat = pt[6];
     float *att = pt[7], *attv = pt[8], *mlps = pt[9], *s = pt[10], *tmp = s + Tmax, *glat = pt[11];
-    float *cl = pt[12], *kvb = pt[13], *Kd = pt[14], *Vd = pt[15], *lrow = pt[16];
+    float *cl = pt[12], *kvb = pt[13], *Kd = pt[14], *Vd = pt[15];
     int rc = KD_OK;
     for (int i = 0; i < nseq && rc == KD_OK; i++)
         rc = seq_grow_(pool, seqs[i], nn[i]);
@@ -864,16 +863,16 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
         kd_residual_forward(x, x, mo, N * C);
     }
     if (rc == KD_OK) {
+        /* the final norm of the rows whose logits are wanted, then one matmul */
+        int64_t nout = 0;
         for (int i = 0, r = 0; i < nseq; i++) {
-            for (int64_t k = 0; k < nn[i]; k++, r++) {
-                if (!logits || (!all_logits && k + 1 < nn[i]))
-                    continue;
-                kd_rmsnorm_forward(ln, NULL, x + r * C, m->lnf, 1, C, c->rms_norm_eps);
-                kd_matmul_forward(lrow, ln, m->lm_head, NULL, 1, C, V);
-                memcpy(logits + (all_logits ? r : i) * V, lrow, (size_t)V * sizeof(float));
-            }
+            for (int64_t k = 0; k < nn[i]; k++, r++)
+                if (logits && (all_logits || k + 1 == nn[i]))
+                    kd_rmsnorm_forward(ln + (nout++) * C, NULL, x + r * C, m->lnf, 1, C, c->rms_norm_eps);
             seqs[i]->len += nn[i];
         }
+        if (nout)
+            kd_matmul_forward(logits, ln, m->lm_head, NULL, nout, C, V);
     }
     free(mem);
     free(pos);
