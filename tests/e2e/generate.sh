@@ -103,6 +103,30 @@ echo "deepseek engine: $(grep -c preempted "$TMP/dp.err") preemptions with a 40-
 [ "$(export_texts "$TMP/d1" | wc -l)" -eq 15 ] || fail "deepseek: not 15 records"
 diff <(export_texts "$TMP/d1") <(export_texts "$TMP/d8") >/dev/null || fail "batch 8 differs from batch 1"
 diff <(export_texts "$TMP/d1") <(export_texts "$TMP/dp") >/dev/null || fail "preempted run differs from batch 1"
+# the thinking budget closes the reasoning: finish "budget", "</think>" in the text
+"$BIN" data import "$TMP/db" "$TMP/p.jsonl" --kind prompts >/dev/null 2>&1
+dsgen "$TMP/db" --set samples=1 --set sampling.thinking_budget=6 --set sampling.max_new_tokens=20 >/dev/null 2>&1 ||
+    fail "thinking budget run"
+export_texts "$TMP/db" | awk '{print $3}' | sort -u | grep -qx budget || fail "no finish 'budget'"
+[ "$(export_texts "$TMP/db" | grep -c '</think>')" -eq 5 ] || fail "budget: </think> not forced in every text"
+# a stop string ends the text where it starts: greedy once, then stop at a piece of it
+"$BIN" data import "$TMP/dg" "$TMP/p.jsonl" --kind prompts >/dev/null 2>&1
+dsgen "$TMP/dg" --set samples=1 --set limit=1 --set sampling.temperature=0 >/dev/null 2>&1 || fail "greedy run"
+stop=$("$BIN" data export "$TMP/dg" --kind generations 2>/dev/null | python3 -c '
+import json, sys
+t = json.loads(sys.stdin.readline())["generation"]
+print(t[len("<think>\n") + 12:len("<think>\n") + 18])')
+"$BIN" data import "$TMP/ds2" "$TMP/p.jsonl" --kind prompts >/dev/null 2>&1
+dsgen "$TMP/ds2" --set samples=1 --set limit=1 --set sampling.temperature=0 --set "sampling.stop=[\"$stop\"]" \
+    >/dev/null 2>&1 || fail "stop string run"
+python3 - "$("$BIN" data export "$TMP/dg" --kind generations 2>/dev/null)" \
+    "$("$BIN" data export "$TMP/ds2" --kind generations 2>/dev/null)" "$stop" <<'PY' || fail "stop string: text not cut where it starts"
+import json, sys
+full, cut, stop = json.loads(sys.argv[1])["generation"], json.loads(sys.argv[2]), sys.argv[3]
+assert cut["finish_reason"] == "stop", cut["finish_reason"]
+assert cut["generation"] == full[:full.index(stop)], (cut["generation"], full, stop)
+PY
+
 rm -rf "$TMP/d2" && "$BIN" data import "$TMP/d2" "$TMP/p.jsonl" --kind prompts >/dev/null 2>&1
 set +e
 dsgen "$TMP/d2" --set kv_blocks=2 >/dev/null 2>"$TMP/err"
