@@ -6,6 +6,8 @@
  */
 #include "rng.h"
 
+#include <math.h>
+
 #include <assert.h>
 
 static uint64_t rotl_(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -67,5 +69,21 @@ void kd_rng_shuffle_u64(kd_rng *r, uint64_t *a, size_t n)
         uint64_t t = a[i - 1];
         a[i - 1] = a[j];
         a[j] = t;
+    }
+}
+
+void kd_fill_normal(float *x, size_t n, double std, uint64_t seed, uint64_t stream)
+{
+    enum { CHUNK = 1 << 20 };
+    const size_t nchunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(dynamic, 1) if (nchunks > 1)
+    for (size_t c = 0; c < nchunks; c++) {
+        kd_rng r;
+        kd_rng_seed(&r, seed ^ (0x9e3779b97f4a7c15ull * (stream * 1000003u + c + 1)));
+        const size_t hi = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
+        for (size_t i = c * CHUNK; i < hi; i++) {
+            double u1 = kd_rng_uniform(&r), u2 = kd_rng_uniform(&r);
+            x[i] = (float)(std * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
+        }
     }
 }

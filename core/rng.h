@@ -51,6 +51,12 @@ uint64_t kd_rng_below(kd_rng *r, uint64_t n);
 /* Shuffle a[0..n) in place with Fisher-Yates (from the end, j = below(i + 1)),
  * every permutation equally likely. Uses n - 1 draws of kd_rng_below (none
  * for n <= 1). */
+/* Fill x[0..n) with normal(0, std) draws (Box-Muller), in fixed chunks of
+ * 2^20 elements, each chunk its own generator seeded from (seed, stream,
+ * chunk), filled in parallel: the values do not depend on the thread count.
+ * Random weights in real shapes use it (distill init). */
+void kd_fill_normal(float *x, size_t n, double std, uint64_t seed, uint64_t stream);
+
 void kd_rng_shuffle_u64(kd_rng *r, uint64_t *a, size_t n);
 
 #ifdef __cplusplus

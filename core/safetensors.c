@@ -930,3 +930,42 @@ out:
         *nshards = n;
     return rc;
 }
+
+int kd_st_tensor_f32(const kd_st *st, const kd_st_tensor *t, const int64_t *fp8_block, float *dst)
+{
+    const unsigned char *src = t->data;
+    switch (t->dtype) {
+    case KD_F32:
+        memcpy(dst, src, t->numel * sizeof(float));
+        return KD_OK;
+    case KD_BF16:
+    case KD_F16:
+        for (uint64_t i = 0; i < t->numel; i++) {
+            unsigned short h;
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = t->dtype == KD_BF16 ? kd_bf16_to_f32(h) : kd_f16_to_f32(h);
+        }
+        return KD_OK;
+    case KD_F8_E4M3: {
+        char sname[300];
+        snprintf(sname, sizeof sname, "%s_scale_inv", t->name);
+        const kd_st_tensor *s = fp8_block ? kd_st_find(st, sname) : NULL;
+        if (!s || s->dtype != KD_F32 || t->ndim != 2 || s->ndim != 2)
+            return kd_err(KD_E_DTYPE, "tensor '%s' is F8_E4M3 without %s", t->name,
+                          fp8_block ? "F32 block scales" : "an fp8 quantization_config");
+        const int64_t O = t->shape[0], I = t->shape[1], b0 = fp8_block[0], b1 = fp8_block[1];
+        const int64_t sI = s->shape[1];
+#pragma omp parallel for if (O * I > 65536)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t i = 0; i < I; i++) {
+                float sc;
+                memcpy(&sc, (const char *)s->data + 4 * (size_t)((o / b0) * sI + i / b1), 4);
+                dst[o * I + i] = kd_fp8e4m3_to_f32(src[o * I + i]) * sc;
+            }
+        return KD_OK;
+    }
+    default:
+        return kd_err(KD_E_DTYPE, "tensor '%s' is %s; expected F32, BF16, F16 or F8_E4M3", t->name,
+                      kd_dtype_name(t->dtype));
+    }
+}

@@ -69,6 +69,13 @@ const kd_st_tensor *kd_st_at(const kd_st *st, size_t i);
 /* The tensor named `name`, or NULL. O(log n). Valid until kd_st_free. */
 const kd_st_tensor *kd_st_find(const kd_st *st, const char *name);
 
+/* Convert tensor t of st to fp32 into dst (t->numel floats): F32 copied,
+ * BF16 and F16 widened, F8_E4M3 multiplied by its block scales
+ * "<name>_scale_inv" (F32 [ceil(O / b0), ceil(I / b1)], partial blocks at
+ * the edges) when fp8_block (b0, b1) is given. Errors: KD_E_DTYPE (another
+ * dtype, FP8 without fp8_block or without F32 2-D scales). */
+int kd_st_tensor_f32(const kd_st *st, const kd_st_tensor *t, const int64_t *fp8_block, float *dst);
+
 /* Metadata value for `key` from the first shard's "__metadata__", or NULL. */
 const char *kd_st_metadata(const kd_st *st, const char *key);
 

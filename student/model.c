@@ -241,27 +241,6 @@ static int find_slot_(const kd_student *m, const char *name, size_t *off, size_t
 
 /* ---- load --------------------------------------------------------------------- */
 
-static int convert_(float *dst, const kd_st_tensor *t)
-{
-    const unsigned char *src = t->data;
-    switch (t->dtype) {
-    case KD_F32:
-        memcpy(dst, src, t->numel * sizeof(float));
-        return KD_OK;
-    case KD_BF16:
-    case KD_F16:
-        for (uint64_t i = 0; i < t->numel; i++) {
-            unsigned short h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = t->dtype == KD_BF16 ? kd_bf16_to_f32(h) : kd_f16_to_f32(h);
-        }
-        return KD_OK;
-    default:
-        return kd_err(KD_E_DTYPE, "tensor '%s' is %s; the dense student loads F32, BF16, F16",
-                      t->name, kd_dtype_name(t->dtype));
-    }
-}
-
 /* Validate the config, lay out and allocate the parameters (zero). */
 static int build_(kd_student *m)
 {
@@ -297,29 +276,15 @@ int kd_student_init(const char *dir, uint64_t seed, double std, kd_student **out
         kd_student_free(m);
         return rc;
     }
-    /* fixed chunks, each its own stream from (seed, slot, chunk): the same
-     * weights for any thread count, drawn in parallel */
-    enum { CHUNK = 1 << 20 };
     for (int p = 0; p < P_COUNT; p++) {
         if (!m->psize[p] || (p == P_LMH && m->cfg.tie_word_embeddings))
             continue;
         float *x = m->params + m->poff[p];
-        const size_t n = m->psize[p], nchunks = (n + CHUNK - 1) / CHUNK;
-        const int norm = p == P_LN1 || p == P_LN2 || p == P_LNF;
-#pragma omp parallel for schedule(dynamic, 1) if (nchunks > 1)
-        for (size_t c = 0; c < nchunks; c++) {
-            kd_rng r;
-            kd_rng_seed(&r, seed ^ (0x9e3779b97f4a7c15ull * ((uint64_t)p * 1000003u + c + 1)));
-            size_t hi = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
-            for (size_t i = c * CHUNK; i < hi; i++) {
-                if (norm) {
-                    x[i] = 1.0f;
-                    continue;
-                }
-                /* Box-Muller: normal(0, std), as HF's _init_weights (biases too, here) */
-                double u1 = kd_rng_uniform(&r), u2 = kd_rng_uniform(&r);
-                x[i] = (float)(std * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
-            }
+        if (p == P_LN1 || p == P_LN2 || p == P_LNF) {
+            for (size_t i = 0; i < m->psize[p]; i++)
+                x[i] = 1.0f;
+        } else { /* normal(0, std), as HF's _init_weights (biases too, here) */
+            kd_fill_normal(x, m->psize[p], std, seed, (uint64_t)p);
         }
     }
     *out = m;
@@ -362,7 +327,7 @@ int kd_student_load(const char *dir, kd_student **out)
                         sp->name, t->ndim, (unsigned long long)t->numel, sp->ndim, numel);
             goto fail;
         }
-        if ((rc = convert_(m->params + off, t)))
+        if ((rc = kd_st_tensor_f32(st, t, m->cfg.fp8 ? m->cfg.fp8_block : NULL, m->params + off)))
             goto fail;
         covered += numel;
     }

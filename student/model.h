@@ -29,7 +29,7 @@ extern "C" {
 typedef struct kd_student kd_student; /* opaque */
 
 /* Load a dense model from a HF folder (config.json + model.safetensors or a
- * sharded index). F32, BF16 and F16 weights are converted to fp32. Errors:
+ * sharded index). F32, BF16, F16 and block-scaled FP8 weights become fp32. Errors:
  * KD_E_NOTFOUND (folder, file or a tensor of the manifest missing),
  * KD_E_UNSUPPORTED (not qwen2/llama, an unsupported rope), KD_E_SHAPE (a
  * tensor's shape differs from the config), KD_E_DTYPE, KD_E_FORMAT, KD_E_IO,

@@ -77,47 +77,6 @@ static const float *Wf_(const kd_teacher *m, const char *fmt, long long l, const
     return W_(m, name);
 }
 
-/* Convert one stored tensor to fp32; FP8 with its block scales. */
-static int convert_(float *dst, const kd_st_tensor *t, const kd_st *st, const kd_model_config *c)
-{
-    const unsigned char *src = t->data;
-    switch (t->dtype) {
-    case KD_F32:
-        memcpy(dst, src, t->numel * sizeof(float));
-        return KD_OK;
-    case KD_BF16:
-    case KD_F16:
-        for (uint64_t i = 0; i < t->numel; i++) {
-            unsigned short h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = t->dtype == KD_BF16 ? kd_bf16_to_f32(h) : kd_f16_to_f32(h);
-        }
-        return KD_OK;
-    case KD_F8_E4M3: {
-        char sname[200];
-        snprintf(sname, sizeof sname, "%s_scale_inv", t->name);
-        const kd_st_tensor *s = kd_st_find(st, sname);
-        if (!s || s->dtype != KD_F32 || t->ndim != 2 || s->ndim != 2)
-            return kd_err(KD_E_DTYPE, "tensor '%s' is F8_E4M3 without F32 block scales '%s'", t->name,
-                          sname);
-        const int64_t O = (int64_t)t->shape[0], I = (int64_t)t->shape[1];
-        const int64_t b0 = c->fp8_block[0], b1 = c->fp8_block[1], sI = (int64_t)s->shape[1];
-        /* w = fp8 * scale_inv of its block (partial blocks at the edges) */
-#pragma omp parallel for if (O * I > 65536)
-        for (int64_t o = 0; o < O; o++)
-            for (int64_t i = 0; i < I; i++) {
-                float sc;
-                memcpy(&sc, (const char *)s->data + 4 * (size_t)((o / b0) * sI + i / b1), 4);
-                dst[o * I + i] = kd_fp8e4m3_to_f32(src[o * I + i]) * sc;
-            }
-        return KD_OK;
-    }
-    default:
-        return kd_err(KD_E_DTYPE, "tensor '%s' is %s; the teacher loads F32, BF16, F16, F8_E4M3",
-                      t->name, kd_dtype_name(t->dtype));
-    }
-}
-
 static double yarn_mscale_(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }
 
 static int wire_(kd_teacher *m)
@@ -249,7 +208,7 @@ int kd_teacher_load(const char *dir, kd_teacher **out)
         goto fail;
     for (size_t i = 0; i < m->nspecs && rc == KD_OK; i++) {
         const kd_st_tensor *t = kd_st_find(st, m->specs[i].name);
-        rc = t ? convert_(m->w + m->off[i], t, st, &m->cfg)
+        rc = t ? kd_st_tensor_f32(st, t, m->cfg.fp8 ? m->cfg.fp8_block : NULL, m->w + m->off[i])
                : kd_err(KD_E_NOTFOUND, "tensor '%s' is not in '%s'", m->specs[i].name, dir);
     }
     kd_st_free(st);
@@ -307,25 +266,11 @@ int kd_teacher_write_random(const char *cfg_dir, const char *out_dir, uint64_t s
         const int fnorm = !strcmp(sp->name, "model.norm.weight");
         const int bias = strstr(sp->name, "e_score_correction_bias") != NULL;
         float *x = w + off;
-        /* fixed chunks, each its own stream from (seed, tensor, chunk) */
-        enum { CHUNK = 1 << 20 };
-        const size_t nchunks = (n + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(dynamic, 1) if (nchunks > 1)
-        for (size_t k = 0; k < nchunks; k++) {
-            kd_rng r;
-            kd_rng_seed(&r, seed ^ (0x9e3779b97f4a7c15ull * ((uint64_t)i * 1000003u + k + 1)));
-            size_t hi = (k + 1) * CHUNK < n ? (k + 1) * CHUNK : n;
-            for (size_t e = k * CHUNK; e < hi; e++) {
-                if (norm || fnorm) {
-                    x[e] = 1.0f;
-                } else if (bias) {
-                    x[e] = 0.0f;
-                } else {
-                    double u1 = kd_rng_uniform(&r), u2 = kd_rng_uniform(&r);
-                    x[e] = (float)(std * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
-                }
-            }
-        }
+        if (norm || fnorm || bias)
+            for (size_t e = 0; e < n; e++)
+                x[e] = bias ? 0.0f : 1.0f;
+        else
+            kd_fill_normal(x, n, std, seed, (uint64_t)i);
         rc = kd_st_writer_add(wr, sp->name, KD_F32, sp->ndim, sp->shape, x);
         off += n;
     }
