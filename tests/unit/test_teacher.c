@@ -301,11 +301,59 @@ TEST(bad_folders)
     CHECK_ERR(kd_teacher_load(d, &m), KD_E_NOTFOUND, "model.layers.1.mlp.experts.3.up_proj.weight");
 }
 
+/* An MTP layer (model.layers.L.*, num_nextn_predict_layers = 1) in the
+ * checkpoint is recognised and skipped: the logits do not change. */
+TEST(mtp_skipped)
+{
+    const char *d = TMP "/mtp";
+    kd_rmtree(d);
+    CHECK_OK(kd_mkdirs(d));
+    write_config_(d, 0); /* the fixture's config already says num_nextn_predict_layers: 1 */
+    kd_st *st = NULL;
+    CHECK_OK(kd_st_open(DS3, &st));
+    kd_st_writer *w = NULL;
+    CHECK_OK(kd_st_writer_new(&w));
+    char (*names)[160] = calloc(kd_st_count(st), sizeof *names);
+    size_t nm = 0;
+    for (size_t i = 0; st && i < kd_st_count(st); i++) {
+        const kd_st_tensor *t = kd_st_at(st, i);
+        CHECK_OK(kd_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data));
+        /* layer 2 copied as layer 3, the MTP layer of a 3-layer model */
+        if (!strncmp(t->name, "model.layers.2.", 15)) {
+            snprintf(names[nm], sizeof names[nm], "model.layers.3.%s", t->name + 15);
+            CHECK_OK(kd_st_writer_add(w, names[nm], t->dtype, t->ndim, t->shape, t->data));
+            nm++;
+        }
+    }
+    CHECK(nm > 0);
+    CHECK_OK(kd_st_writer_write(w, TMP "/mtp/model.safetensors"));
+    kd_st_writer_free(w);
+    free(names);
+    kd_st_free(st);
+    kd_teacher *a = NULL, *b = NULL;
+    CHECK_OK(kd_teacher_load(d, &a));
+    CHECK_OK(kd_teacher_load(DS3, &b));
+    if (a && b) {
+        const int64_t V = kd_teacher_config(a)->vocab_size, T = 6;
+        int64_t ids[6] = {1, 5, 9, 33, 200, 7};
+        float *la = malloc((size_t)(T * V) * sizeof(float)), *lb = malloc((size_t)(T * V) * sizeof(float));
+        CHECK_OK(kd_teacher_logits(a, ids, T, la));
+        CHECK_OK(kd_teacher_logits(b, ids, T, lb));
+        CHECK(!memcmp(la, lb, (size_t)(T * V) * sizeof(float)));
+        printf("mtp: %zu tensors of layer 3 present and skipped; logits unchanged\n", nm);
+        free(la);
+        free(lb);
+    }
+    kd_teacher_free(a);
+    kd_teacher_free(b);
+}
+
 int main(void)
 {
     RUN(fp8);
     RUN(mla_forms);
     RUN(paged_batch);
+    RUN(mtp_skipped);
     RUN(bad_folders);
     return test_summary();
 }
