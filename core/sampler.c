@@ -373,3 +373,15 @@ int kd_sample(const kd_sampler_cfg *cfg, kd_rng *rng, const float *logits, int64
     *out_id = draw_(logits, V, &k, kd_rng_uniform(rng));
     return KD_OK;
 }
+
+void kd_sample_penalize(float *logits, int64_t V, const uint8_t *seen, const int64_t *counts,
+                        double repetition, double frequency)
+{
+    const float rp = (float)repetition;
+    for (int64_t v = 0; v < V; v++) {
+        if (seen && repetition != 1.0 && seen[v])
+            logits[v] = logits[v] > 0 ? logits[v] / rp : logits[v] * rp;
+        if (counts && frequency != 0.0 && counts[v])
+            logits[v] -= (float)(frequency * (double)counts[v]);
+    }
+}

@@ -106,6 +106,15 @@ int kd_sampler_check(const kd_sampler_cfg *cfg);
 int kd_sample(const kd_sampler_cfg *cfg, kd_rng *rng, const float *logits, int64_t V,
               int64_t *out_id, float *scratch);
 
+/* Penalties on logits (V) in place, before kd_sample:
+ *   repetition (HF's RepetitionPenaltyLogitsProcessor): a token in `seen`
+ *     (prompt or completion; may be NULL) has its logit divided by
+ *     `repetition` when positive, multiplied when negative; 1 = off;
+ *   frequency (OpenAI / vLLM): minus `frequency` times the token's count in
+ *     the completion (`counts`; may be NULL); 0 = off. */
+void kd_sample_penalize(float *logits, int64_t V, const uint8_t *seen, const int64_t *counts,
+                        double repetition, double frequency);
+
 #ifdef __cplusplus
 }
 #endif

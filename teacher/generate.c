@@ -225,13 +225,8 @@ static int samp_advance_(gjob_ *j, samp_ *sp)
             sp->forced = -1;
     } else {
         memcpy(j->work, row, (size_t)V * sizeof(float));
-        for (int64_t v = 0; v < V; v++) {
-            if (c->sampling.repetition_penalty != 1.0 && sp->seen[v])
-                j->work[v] = j->work[v] > 0 ? j->work[v] / (float)c->sampling.repetition_penalty
-                                            : j->work[v] * (float)c->sampling.repetition_penalty;
-            if (c->sampling.frequency_penalty != 0.0 && sp->counts[v])
-                j->work[v] -= (float)(c->sampling.frequency_penalty * (double)sp->counts[v]);
-        }
+        kd_sample_penalize(j->work, V, sp->seen, sp->counts, c->sampling.repetition_penalty,
+                           c->sampling.frequency_penalty);
         kd_rng r;
         kd_gen_rng((uint64_t)c->runtime.seed, sp->pid, sp->sample, (uint64_t)sp->t, &r);
         KD_TRY(kd_sample(&j->sc, &r, j->work, V, &id, j->scratch));

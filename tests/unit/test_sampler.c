@@ -1003,8 +1003,24 @@ TEST(generate_errors)
     fixture_close_(&f);
 }
 
+/* penalties, by their definitions (HF's repetition penalty, OpenAI's frequency penalty) */
+TEST(penalties)
+{
+    float l[5] = {2.0f, -2.0f, 1.0f, -1.0f, 0.5f};
+    const uint8_t seen[5] = {1, 1, 0, 0, 1};
+    const int64_t counts[5] = {0, 3, 0, 1, 2};
+    kd_sample_penalize(l, 5, seen, counts, 2.0, 0.0);
+    CHECK(l[0] == 1.0f && l[1] == -4.0f && l[2] == 1.0f && l[3] == -1.0f && l[4] == 0.25f);
+    kd_sample_penalize(l, 5, NULL, counts, 1.0, 0.5);
+    CHECK(l[0] == 1.0f && l[1] == -5.5f && l[2] == 1.0f && l[3] == -1.5f && l[4] == -0.75f);
+    float z[2] = {1.0f, 2.0f};
+    kd_sample_penalize(z, 2, NULL, NULL, 3.0, 1.0); /* nothing seen, nothing counted */
+    CHECK(z[0] == 1.0f && z[1] == 2.0f);
+}
+
 int main(void)
 {
+    RUN(penalties);
     RUN(rng_reference);
     RUN(rng_determinism);
     RUN(rng_shuffle);
