@@ -10,8 +10,6 @@
 #include "student/export.h"
 #include "student/model.h"
 #include "teacher/model.h"
-#include "core/util.h"
-#include <unistd.h>
 
 static void usage_(FILE *f)
 {
@@ -160,24 +158,12 @@ int cmd_init(int argc, char **argv)
     int st = kd_model_config_load(argv[optind], &cfg);
     if (st == KD_OK && (cfg.arch == KD_ARCH_DEEPSEEK_V3 || cfg.arch == KD_ARCH_DEEPSEEK_V2)) {
         /* the teacher: F32 weights and config, then the tokenizer files */
-        const char *src = tokdir ? tokdir : argv[optind];
-        static const char *const files[] = {"tokenizer.json", "tokenizer_config.json"};
         if (dt != KD_F32)
             st = kd_err(KD_E_UNSUPPORTED, "init: a deepseek model is written in f32");
         if (st == KD_OK)
             st = kd_teacher_write_random(argv[optind], argv[optind + 1], (uint64_t)seed, std);
-        for (int i = 0; i < 2 && st == KD_OK; i++) {
-            char a[4200], b[4200], *txt = NULL;
-            size_t len = 0;
-            snprintf(a, sizeof a, "%s/%s", src, files[i]);
-            snprintf(b, sizeof b, "%s/%s", argv[optind + 1], files[i]);
-            if (access(a, R_OK) && i)
-                continue; /* tokenizer_config.json is optional */
-            st = kd_read_file(a, 1u << 30, &txt, &len);
-            if (st == KD_OK)
-                st = kd_write_file_atomic(b, txt, len);
-            free(txt);
-        }
+        if (st == KD_OK)
+            st = kd_copy_tokenizer_files(tokdir ? tokdir : argv[optind], argv[optind + 1]);
     } else if (st == KD_OK) {
         kd_student *m = NULL;
         st = kd_student_init(argv[optind], (uint64_t)seed, std, &m);

@@ -135,6 +135,9 @@ void kd_residual_backward(float *da, float *db, const float *dout, int64_t n);
  * the whole optimizer step) that of a step's share. Targets outside [0, V)
  * other than -100 are a programmer error (asserted). */
 #define KD_IGNORE_INDEX (-100)
+/* log(sum exp(x)) of one row: the max subtracted, fp32 exponentials summed
+ * in double. The cross-entropy uses it, and so does every log-probability. */
+double kd_logsumexp(const float *x, int64_t V);
 double kd_crossentropy_forward(const float *logits, const int64_t *targets, int64_t N, int64_t V,
                                int64_t *count);
 void kd_crossentropy_backward(float *dlogits, const float *logits, const int64_t *targets,

@@ -317,6 +317,14 @@ static int copy_file_(const char *src, const char *dst, const char *name, int re
 /* ---- the export --------------------------------------------------------- */
 
 /* The state out_dir may be in: absent, or an empty folder. */
+int kd_copy_tokenizer_files(const char *src_dir, const char *dst_dir)
+{
+    int rc = KD_OK;
+    for (size_t i = 0; i < NTOKENIZER_FILES && rc == KD_OK; i++)
+        rc = copy_file_(src_dir, dst_dir, tokenizer_files_[i], i == 0);
+    return rc;
+}
+
 static int check_out_dir_(const char *dir)
 {
     struct stat sb;
@@ -388,8 +396,8 @@ int kd_student_export(kd_student *m, const char *out_dir, const kd_export_opts *
         rc = write_json_(gen, tmp, "generation_config.json");
     if (rc == KD_OK)
         rc = write_weights_(m, tmp, o->dtype, o->max_shard_bytes);
-    for (size_t i = 0; i < NTOKENIZER_FILES && rc == KD_OK; i++)
-        rc = copy_file_(tok_dir, tmp, tokenizer_files_[i], i == 0);
+    if (rc == KD_OK)
+        rc = kd_copy_tokenizer_files(tok_dir, tmp);
     /* rename replaces out_dir only when it is (still) an empty folder */
     if (rc == KD_OK && rename(tmp, dst) != 0)
         rc = kd_err(KD_E_IO, "cannot rename '%s' to '%s': %s", tmp, dst,

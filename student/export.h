@@ -66,6 +66,11 @@ typedef struct kd_export_opts {
  * On error out_dir is left as it was. */
 int kd_student_export(kd_student *m, const char *out_dir, const kd_export_opts *opts);
 
+/* Copy the tokenizer files (the list above; tokenizer.json required) from
+ * src_dir into the existing folder dst_dir, byte for byte, each atomically.
+ * Errors: KD_E_NOTFOUND (no tokenizer.json), KD_E_IO, KD_E_NOMEM. */
+int kd_copy_tokenizer_files(const char *src_dir, const char *dst_dir);
+
 #ifdef __cplusplus
 }
 #endif

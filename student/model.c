@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "core/sampler.h"
 #include "core/status.h"
 
 
@@ -838,6 +839,9 @@ int kd_student_generate_greedy(kd_student *m, const int64_t *prompt, int64_t P, 
     kd_kvcache *kv = NULL;
     KD_TRY(kd_kvcache_new(m, P + N, &kv));
     float *row = malloc((size_t)V * sizeof(float));
+    kd_sampler_cfg greedy;
+    kd_sampler_cfg_init(&greedy);
+    greedy.temperature = 0.0;
     int rc = row ? KD_OK : kd_err(KD_E_NOMEM, "logits row");
     if (!rc)
         rc = kd_student_extend(m, kv, prompt, P, row);
@@ -847,10 +851,9 @@ int kd_student_generate_greedy(kd_student *m, const int64_t *prompt, int64_t P, 
         for (int e = 0; e < nsuppress; e++)
             if (suppress[e] >= 0 && suppress[e] < V)
                 row[suppress[e]] = -INFINITY;
-        int64_t best = 0; /* the first maximum, as torch.argmax */
-        for (int64_t j = 1; j < V; j++)
-            if (row[j] > row[best])
-                best = j;
+        int64_t best = 0; /* greedy: the first maximum, as torch.argmax */
+        if ((rc = kd_sample(&greedy, NULL, row, V, &best, NULL)))
+            break;
         out[P + i] = best;
         if (i + 1 < N)
             rc = kd_student_extend(m, kv, &best, 1, row);

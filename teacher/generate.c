@@ -12,6 +12,7 @@
 
 #include "core/chat.h"
 #include "core/log.h"
+#include "core/ops.h"
 #include "core/sampler.h"
 #include "core/status.h"
 #include "core/tokenizer.h"
@@ -213,12 +214,7 @@ static int samp_advance_(gjob_ *j, samp_ *sp)
     const int64_t V = j->g.V;
     const float *row = sp->row;
     int64_t id;
-    float mx = -INFINITY; /* the model's log-probabilities, for the record */
-    for (int64_t v = 0; v < V; v++)
-        mx = row[v] > mx ? row[v] : mx;
-    double z = 0;
-    for (int64_t v = 0; v < V; v++)
-        z += exp((double)row[v] - mx);
+    const double lse = kd_logsumexp(row, V); /* the model's log-probabilities, for the record */
     if (sp->forced >= 0) {
         id = j->close_think[sp->forced++];
         if ((size_t)sp->forced == j->nclose)
@@ -232,7 +228,7 @@ static int samp_advance_(gjob_ *j, samp_ *sp)
         KD_TRY(kd_sample(&j->sc, &r, j->work, V, &id, j->scratch));
     }
     unit_out_ *o = &sp->o;
-    o->logprob += (double)row[id] - mx - log(z);
+    o->logprob += (double)row[id] - lse;
     o->tokens++;
     sp->gen[sp->t++] = id;
     sp->counts[id]++;

@@ -17,6 +17,7 @@
 #include "core/ops.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "core/sampler.h"
 #include "core/status.h"
 #include "core/util.h"
 
@@ -856,6 +857,9 @@ int kd_teacher_generate_greedy(kd_teacher *m, const int64_t *prompt, int64_t P, 
     kd_mla_cache *kc = NULL;
     KD_TRY(kd_mla_cache_new(m, P + N, &kc));
     float *row = malloc((size_t)V * sizeof(float));
+    kd_sampler_cfg greedy;
+    kd_sampler_cfg_init(&greedy);
+    greedy.temperature = 0.0;
     int rc = row ? KD_OK : kd_err(KD_E_NOMEM, "logits row");
     if (!rc)
         rc = kd_teacher_extend(m, kc, prompt, P, KD_MLA_DECOMPRESSED, 0, row);
@@ -865,10 +869,9 @@ int kd_teacher_generate_greedy(kd_teacher *m, const int64_t *prompt, int64_t P, 
         for (int e = 0; e < nsuppress; e++)
             if (suppress[e] >= 0 && suppress[e] < V)
                 row[suppress[e]] = -INFINITY;
-        int64_t best = 0;
-        for (int64_t j = 1; j < V; j++)
-            if (row[j] > row[best])
-                best = j;
+        int64_t best = 0; /* greedy: the first maximum, as torch.argmax */
+        if ((rc = kd_sample(&greedy, NULL, row, V, &best, NULL)))
+            break;
         out[P + i] = best;
         if (i + 1 < N)
             rc = kd_teacher_extend(m, kc, &best, 1, mode, 0, row);

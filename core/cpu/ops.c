@@ -429,7 +429,7 @@ void kd_residual_backward(float *da, float *db, const float *dout, int64_t n)
 
 /* log-sum-exp of one row: fp32 exponentials (each within 1 ulp) summed in
  * double; about twice as fast as double exp over a 150K vocabulary */
-static double row_lse_(const float *x, int64_t V)
+double kd_logsumexp(const float *x, int64_t V)
 {
     float mx = -INFINITY;
     for (int64_t i = 0; i < V; i++)
@@ -454,7 +454,7 @@ double kd_crossentropy_forward(const float *logits, const int64_t *targets, int6
         if (targets[n] == KD_IGNORE_INDEX)
             continue;
         assert(targets[n] >= 0 && targets[n] < V);
-        row[n] = row_lse_(logits + n * V, V) - (double)logits[n * V + targets[n]];
+        row[n] = kd_logsumexp(logits + n * V, V) - (double)logits[n * V + targets[n]];
     }
     double sum = 0.0;
     int64_t cnt = 0;
@@ -481,7 +481,7 @@ void kd_crossentropy_backward(float *dlogits, const float *logits, const int64_t
             continue;
         }
         const float *x = logits + n * V;
-        const double l = row_lse_(x, V);
+        const double l = kd_logsumexp(x, V);
         const float lf = (float)l, wf = (float)w; /* softmax = exp(x - lse), in fp32 */
         for (int64_t i = 0; i < V; i++)
             d[i] = expf(x[i] - lf) * wf;

@@ -20,13 +20,7 @@
 #define QWEN KD_TEST_FIXTURES "/tiny-qwen2"
 #define TMP KD_TEST_TMP "/sft"
 
-static void rm_rf_(const char *path)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", path);
-}
+static void rm_rf_(const char *path) { CHECK_OK(kd_rmtree(path)); }
 
 static double rel_(const float *a, const float *b, size_t n)
 {
