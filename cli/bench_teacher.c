@@ -92,7 +92,7 @@ int bench_teacher(int argc, char **argv)
         if (!seqs || !sp || !ids || !nn || !lg)
             st = kd_err(KD_E_NOMEM, "bench buffers");
         if (st == KD_OK)
-            st = kd_kvpool_new(m, nb, bs, &pool);
+            st = kd_teacher_kvpool_new(m, nb, bs, &pool);
         kd_rng r;
         kd_rng_seed(&r, 11);
         double t0 = kd_now();

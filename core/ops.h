@@ -36,7 +36,9 @@ extern "C" {
 #endif
 
 /* ---- linear: y = x W^T + b ------------------------------------------------
- * y (N, O) is overwritten; x (N, I); w (O, I); b (O) or NULL. */
+ * y (N, O) is overwritten; x (N, I); w (O, I); b (O) or NULL. Row-invariant:
+ * a row's result is bitwise the same whatever N is and wherever the row
+ * sits, so a sequence's logits do not depend on what else is in the batch. */
 void kd_matmul_forward(float *y, const float *x, const float *w, const float *b,
                        int64_t N, int64_t nI, int64_t nO);
 /* dx (N, I) += dy W; dw (O, I) += dy^T x; db (O) += sum_n dy. */

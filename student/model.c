@@ -721,13 +721,108 @@ int kd_student_set_step(kd_student *m, int64_t step)
 
 size_t kd_student_numel(const kd_student *m) { return m->nparams; }
 
-/* ---- generation with a KV cache --------------------------------------------------- */
+/* ---- inference over the paged cache ---------------------------------------------- */
+
+int kd_student_kvpool_new(const kd_student *m, int64_t nblocks, int64_t block, kd_kvpool **out)
+{
+    const kd_model_config *c = &m->cfg;
+    return kd_kvpool_new(c->num_layers, 2 * c->num_kv_heads * c->head_dim, nblocks, block, &c->rope,
+                         c->head_dim, c->max_position, out);
+}
+
+int kd_student_step_paged(kd_student *m, kd_kvpool *pool, kd_kvseq *const *seqs, int nseq, const int64_t *ids,
+                          const int64_t *nn, int all_logits, float *logits)
+{
+    const kd_model_config *c = &m->cfg;
+    const int64_t V = c->vocab_size, C = c->hidden_size, L = c->num_layers;
+    const int64_t H = c->num_heads, K = c->num_kv_heads, D = c->head_dim, Q = H * D, R = K * D;
+    const int64_t F = c->intermediate_size;
+    if (nseq <= 0)
+        return kd_err(KD_E_RANGE, "a step of %d sequences", nseq);
+    int64_t N = 0, Tmax = 0;
+    for (int i = 0; i < nseq; i++) {
+        if (nn[i] <= 0)
+            return kd_err(KD_E_RANGE, "%lld new tokens for sequence %d", (long long)nn[i], i);
+        N += nn[i];
+        Tmax = seqs[i]->len + nn[i] > Tmax ? seqs[i]->len + nn[i] : Tmax;
+    }
+    for (int64_t r = 0; r < N; r++)
+        if (ids[r] < 0 || ids[r] >= V)
+            return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)", (long long)ids[r],
+                          (long long)r, (long long)V);
+    KD_TRY(kd_kvpool_reserve(pool, seqs, nseq, nn));
+    /* scratch: x, ln (N, C); q, att (N, Q); k, v (N, R); gate, up (N, F);
+     * scores (Tmax); one sequence's cached rows, gathered (Tmax, 2R) */
+    const size_t need = (size_t)(2 * N * C + 2 * N * Q + 2 * N * R + 2 * N * F + Tmax + 2 * Tmax * R);
+    float *mem = malloc(need * sizeof(float));
+    int64_t *pos = malloc((size_t)N * sizeof *pos);
+    if (!mem || !pos) {
+        free(mem);
+        free(pos);
+        return kd_err(KD_E_NOMEM, "decode scratch (%zu floats)", need);
+    }
+    float *x = mem, *ln = x + N * C, *q = ln + N * C, *att = q + N * Q, *k = att + N * Q, *v = k + N * R;
+    float *gate = v + N * R, *up = gate + N * F, *s = up + N * F, *kv = s + Tmax;
+    float *P = m->params;
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int i = 0, r = 0; i < nseq; i++)
+        for (int64_t t = 0; t < nn[i]; t++)
+            pos[r++] = seqs[i]->len + t;
+
+    kd_embedding_forward(x, ids, slot_(P, m, P_WTE), N, C);
+    for (int64_t l = 0; l < L; l++) {
+#define W(p, sz) (slot_(P, m, p) ? slot_(P, m, p) + l * (sz) : NULL)
+        kd_rmsnorm_forward(ln, NULL, x, W(P_LN1, C), N, C, c->rms_norm_eps);
+        kd_matmul_forward(q, ln, W(P_QW, Q * C), W(P_QB, Q), N, C, Q);
+        kd_matmul_forward(k, ln, W(P_KW, R * C), W(P_KB, R), N, C, R);
+        kd_matmul_forward(v, ln, W(P_VW, R * C), W(P_VB, R), N, C, R);
+        /* each row rotated at its own position; its [k | v] into its block */
+        for (int i = 0, r = 0; i < nseq; i++)
+            for (int64_t t = 0; t < nn[i]; t++, r++) {
+                const float *cs = kd_kvpool_cos(pool, pos[r]), *sn = kd_kvpool_sin(pool, pos[r]);
+                kd_rope_forward(q + r * Q, cs, sn, NULL, 1, 1, H, D);
+                kd_rope_forward(k + r * R, cs, sn, NULL, 1, 1, K, D);
+                float *dst = kd_kvpool_at(pool, seqs[i], l, pos[r]);
+                memcpy(dst, k + r * R, (size_t)R * sizeof(float));
+                memcpy(dst + R, v + r * R, (size_t)R * sizeof(float));
+            }
+        /* attention, sequence by sequence, over its gathered rows */
+        for (int i = 0, off = 0; i < nseq; off += (int)nn[i], i++) {
+            const int64_t p0 = seqs[i]->len;
+            kd_kvpool_gather(pool, seqs[i], l, p0 + nn[i], kv);
+            kd_attention_cached(att + off * Q, q + off * Q, kv, kv + R, 2 * R, 2 * R, p0, nn[i], H, K, D, D,
+                                scale, s);
+        }
+        kd_matmul_forward(ln, att, W(P_OW, C * Q), W(P_OB, C), N, Q, C);
+        kd_residual_forward(x, x, ln, N * C);
+        kd_rmsnorm_forward(ln, NULL, x, W(P_LN2, C), N, C, c->rms_norm_eps);
+        kd_matmul_forward(gate, ln, W(P_GW, F * C), W(P_GB, F), N, C, F);
+        kd_matmul_forward(up, ln, W(P_UW, F * C), W(P_UB, F), N, C, F);
+        kd_swiglu_forward(gate, gate, up, N * F);
+        kd_matmul_forward(ln, gate, W(P_DW, C * F), W(P_DB, C), N, F, C);
+        kd_residual_forward(x, x, ln, N * C);
+#undef W
+    }
+    /* the final norm of the rows whose logits are wanted, then one matmul */
+    int64_t nout = 0;
+    for (int i = 0, r = 0; i < nseq; i++) {
+        for (int64_t t = 0; t < nn[i]; t++, r++)
+            if (logits && (all_logits || t + 1 == nn[i]))
+                kd_rmsnorm_forward(ln + (nout++) * C, NULL, x + r * C, slot_(P, m, P_LNF), 1, C, c->rms_norm_eps);
+        seqs[i]->len += nn[i];
+    }
+    if (nout)
+        kd_matmul_forward(logits, ln, slot_(P, m, P_LMH), NULL, nout, C, V);
+    free(mem);
+    free(pos);
+    return KD_OK;
+}
+
+/* ---- one sequence's cache: a pool of its own ----------------------------------------- */
 
 struct kd_kvcache {
-    int64_t max_T, len; /* capacity and positions filled */
-    float *k, *v;       /* (L, max_T, R) each, after rope for k; one allocation */
-    float *rope_cos;    /* (max_T, D/2) */
-    float *rope_sin;    /* (max_T, D/2) */
+    kd_kvpool *pool;
+    kd_kvseq seq;
 };
 
 int kd_kvcache_new(const kd_student *m, int64_t max_T, kd_kvcache **out)
@@ -737,23 +832,14 @@ int kd_kvcache_new(const kd_student *m, int64_t max_T, kd_kvcache **out)
     if (max_T <= 0 || (c->max_position > 0 && max_T > c->max_position))
         return kd_err(KD_E_RANGE, "kv cache of %lld positions (max_position_embeddings %lld)",
                       (long long)max_T, (long long)c->max_position);
-    const size_t L = (size_t)c->num_layers, R = (size_t)(c->num_kv_heads * c->head_dim);
-    const size_t half = (size_t)c->head_dim / 2, T = (size_t)max_T;
     kd_kvcache *kv = calloc(1, sizeof *kv);
-    float *mem = malloc((2 * L * T * R + 2 * T * half) * sizeof(float));
-    if (!kv || !mem) {
-        free(kv);
-        free(mem);
-        return kd_err(KD_E_NOMEM, "kv cache of %lld positions", (long long)max_T);
-    }
-    kv->max_T = max_T;
-    kv->k = mem;
-    kv->v = mem + L * T * R;
-    kv->rope_cos = kv->v + L * T * R;
-    kv->rope_sin = kv->rope_cos + T * half;
-    int rc = kd_rope_table(kv->rope_cos, kv->rope_sin, &c->rope, max_T, c->head_dim, NULL);
+    if (!kv)
+        return kd_err(KD_E_NOMEM, "kv cache");
+    const int64_t bs = 16;
+    int rc = kd_kvpool_new(c->num_layers, 2 * c->num_kv_heads * c->head_dim, (max_T + bs - 1) / bs, bs,
+                           &c->rope, c->head_dim, max_T, &kv->pool);
     if (rc) {
-        kd_kvcache_free(kv);
+        free(kv);
         return rc;
     }
     *out = kv;
@@ -764,66 +850,21 @@ void kd_kvcache_free(kd_kvcache *kv)
 {
     if (!kv)
         return;
-    free(kv->k);
+    if (kv->pool)
+        kd_kvseq_release(kv->pool, &kv->seq);
+    kd_kvpool_free(kv->pool);
     free(kv);
 }
 
-int64_t kd_kvcache_len(const kd_kvcache *kv) { return kv->len; }
+int64_t kd_kvcache_len(const kd_kvcache *kv) { return kv->seq.len; }
 
 int kd_student_extend(kd_student *m, kd_kvcache *kv, const int64_t *ids, int64_t n, float *logits)
 {
-    const kd_model_config *c = &m->cfg;
-    const int64_t V = c->vocab_size, C = c->hidden_size, L = c->num_layers;
-    const int64_t H = c->num_heads, K = c->num_kv_heads, D = c->head_dim, Q = H * D, R = K * D;
-    const int64_t F = c->intermediate_size, p0 = kv->len, T = kv->max_T;
-    if (n <= 0 || p0 + n > T)
+    kd_kvseq *sq = &kv->seq;
+    if (n <= 0 || sq->len + n > kd_kvpool_max_pos(kv->pool))
         return kd_err(KD_E_RANGE, "%lld new tokens at position %lld do not fit a kv cache of %lld",
-                      (long long)n, (long long)p0, (long long)T);
-    for (int64_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= V)
-            return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)",
-                          (long long)ids[i], (long long)i, (long long)V);
-    /* scratch: x, ln (n, C); q, att (n, Q); gate, up (n, F); scores (T); logits row (V) */
-    const size_t need = (size_t)(2 * n * C + 2 * n * Q + 2 * n * F + T + V);
-    float *mem = malloc(need * sizeof(float));
-    if (!mem)
-        return kd_err(KD_E_NOMEM, "decode scratch (%zu floats)", need);
-    float *x = mem, *ln = x + n * C, *q = ln + n * C, *att = q + n * Q, *gate = att + n * Q;
-    float *up = gate + n * F, *s = up + n * F, *row = s + T;
-    float *P = m->params;
-    const float scale = 1.0f / sqrtf((float)D);
-    const float *cs = kv->rope_cos + p0 * (D / 2), *sn = kv->rope_sin + p0 * (D / 2);
-
-    kd_embedding_forward(x, ids, slot_(P, m, P_WTE), n, C);
-    for (int64_t l = 0; l < L; l++) {
-        float *kc = kv->k + l * T * R, *vc = kv->v + l * T * R;
-#define W(p, sz) (slot_(P, m, p) ? slot_(P, m, p) + l * (sz) : NULL)
-        kd_rmsnorm_forward(ln, NULL, x, W(P_LN1, C), n, C, c->rms_norm_eps);
-        kd_matmul_forward(q, ln, W(P_QW, Q * C), W(P_QB, Q), n, C, Q);
-        kd_matmul_forward(kc + p0 * R, ln, W(P_KW, R * C), W(P_KB, R), n, C, R);
-        kd_matmul_forward(vc + p0 * R, ln, W(P_VW, R * C), W(P_VB, R), n, C, R);
-        kd_rope_forward(q, cs, sn, NULL, 1, n, H, D);
-        kd_rope_forward(kc + p0 * R, cs, sn, NULL, 1, n, K, D);
-        kd_attention_cached(att, q, kc, vc, R, R, p0, n, H, K, D, D, scale, s);
-        kd_matmul_forward(ln, att, W(P_OW, C * Q), W(P_OB, C), n, Q, C);
-        kd_residual_forward(x, x, ln, n * C);
-        kd_rmsnorm_forward(ln, NULL, x, W(P_LN2, C), n, C, c->rms_norm_eps);
-        kd_matmul_forward(gate, ln, W(P_GW, F * C), W(P_GB, F), n, C, F);
-        kd_matmul_forward(up, ln, W(P_UW, F * C), W(P_UB, F), n, C, F);
-        kd_swiglu_forward(gate, gate, up, n * F);
-        kd_matmul_forward(ln, gate, W(P_DW, C * F), W(P_DB, C), n, F, C);
-        kd_residual_forward(x, x, ln, n * C);
-#undef W
-    }
-    kv->len = p0 + n;
-    if (logits) {
-        const float *last = x + (n - 1) * C;
-        kd_rmsnorm_forward(ln, NULL, last, slot_(P, m, P_LNF), 1, C, c->rms_norm_eps);
-        kd_matmul_forward(row, ln, slot_(P, m, P_LMH), NULL, 1, C, V);
-        memcpy(logits, row, (size_t)V * sizeof(float));
-    }
-    free(mem);
-    return KD_OK;
+                      (long long)n, (long long)sq->len, (long long)kd_kvpool_max_pos(kv->pool));
+    return kd_student_step_paged(m, kv->pool, &sq, 1, ids, &n, 0, logits);
 }
 
 int kd_student_generate_greedy(kd_student *m, const int64_t *prompt, int64_t P, int64_t N,

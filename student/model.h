@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "core/hfconfig.h"
+#include "core/kvpool.h"
 #include "core/ops.h"
 
 #ifdef __cplusplus
@@ -127,9 +128,24 @@ int kd_student_tensor(kd_student *m, const char *name, int which, float **data, 
 size_t kd_student_param_count(const kd_student *m);
 const char *kd_student_param_name(const kd_student *m, size_t i);
 
-/* ---- greedy generation with a KV cache ------------------------------------
- * A cache holds the keys (after rope) and values of every layer for up to
- * max_T positions: (L, max_T, K, D) each, plus the rope table for them. */
+/* ---- inference over the paged KV cache (core/kvpool.h) --------------------------
+ * Each position's row is its keys (after rope) and its values, every layer:
+ * [k (K * D) | v (K * D)]. The pool's rope table covers
+ * max_position_embeddings. */
+int kd_student_kvpool_new(const kd_student *m, int64_t nblocks, int64_t block, kd_kvpool **out);
+
+/* One batched step, as kd_teacher_step: sequence i takes nn[i] new tokens
+ * (ids holds them all, sequence after sequence) at positions len ..
+ * len+nn[i]-1, attending over its own cache; every matmul runs over all new
+ * tokens at once. logits receives the last new position's logits per
+ * sequence (nseq, V), or every new position's (sum nn, V) with all_logits;
+ * NULL for none. Does not touch the training activations. Errors: KD_E_RANGE
+ * (an id outside [0, V), a sequence past the context, "kv pool full": then
+ * nothing has changed), KD_E_NOMEM. */
+int kd_student_step_paged(kd_student *m, kd_kvpool *pool, kd_kvseq *const *seqs, int nseq, const int64_t *ids,
+                          const int64_t *nn, int all_logits, float *logits);
+
+/* One sequence's cache of up to max_T positions (a pool of its own). */
 typedef struct kd_kvcache kd_kvcache; /* opaque */
 
 /* A cache for model m of max_T positions, empty. Errors: KD_E_RANGE (max_T

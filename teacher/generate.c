@@ -51,10 +51,10 @@ static const kd_cfg_field gen_fields_[] = {
     KD_CFG_BOOL(kd_gen_config, force_think, "true", "start the assistant turn with <think>\\n"),
     KD_CFG_ENUM(kd_gen_config, mla, "absorbed", "absorbed|decompressed", "DeepSeek decode attention form"),
     KD_CFG_INT(kd_gen_config, commit_every, "8", 1, 1e6, "finished units per committed batch"),
-    KD_CFG_INT(kd_gen_config, batch, "16", 1, 4096, "DeepSeek: samples decoded together"),
-    KD_CFG_INT(kd_gen_config, kv_block, "16", 1, 4096, "DeepSeek: positions per kv cache block"),
+    KD_CFG_INT(kd_gen_config, batch, "16", 1, 4096, "samples decoded together"),
+    KD_CFG_INT(kd_gen_config, kv_block, "16", 1, 4096, "positions per kv cache block"),
     KD_CFG_INT(kd_gen_config, kv_blocks, "0", 0, 1e9,
-               "DeepSeek: blocks in the kv pool; 0 = batch x (max_new_tokens + 2048) positions"),
+               "blocks in the kv pool; 0 = batch x (max_new_tokens + 2048) positions"),
     KD_CFG_BOOL(kd_gen_config, progress, "true", "draw a progress bar"),
     KD_CFG_SECTION(kd_gen_config, sampling, sampling_fields_, "sampling"),
     KD_CFG_SECTION(kd_gen_config, runtime, kd_runtime_fields, "seed, device, threads, logging"),
@@ -80,28 +80,20 @@ typedef struct gmodel_ {
     kd_mla_mode mode;
 } gmodel_;
 
-typedef struct gcache_ {
-    kd_mla_cache *mla;
-    kd_kvcache *kv;
-} gcache_;
-
-static int gm_cache_(gmodel_ *g, int64_t T, gcache_ *c)
+static int gm_pool_(const gmodel_ *g, int64_t nblocks, int64_t bs, kd_kvpool **pool)
 {
-    memset(c, 0, sizeof *c);
-    return g->t ? kd_mla_cache_new(g->t, T, &c->mla) : kd_kvcache_new(g->s, T, &c->kv);
+    return g->t ? kd_teacher_kvpool_new(g->t, nblocks, bs, pool) : kd_student_kvpool_new(g->s, nblocks, bs, pool);
 }
 
-static void gm_cache_free_(gcache_ *c)
-{
-    kd_mla_cache_free(c->mla);
-    kd_kvcache_free(c->kv);
-}
-
-static int gm_extend_(gmodel_ *g, gcache_ *c, const int64_t *ids, int64_t n, int prefill, float *row)
+/* One batched step (kd_teacher_step, kd_student_step_paged): a prompt's
+ * prefill (decompressed MLA) or decode (the configured MLA form). */
+static int gm_step_(gmodel_ *g, kd_kvpool *pool, kd_kvseq *const *seqs, int nseq, const int64_t *ids,
+                    const int64_t *nn, int prefill, float *logits)
 {
     if (g->t)
-        return kd_teacher_extend(g->t, c->mla, ids, n, prefill ? KD_MLA_DECOMPRESSED : g->mode, 0, row);
-    return kd_student_extend(g->s, c->kv, ids, n, row);
+        return kd_teacher_step(g->t, pool, seqs, nseq, ids, nn, prefill ? KD_MLA_DECOMPRESSED : g->mode, 0,
+                               logits);
+    return kd_student_step_paged(g->s, pool, seqs, nseq, ids, nn, 0, logits);
 }
 
 /* ---- one unit ------------------------------------------------------------------------ */
@@ -290,20 +282,6 @@ static int samp_finish_(samp_ *sp)
     if (sp->o.budget_hit)
         sp->o.finish = KD_FINISH_BUDGET;
     sp->o.seconds = kd_now() - sp->t0;
-    return rc;
-}
-
-/* One sample on a contiguous cache (dense models): prefill, then token by token. */
-static int run_unit_(gjob_ *j, samp_ *sp)
-{
-    gcache_ cache;
-    KD_TRY(gm_cache_(&j->g, sp->P + sp->max_new, &cache));
-    int rc = gm_extend_(&j->g, &cache, sp->prompt, sp->P, 1, sp->row);
-    while (rc == KD_OK && (rc = samp_advance_(j, sp)) == KD_OK && !sp->done)
-        rc = gm_extend_(&j->g, &cache, &sp->next, 1, 0, sp->row);
-    if (rc == KD_OK)
-        rc = samp_finish_(sp);
-    gm_cache_free_(&cache);
     return rc;
 }
 
@@ -577,28 +555,7 @@ static void unit_done_(unit_ *u)
     }
 }
 
-/* Dense models: one sample at a time on a contiguous cache. */
-static int run_sequential_(gctx_ *x)
-{
-    int rc;
-    unit_ *u;
-    while ((rc = next_unit_(x, &u)) == KD_OK && u) {
-        for (int k = 0, n = u->nmiss; k < n && rc == KD_OK; k++) {
-            samp_ sp;
-            rc = samp_init_(x->j, &sp, u->pid, (uint32_t)u->missing[k], u->prompt, u->P, u->max_new);
-            if (rc == KD_OK)
-                rc = run_unit_(x->j, &sp);
-            if (rc == KD_OK)
-                rc = record_(x, &sp);
-            else
-                samp_free_(&sp);
-            unit_done_(u);
-        }
-    }
-    return rc;
-}
-
-/* The teacher: continuous batching over a paged cache. Up to `batch`
+/* The engine: continuous batching over a paged cache, for every model. Up to `batch`
  * samples run together; a new prompt is prefilled once and its samples fork
  * its blocks; each step advances every running sample by one token. When the
  * pool runs out, the newest sample is preempted (its blocks freed) and later
@@ -615,7 +572,7 @@ static int run_engine_(gctx_ *x)
 {
     gjob_ *j = x->j;
     const kd_gen_config *c = x->c;
-    kd_teacher *m = j->g.t;
+    gmodel_ *m = &j->g;
     const int64_t V = j->g.V, B = c->batch, bs = c->kv_block;
     int64_t nblocks = c->kv_blocks;
     if (!nblocks) {
@@ -624,7 +581,7 @@ static int run_engine_(gctx_ *x)
         nblocks = B * ((span + bs - 1) / bs) + 1;
     }
     kd_kvpool *pool = NULL;
-    KD_TRY(kd_kvpool_new(m, nblocks, bs, &pool));
+    KD_TRY(gm_pool_(m, nblocks, bs, &pool));
     live_ *run = calloc((size_t)B, sizeof *run), *wait = NULL;
     kd_kvseq **seqs = calloc((size_t)B, sizeof *seqs);
     int64_t *next = calloc((size_t)B, sizeof *next), *nn = calloc((size_t)B, sizeof *nn);
@@ -647,12 +604,11 @@ static int run_engine_(gctx_ *x)
             nwait--;
             kd_kvseq *sq = &l->sp.seq;
             int64_t P = l->sp.P;
-            rc = kd_teacher_step(m, pool, &sq, 1, l->sp.prompt, &P, KD_MLA_DECOMPRESSED, 0, l->sp.row);
+            rc = gm_step_(m, pool, &sq, 1, l->sp.prompt, &P, 1, l->sp.row);
             /* replay the tokens it had fed, one at a time as before; the token it
              * had chosen last (sp.next) is fed by the next step */
             for (int64_t t = 0; rc == KD_OK && t + 1 < l->sp.t; t++)
-                rc = kd_teacher_step(m, pool, &sq, 1, &l->sp.gen[t], &nn[0],
-                                     c->mla ? KD_MLA_DECOMPRESSED : KD_MLA_ABSORBED, 0, l->sp.row);
+                rc = gm_step_(m, pool, &sq, 1, &l->sp.gen[t], &nn[0], 0, l->sp.row);
             l->replay = 0;
             l->fed = l->sp.t == 0;
             nrun++;
@@ -676,7 +632,7 @@ static int run_engine_(gctx_ *x)
             kd_kvseq root = {0}, *rp = &root;
             int64_t P = u->P;
             float *row0 = malloc((size_t)V * sizeof *row0);
-            rc = row0 ? kd_teacher_step(m, pool, &rp, 1, u->prompt, &P, KD_MLA_DECOMPRESSED, 0, row0)
+            rc = row0 ? gm_step_(m, pool, &rp, 1, u->prompt, &P, 1, row0)
                       : kd_err(KD_E_NOMEM, "row");
             for (int k = 0, n = u->nmiss; rc == KD_OK && k < n; k++) {
                 if (nrun == B) { /* a prompt with more samples than the batch: queue the rest */
@@ -770,8 +726,7 @@ static int run_engine_(gctx_ *x)
             seqs[i] = &run[i].sp.seq;
             next[i] = run[i].sp.next;
         }
-        rc = kd_teacher_step(m, pool, seqs, (int)nrun, next, nn, c->mla ? KD_MLA_DECOMPRESSED : KD_MLA_ABSORBED,
-                             0, logits);
+        rc = gm_step_(m, pool, seqs, (int)nrun, next, nn, 0, logits);
         for (int64_t i = 0; rc == KD_OK && i < nrun; i++) {
             memcpy(run[i].sp.row, logits + i * V, (size_t)V * sizeof(float));
             run[i].fed = 1;
@@ -955,7 +910,7 @@ int kd_generate_run(const kd_gen_config *c, kd_gen_result *res)
                 .np = &np, .lineage = lineage, .res = res, .lens = lens, .pb = pb_on ? &pb : NULL,
                 .ids = &ids, .t_run = kd_now()};
     if (rc == KD_OK)
-        rc = j.g.t ? run_engine_(&gx) : run_sequential_(&gx);
+        rc = run_engine_(&gx);
     double tok_run = gx.tok_run, t_run = gx.t_run;
     if (rc == KD_OK)
         rc = flush_(out, pend, &np, lineage);

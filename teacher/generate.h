@@ -20,12 +20,12 @@
  * probabilities under the model (before sampling transforms), seconds, and
  * tokens/s. The lineage entry names the model, the config hash and the seed.
  *
- * Engine (CPU reference): DeepSeek teachers run with continuous batching
- * over a paged latent cache: up to `batch` samples decode together, a
+ * Engine (CPU reference), for DeepSeek and dense teachers alike: continuous
+ * batching over a paged cache (core/kvpool.h): up to `batch` samples decode together, a
  * prompt is prefilled once and its samples share its blocks
  * (copy-on-write), and when the pool runs out the newest sample is
  * preempted and later recomputed (prompt prefilled, its tokens replayed), so
- * its text does not change. Dense teachers run one sample at a time.
+ * its text does not change.
  */
 #ifndef KD_TEACHER_GENERATE_H
 #define KD_TEACHER_GENERATE_H

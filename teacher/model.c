@@ -297,140 +297,11 @@ int kd_teacher_write_random(const char *cfg_dir, const char *out_dir, uint64_t s
 
 /* ---- the paged latent cache ---------------------------------------------------------- */
 
-struct kd_kvpool {
-    int64_t bs, nblocks, row, L, max_pos;
-    float *lat;         /* (nblocks, L, bs, row) */
-    int32_t *ref;       /* (nblocks) */
-    int32_t *freel;     /* (nblocks) a stack of free block ids */
-    int64_t nfree;
-    float *cos_, *sin_; /* (max_pos, Dr/2) */
-};
-
-int kd_kvpool_new(const kd_teacher *m, int64_t nblocks, int64_t block, kd_kvpool **out)
+int kd_teacher_kvpool_new(const kd_teacher *m, int64_t nblocks, int64_t block, kd_kvpool **out)
 {
-    *out = NULL;
     const kd_model_config *c = &m->cfg;
-    if (nblocks <= 0 || block <= 0)
-        return kd_err(KD_E_RANGE, "kv pool of %lld blocks of %lld positions", (long long)nblocks,
-                      (long long)block);
-    const int64_t row = c->kv_lora_rank + c->qk_rope_head_dim, half = c->qk_rope_head_dim / 2;
-    const int64_t maxp = c->max_position > 0 ? c->max_position : nblocks * block;
-    kd_kvpool *p = calloc(1, sizeof *p);
-    if (p) {
-        p->lat = malloc((size_t)(nblocks * c->num_layers * block * row) * sizeof(float));
-        p->ref = calloc((size_t)nblocks, sizeof *p->ref);
-        p->freel = malloc((size_t)nblocks * sizeof *p->freel);
-        p->cos_ = malloc((size_t)(2 * maxp * half) * sizeof(float));
-    }
-    if (!p || !p->lat || !p->ref || !p->freel || !p->cos_) {
-        kd_kvpool_free(p);
-        return kd_err(KD_E_NOMEM, "kv pool of %lld blocks of %lld positions", (long long)nblocks,
-                      (long long)block);
-    }
-    p->bs = block;
-    p->nblocks = nblocks;
-    p->row = row;
-    p->L = c->num_layers;
-    p->max_pos = maxp;
-    p->sin_ = p->cos_ + maxp * half;
-    for (int64_t i = 0; i < nblocks; i++)
-        p->freel[i] = (int32_t)(nblocks - 1 - i);
-    p->nfree = nblocks;
-    int rc = kd_rope_table(p->cos_, p->sin_, &c->rope, maxp, c->qk_rope_head_dim, NULL);
-    if (rc) {
-        kd_kvpool_free(p);
-        return rc;
-    }
-    *out = p;
-    return KD_OK;
-}
-
-void kd_kvpool_free(kd_kvpool *p)
-{
-    if (!p)
-        return;
-    free(p->lat);
-    free(p->ref);
-    free(p->freel);
-    free(p->cos_);
-    free(p);
-}
-
-int64_t kd_kvpool_free_blocks(const kd_kvpool *p) { return p->nfree; }
-int64_t kd_kvpool_block(const kd_kvpool *p) { return p->bs; }
-
-static void unref_(kd_kvpool *p, int32_t b)
-{
-    if (--p->ref[b] == 0)
-        p->freel[p->nfree++] = b;
-}
-
-void kd_kvseq_release(kd_kvpool *p, kd_kvseq *s)
-{
-    for (int64_t i = 0; i < s->nblocks; i++)
-        unref_(p, s->blocks[i]);
-    free(s->blocks);
-    memset(s, 0, sizeof *s);
-}
-
-int kd_kvseq_fork(kd_kvpool *p, const kd_kvseq *src, kd_kvseq *dst)
-{
-    memset(dst, 0, sizeof *dst);
-    if (src->nblocks) {
-        dst->blocks = malloc((size_t)src->nblocks * sizeof *dst->blocks);
-        if (!dst->blocks)
-            return kd_err(KD_E_NOMEM, "block table");
-        memcpy(dst->blocks, src->blocks, (size_t)src->nblocks * sizeof *dst->blocks);
-        for (int64_t i = 0; i < src->nblocks; i++)
-            p->ref[src->blocks[i]]++;
-    }
-    dst->nblocks = dst->cap = src->nblocks;
-    dst->len = src->len;
-    return KD_OK;
-}
-
-int64_t kd_kvseq_need(const kd_kvpool *p, const kd_kvseq *s, int64_t n)
-{
-    int64_t need = (s->len + n + p->bs - 1) / p->bs - s->nblocks;
-    /* a shared, partly filled last block is copied before it is written */
-    if (s->len % p->bs && s->nblocks && p->ref[s->blocks[s->nblocks - 1]] > 1)
-        need++;
-    return need > 0 ? need : 0;
-}
-
-/* Make room for n more positions: copy a shared last block, add blocks. The
- * caller has checked kd_kvseq_need against the free blocks. */
-static int seq_grow_(kd_kvpool *p, kd_kvseq *s, int64_t n)
-{
-    const int64_t want = (s->len + n + p->bs - 1) / p->bs;
-    if (want > s->cap) {
-        int32_t *nb = realloc(s->blocks, (size_t)want * sizeof *nb);
-        if (!nb)
-            return kd_err(KD_E_NOMEM, "block table");
-        s->blocks = nb;
-        s->cap = want;
-    }
-    if (s->len % p->bs && s->nblocks && p->ref[s->blocks[s->nblocks - 1]] > 1) {
-        int32_t old = s->blocks[s->nblocks - 1], nw = p->freel[--p->nfree];
-        const size_t bsz = (size_t)(p->L * p->bs * p->row);
-        memcpy(p->lat + (size_t)nw * bsz, p->lat + (size_t)old * bsz, bsz * sizeof(float));
-        p->ref[nw] = 1;
-        unref_(p, old);
-        s->blocks[s->nblocks - 1] = nw;
-    }
-    while (s->nblocks < want) {
-        int32_t b = p->freel[--p->nfree];
-        p->ref[b] = 1;
-        s->blocks[s->nblocks++] = b;
-    }
-    return KD_OK;
-}
-
-/* the latent row of position t of sequence s in layer l */
-static inline float *lat_row_(const kd_kvpool *p, const kd_kvseq *s, int64_t l, int64_t t)
-{
-    return p->lat + (((size_t)s->blocks[t / p->bs] * (size_t)p->L + (size_t)l) * (size_t)p->bs +
-                     (size_t)(t % p->bs)) * (size_t)p->row;
+    return kd_kvpool_new(c->num_layers, c->kv_lora_rank + c->qk_rope_head_dim, nblocks, block, &c->rope,
+                         c->qk_rope_head_dim, c->max_position, out);
 }
 
 /* ---- one sequence's cache: a pool of its own ----------------------------------------- */
@@ -452,7 +323,8 @@ int kd_mla_cache_new(const kd_teacher *m, int64_t max_T, kd_mla_cache **out)
     if (!k)
         return kd_err(KD_E_NOMEM, "kv cache");
     const int64_t bs = 16;
-    int rc = kd_kvpool_new(m, (max_T + bs - 1) / bs, bs, &k->pool);
+    int rc = kd_kvpool_new(c->num_layers, c->kv_lora_rank + c->qk_rope_head_dim, (max_T + bs - 1) / bs, bs,
+                           &c->rope, c->qk_rope_head_dim, max_T, &k->pool);
     if (rc) {
         free(k);
         return rc;
@@ -654,27 +526,22 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
     const kd_model_config *c = &m->cfg;
     const int64_t V = c->vocab_size, C = c->hidden_size, L = c->num_layers, H = c->num_heads;
     const int64_t Qr = c->q_lora_rank, R = c->kv_lora_rank, Dn = c->qk_nope_head_dim;
-    const int64_t Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, Dq = Dn + Dr, half = Dr / 2;
-    const int64_t F = c->intermediate_size, row = pool->row;
+    const int64_t Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, Dq = Dn + Dr;
+    const int64_t F = c->intermediate_size, row = R + Dr;
     if (nseq <= 0)
         return kd_err(KD_E_RANGE, "a step of %d sequences", nseq);
-    int64_t N = 0, Tmax = 0, need = 0;
+    int64_t N = 0, Tmax = 0;
     for (int i = 0; i < nseq; i++) {
-        const int64_t T = seqs[i]->len + nn[i];
-        if (nn[i] <= 0 || T > pool->max_pos)
-            return kd_err(KD_E_RANGE, "%lld new tokens at position %lld of sequence %d: past the context of %lld",
-                          (long long)nn[i], (long long)seqs[i]->len, i, (long long)pool->max_pos);
+        if (nn[i] <= 0)
+            return kd_err(KD_E_RANGE, "%lld new tokens for sequence %d", (long long)nn[i], i);
         N += nn[i];
-        Tmax = T > Tmax ? T : Tmax;
-        need += kd_kvseq_need(pool, seqs[i], nn[i]);
+        Tmax = seqs[i]->len + nn[i] > Tmax ? seqs[i]->len + nn[i] : Tmax;
     }
     for (int64_t r = 0; r < N; r++)
         if (ids[r] < 0 || ids[r] >= V)
             return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)", (long long)ids[r],
                           (long long)r, (long long)V);
-    if (need > pool->nfree)
-        return kd_err(KD_E_RANGE, "kv pool full: %lld blocks needed, %lld free", (long long)need,
-                      (long long)pool->nfree);
+    KD_TRY(kd_kvpool_reserve(pool, seqs, nseq, nn));
     const int dec = mode == KD_MLA_DECOMPRESSED;
     const int64_t sz[] = {
         N * C,                          /* x: the residual stream */
@@ -711,8 +578,6 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
     float *att = pt[7], *attv = pt[8], *mlps = pt[9], *s = pt[10], *tmp = s + Tmax, *glat = pt[11];
     float *cl = pt[12], *kvb = pt[13], *Kd = pt[14], *Vd = pt[15];
     int rc = KD_OK;
-    for (int i = 0; i < nseq && rc == KD_OK; i++)
-        rc = seq_grow_(pool, seqs[i], nn[i]);
     for (int i = 0, r = 0; i < nseq; i++)
         for (int64_t k = 0; k < nn[i]; k++)
             pos[r++] = seqs[i]->len + k;
@@ -734,19 +599,19 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
                 float *qr = q + (r * H + h) * Dq + Dn;
                 if (c->rope_interleave)
                     deinterleave_(qr, Dr, tmp);
-                kd_rope_forward(qr, pool->cos_ + pos[r] * half, pool->sin_ + pos[r] * half, NULL, 1, 1, 1, Dr);
+                kd_rope_forward(qr, kd_kvpool_cos(pool, pos[r]), kd_kvpool_sin(pool, pos[r]), NULL, 1, 1, 1, Dr);
             }
         /* the new tokens' latents [norm(c) | rope(kr)] into their blocks */
         kd_matmul_forward(ckv, ln, y->kv_a, y->kv_a_b, N, C, R + Dr);
         for (int i = 0, r = 0; i < nseq; i++)
             for (int64_t k = 0; k < nn[i]; k++, r++) {
-                float *dst = lat_row_(pool, seqs[i], l, pos[r]);
+                float *dst = kd_kvpool_at(pool, seqs[i], l, pos[r]);
                 kd_rmsnorm_forward(dst, NULL, ckv + r * (R + Dr), y->kv_ln, 1, R, c->rms_norm_eps);
                 memcpy(dst + R, ckv + r * (R + Dr) + R, (size_t)Dr * sizeof(float));
                 if (c->rope_interleave)
                     deinterleave_(dst + R, Dr, tmp);
-                kd_rope_forward(dst + R, pool->cos_ + pos[r] * half, pool->sin_ + pos[r] * half, NULL, 1, 1,
-                                1, Dr);
+                kd_rope_forward(dst + R, kd_kvpool_cos(pool, pos[r]), kd_kvpool_sin(pool, pos[r]), NULL, 1, 1, 1,
+                                Dr);
             }
         if (!dec) /* absorbed queries: q_lat = W_UK^T q_nope per head, then q_rot */
             for (int64_t r = 0; r < N; r++)
@@ -765,8 +630,7 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
         for (int i = 0, off = 0; i < nseq; off += (int)nn[i], i++) {
             const kd_kvseq *sq = seqs[i];
             const int64_t p0 = sq->len, T = p0 + nn[i];
-            for (int64_t t = 0; t < T; t++)
-                memcpy(glat + t * row, lat_row_(pool, sq, l, t), (size_t)row * sizeof(float));
+            kd_kvpool_gather(pool, sq, l, T, glat);
             if (dec) {
                 /* keys [k_nope_h | kr] and values of every position, decompressed */
                 for (int64_t t = 0; t < T; t++)

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "core/hfconfig.h"
+#include "core/kvpool.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -77,32 +78,11 @@ typedef enum { KD_MLA_DECOMPRESSED = 0, KD_MLA_ABSORBED } kd_mla_mode;
 int kd_teacher_extend(kd_teacher *m, kd_mla_cache *c, const int64_t *ids, int64_t n,
                       kd_mla_mode mode, int all_logits, float *logits);
 
-/* ---- the paged latent cache -------------------------------------------------------
- * A pool of blocks, each holding `block` positions of every layer
- * ((L, block, R + Dr) floats). A sequence owns a block table; blocks are
- * reference-counted, so the samples of one prompt share its blocks
- * (kd_kvseq_fork), and a sequence that writes into a shared, partly filled
- * block copies it first (copy-on-write). */
-typedef struct kd_kvpool kd_kvpool;
-typedef struct kd_kvseq {
-    int64_t len;     /* positions filled */
-    int32_t *blocks; /* the block table */
-    int64_t nblocks, cap;
-} kd_kvseq;
-
-/* A pool of nblocks blocks of `block` positions, and the rope table for the
- * whole context. Errors: KD_E_RANGE, KD_E_NOMEM. */
-int kd_kvpool_new(const kd_teacher *m, int64_t nblocks, int64_t block, kd_kvpool **out);
-void kd_kvpool_free(kd_kvpool *p);
-int64_t kd_kvpool_free_blocks(const kd_kvpool *p);
-int64_t kd_kvpool_block(const kd_kvpool *p);
-/* Give back a sequence's blocks (shared ones when their last user goes) and
- * empty it. */
-void kd_kvseq_release(kd_kvpool *p, kd_kvseq *s);
-/* dst shares src's blocks and length (a sample forked from its prompt). */
-int kd_kvseq_fork(kd_kvpool *p, const kd_kvseq *src, kd_kvseq *dst);
-/* The free blocks appending n positions to s takes (a copy-on-write included). */
-int64_t kd_kvseq_need(const kd_kvpool *p, const kd_kvseq *s, int64_t n);
+/* ---- the paged latent cache (core/kvpool.h) ----------------------------------------
+ * Each position's row is the normalised latent and the rotated rope key
+ * (kv_lora_rank + qk_rope_head_dim floats, every layer); the pool's rope
+ * table covers max_position_embeddings. */
+int kd_teacher_kvpool_new(const kd_teacher *m, int64_t nblocks, int64_t block, kd_kvpool **out);
 
 /* One batched step: sequence i takes nn[i] new tokens (ids holds them all,
  * sequence after sequence), at positions len .. len+nn[i]-1, attending over

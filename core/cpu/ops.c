@@ -15,12 +15,35 @@
 
 /* ---- linear ---------------------------------------------------------------- */
 
+/* Below this many weights (O x I) a row's result would depend on the number
+ * of rows: OpenBLAS switches to its small-matrix kernels (another summation
+ * order) when M x N x K is small. Small weights take a plain loop instead,
+ * whose every output is the same sum in the same order whatever N is. */
+#define KD_MATMUL_SMALL_W (1 << 20)
+
 void kd_matmul_forward(float *y, const float *x, const float *w, const float *b,
                        int64_t N, int64_t nI, int64_t nO)
 {
     assert(y && x && w && N >= 0 && nI > 0 && nO > 0);
     if (N == 0)
         return;
+    if (nO * nI < KD_MATMUL_SMALL_W) {
+#pragma omp parallel for collapse(2) if (N * nO * nI > 65536)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t o = 0; o < nO; o++) {
+                const float *xr = x + n * nI, *wr = w + o * nI;
+                float acc[8] = {0};
+                int64_t i = 0;
+                for (; i + 8 <= nI; i += 8)
+                    for (int k = 0; k < 8; k++)
+                        acc[k] += xr[i + k] * wr[i + k];
+                for (; i < nI; i++)
+                    acc[0] += xr[i] * wr[i];
+                float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+                y[n * nO + o] = b ? b[o] + s : s;
+            }
+        return;
+    }
     float beta = 0.0f;
     if (b) {
 #pragma omp parallel for if (N * nO > 65536)

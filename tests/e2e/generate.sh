@@ -4,8 +4,8 @@
 # one record per (prompt, sample); killed with SIGKILL twice and rerun, the
 # dataset ends with every unit once and the same texts as an uninterrupted run
 # (counter-based randomness); a prompt longer than the context is recorded as
-# skipped; a DeepSeek teacher on the batched engine (paged cache, preemption)
-# gives the same texts as one sample at a time; bad settings are refused
+# skipped; on the batched engine (paged cache, preemption) the dense teacher and
+# a DeepSeek teacher give the same texts as one sample at a time; bad settings are refused
 # before anything is generated.
 set -euo pipefail
 if [ $# -ne 3 ]; then
@@ -79,6 +79,19 @@ gen "$TMP/c" --set samples=1 >"$TMP/c.out" 2>&1 || fail "generate c: $(tail -3 "
 grep -q "1 skipped" "$TMP/c.out" || fail "long prompt: $(cat "$TMP/c.out")"
 "$BIN" data export "$TMP/c" --kind generations 2>/dev/null | grep -q '"finish_reason":"skipped".*does not fit the context' ||
     fail "long prompt: no skipped record with its reason"
+
+# 3b. the dense teacher on the engine: one sample at a time (batch 1) and a pool so
+#     small that samples are preempted give the texts of run 1 (batch 16)
+for d in q1 qp; do
+    "$BIN" data import "$TMP/$d" "$TMP/p.jsonl" --kind prompts >/dev/null 2>&1
+done
+gen "$TMP/q1" --set batch=1 >/dev/null 2>"$TMP/q1.err" || fail "dense batch 1: $(tail -3 "$TMP/q1.err")"
+gen "$TMP/qp" --set kv_block=4 --set kv_blocks=40 --set runtime.log_level=debug >/dev/null 2>"$TMP/qp.err" ||
+    fail "dense small pool: $(tail -3 "$TMP/qp.err")"
+grep -q "preempted" "$TMP/qp.err" || fail "dense: the small pool preempted nothing"
+echo "dense engine: $(grep -c preempted "$TMP/qp.err") preemptions with a 40-block pool"
+diff <(export_texts "$TMP/a") <(export_texts "$TMP/q1") >/dev/null || fail "dense batch 1 differs from batch 16"
+diff <(export_texts "$TMP/a") <(export_texts "$TMP/qp") >/dev/null || fail "dense preempted run differs from batch 16"
 
 # 5. a DeepSeek-V3 teacher (random weights, the real DeepSeek-V3 vocabulary) on the
 #    engine: continuous batching over the paged cache gives the same texts as one

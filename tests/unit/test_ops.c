@@ -93,6 +93,33 @@ TEST(matmul)
     free(c.x); free(c.w); free(c.b); free(r); free(dx); free(dw); free(db);
 }
 
+/* Row invariance: each row of a 64-row product, computed again inside
+ * batches of every size from 1 (and at every offset), is bitwise the same.
+ * Shapes on both sides of the small-weight switch, and OpenBLAS's own
+ * small-matrix range (64 x 128 with 8 rows). */
+TEST(matmul_row_invariant)
+{
+    const int64_t shapes[][2] = {{64, 128}, {128, 64}, {64, 16}, {1000, 1100}, {896, 1536}, {64, 20000}};
+    const int64_t Ms[] = {1, 2, 3, 5, 8, 15, 16, 17, 31, 32};
+    const int64_t B = 64;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int64_t I = shapes[s][0], O = shapes[s][1];
+        float *x = rnd_(B * I), *w = rnd_(O * I), *b = rnd_(O);
+        float *ref = malloc((size_t)(B * O) * sizeof(float)), *y = malloc((size_t)(B * O) * sizeof(float));
+        kd_matmul_forward(ref, x, w, b, B, I, O);
+        int64_t bad = 0;
+        for (size_t m = 0; m < sizeof Ms / sizeof Ms[0]; m++)
+            for (int64_t r0 = 0; r0 + Ms[m] <= B; r0 += Ms[m]) {
+                kd_matmul_forward(y, x + r0 * I, w, b, Ms[m], I, O);
+                bad += memcmp(y, ref + r0 * O, (size_t)(Ms[m] * O) * sizeof(float)) != 0;
+            }
+        if (bad)
+            FAIL_("matmul %lld -> %lld: %lld batches differ from the 64-row product", (long long)I,
+                  (long long)O, (long long)bad);
+        free(x); free(w); free(b); free(ref); free(y);
+    }
+}
+
 /* ---- embedding ---- */
 typedef struct { const int64_t *ids; float *wte; } emb_ctx;
 static void emb_f_(void *c_, float *out)
@@ -328,6 +355,7 @@ TEST(adamw)
 int main(void)
 {
     RUN(matmul);
+    RUN(matmul_row_invariant);
     RUN(embedding);
     RUN(rmsnorm);
     RUN(rope);

@@ -294,6 +294,92 @@ static void generate_(const char *fx)
     kd_student_free(m);
 }
 
+/* The batched step over the paged cache: three samples forked from one
+ * prompt (its last block partly filled, so the first write copies it) and a
+ * fourth sequence of another length, stepped together with prefill rows and
+ * decode rows in one batch; each sequence's logits equal the training
+ * forward's over the same tokens alone. A full pool is refused with nothing
+ * changed, and every block comes back. */
+static void paged_batch_(const char *fx)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", KD_TEST_FIXTURES, fx);
+    kd_student *m = NULL;
+    CHECK_OK(kd_student_load(dir, &m));
+    if (!m)
+        return;
+    const int64_t V = kd_student_config(m)->vocab_size, P = 10, bs = 4, NB = 16;
+    int64_t toks[4][24];
+    int64_t len[4] = {P, P, P, 0};
+    for (int64_t t = 0; t < P; t++)
+        toks[0][t] = toks[1][t] = toks[2][t] = (t * 37 + 11) % V;
+    kd_kvpool *pool = NULL;
+    CHECK_OK(kd_student_kvpool_new(m, NB, bs, &pool));
+    float *lg = malloc((size_t)(8 * V) * sizeof(float)), *ref = malloc((size_t)(24 * V) * sizeof(float));
+    if (!pool || !lg || !ref)
+        goto out;
+    kd_kvseq sq[4] = {{0}};
+    kd_kvseq *pa = &sq[0];
+    int64_t n = P;
+    CHECK_OK(kd_student_step_paged(m, pool, &pa, 1, toks[0], &n, 0, lg));
+    CHECK_EQ_INT(kd_kvpool_free_blocks(pool), NB - 3);
+    CHECK_OK(kd_kvseq_fork(pool, &sq[0], &sq[1]));
+    CHECK_OK(kd_kvseq_fork(pool, &sq[0], &sq[2]));
+    CHECK_EQ_INT(kd_kvseq_need(pool, &sq[1], 1), 1); /* the shared last block is copied first */
+    double worst = 0.0;
+    for (int round = 0; round < 3; round++) {
+        /* samples 0-2 take one token; sequence 3 takes 5 (a prefill, then chunks) */
+        kd_kvseq *seqs[4] = {&sq[0], &sq[1], &sq[2], &sq[3]};
+        int64_t ids[8], nn[4] = {1, 1, 1, 5}, r = 0;
+        for (int k = 0; k < 4; k++)
+            for (int64_t i = 0; i < nn[k]; i++) {
+                int64_t id = (int64_t)(k * 101 + round * 13 + i * 7 + 3) % V;
+                toks[k][len[k]++] = id;
+                ids[r++] = id;
+            }
+        CHECK_OK(kd_student_step_paged(m, pool, seqs, 4, ids, nn, 0, lg));
+        for (int k = 0; k < 4; k++) {
+            CHECK_EQ_INT(sq[k].len, len[k]);
+            CHECK_OK(kd_student_forward(m, toks[k], NULL, 1, len[k], ref));
+            double e = rel_err_(lg + k * V, ref + (len[k] - 1) * V, (size_t)V);
+            worst = e > worst ? e : worst;
+        }
+    }
+    printf("%s paged: 3 forked samples + 1 chunked sequence, 3 batched steps: worst rel %.3g\n", fx, worst);
+    CHECK(worst <= 1e-5);
+    /* every position's logits (all_logits) of a chunk */
+    {
+        kd_kvseq *p3 = &sq[3];
+        int64_t ids[3] = {5, 6, 7}, n3 = 3;
+        memcpy(toks[3] + len[3], ids, sizeof ids);
+        len[3] += 3;
+        CHECK_OK(kd_student_step_paged(m, pool, &p3, 1, ids, &n3, 1, lg));
+        CHECK_OK(kd_student_forward(m, toks[3], NULL, 1, len[3], ref));
+        double e = rel_err_(lg, ref + (len[3] - 3) * V, (size_t)(3 * V));
+        if (e > 1e-5)
+            FAIL_("all_logits: rel %.3g", e);
+    }
+    /* pool full: refused, nothing changed; a bad id likewise */
+    kd_kvseq d = {0};
+    kd_kvseq *pd = &d;
+    int64_t many[64] = {0}, n64 = 64, bad = V, one = 1;
+    int64_t before = kd_kvpool_free_blocks(pool);
+    CHECK_ERR(kd_student_step_paged(m, pool, &pd, 1, many, &n64, 0, NULL), KD_E_RANGE, "kv pool full");
+    CHECK_ERR(kd_student_step_paged(m, pool, &pd, 1, &bad, &one, 0, NULL), KD_E_RANGE, "outside");
+    CHECK_EQ_INT(kd_kvpool_free_blocks(pool), before);
+    CHECK_EQ_INT(d.len, 0);
+    for (int k = 0; k < 4; k++)
+        kd_kvseq_release(pool, &sq[k]);
+    CHECK_EQ_INT(kd_kvpool_free_blocks(pool), NB); /* every block back */
+out:
+    free(lg);
+    free(ref);
+    kd_kvpool_free(pool);
+    kd_student_free(m);
+}
+
+TEST(qwen2_paged) { paged_batch_("tiny-qwen2"); }
+TEST(llama3_paged) { paged_batch_("tiny-llama3"); }
 TEST(qwen2_generate) { generate_("tiny-qwen2"); }
 TEST(llama3_generate) { generate_("tiny-llama3"); }
 
@@ -306,5 +392,7 @@ int main(void)
     RUN(errors);
     RUN(qwen2_generate);
     RUN(llama3_generate);
+    RUN(qwen2_paged);
+    RUN(llama3_paged);
     return test_summary();
 }

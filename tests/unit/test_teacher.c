@@ -226,7 +226,7 @@ TEST(paged_batch)
     for (int64_t t = 0; t < P; t++)
         prompt[t] = (t * 37 + 11) % V;
     kd_kvpool *pool = NULL;
-    CHECK_OK(kd_kvpool_new(m, 12, bs, &pool));
+    CHECK_OK(kd_teacher_kvpool_new(m, 12, bs, &pool));
     if (!pool)
         goto out;
     kd_kvseq a = {0}, b = {0}, c3 = {0};
