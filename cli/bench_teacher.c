@@ -1,6 +1,7 @@
 /* bench_teacher.c - `distill bench teacher`: prefill and decode throughput of
- * the DeepSeek teacher on the CPU reference backend, and how decode scales
- * with the number of sequences stepped together (the engine's batch). */
+ * a teacher (DeepSeek, or a dense Qwen2/Llama) on the CPU reference backend,
+ * and how decode scales with the number of sequences stepped together (the
+ * engine's batch). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,15 +9,18 @@
 #include "cli.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "student/model.h"
 #include "teacher/model.h"
 
 static void usage_(FILE *f)
 {
     fprintf(f, "usage: distill bench teacher --model DIR [--prompt P] [--new N] [--batch B,B,...] [--json]\n\n"
-               "Loads a deepseek_v3/v2 model (e.g. `distill init configs/models/tiny-deepseek-v3 DIR`)\n"
-               "and times, for each batch size B: the prefill of B prompts of P random tokens\n"
-               "(one sequence at a time, decompressed attention), then N decode steps of all B\n"
-               "sequences together (absorbed attention, paged cache). Prints prefill tokens/s\n"
+               "Loads a model: deepseek_v3/v2 or a dense qwen2/llama (e.g. `distill init\n"
+               "configs/models/tiny-deepseek-v3 DIR`), and times, for each batch size B: the\n"
+               "prefill of B prompts of P random tokens (one sequence at a time; DeepSeek:\n"
+               "decompressed attention), then N decode steps of all B sequences together (the\n"
+               "engine's batched step over the paged cache; DeepSeek: absorbed attention).\n"
+               "Peer: tools/bench_teacher_cpu.py (transformers, same shapes). Prints prefill tokens/s\n"
                "and decode tokens/s (B tokens per step). Threads: OMP_NUM_THREADS.\n\n"
                "options:\n"
                "      --model DIR    the model folder\n"
@@ -70,10 +74,34 @@ int bench_teacher(int argc, char **argv)
     if (!dir)
         return kd_cli_usage_error("bench teacher", "--model is required");
     kd_teacher *m = NULL;
-    int st = kd_teacher_load(dir, &m);
+    kd_student *d = NULL;
+    kd_model_config mc;
+    int st = kd_model_config_load(dir, &mc);
+    if (st == KD_OK)
+        st = mc.arch == KD_ARCH_DEEPSEEK_V3 || mc.arch == KD_ARCH_DEEPSEEK_V2 ? kd_teacher_load(dir, &m)
+                                                                           : kd_student_load(dir, &d);
     if (st)
         return kd_cli_fail(st);
-    const int64_t V = kd_teacher_config(m)->vocab_size;
+    const int64_t V = mc.vocab_size;
+    { /* one untimed warm-up (thread pools, first touches), as the peer's: a short prefill, one decode step */
+        kd_kvpool *wp = NULL;
+        kd_kvseq ws = {0}, *wsp = &ws;
+        int64_t wid[8] = {1, 2, 3, 4, 5, 6, 7, 8}, wn = P < 8 ? P : 8, one = 1;
+        float *wl = malloc((size_t)V * sizeof *wl);
+        st = wl ? KD_OK : kd_err(KD_E_NOMEM, "bench buffers");
+        if (st == KD_OK)
+            st = m ? kd_teacher_kvpool_new(m, 2, 16, &wp) : kd_student_kvpool_new(d, 2, 16, &wp);
+        if (st == KD_OK)
+            st = m ? kd_teacher_step(m, wp, &wsp, 1, wid, &wn, KD_MLA_DECOMPRESSED, 0, wl)
+                   : kd_student_step_paged(d, wp, &wsp, 1, wid, &wn, 0, wl);
+        if (st == KD_OK)
+            st = m ? kd_teacher_step(m, wp, &wsp, 1, wid, &one, KD_MLA_ABSORBED, 0, wl)
+                   : kd_student_step_paged(d, wp, &wsp, 1, wid, &one, 0, wl);
+        if (wp)
+            kd_kvseq_release(wp, &ws);
+        kd_kvpool_free(wp);
+        free(wl);
+    }
     const char *thr = getenv("OMP_NUM_THREADS");
     for (const char *p = blist; st == KD_OK && *p;) {
         char *end;
@@ -92,7 +120,7 @@ int bench_teacher(int argc, char **argv)
         if (!seqs || !sp || !ids || !nn || !lg)
             st = kd_err(KD_E_NOMEM, "bench buffers");
         if (st == KD_OK)
-            st = kd_teacher_kvpool_new(m, nb, bs, &pool);
+            st = m ? kd_teacher_kvpool_new(m, nb, bs, &pool) : kd_student_kvpool_new(d, nb, bs, &pool);
         kd_rng r;
         kd_rng_seed(&r, 11);
         double t0 = kd_now();
@@ -101,7 +129,8 @@ int bench_teacher(int argc, char **argv)
                 ids[t] = (int64_t)kd_rng_below(&r, (uint64_t)V);
             sp[b] = &seqs[b];
             int64_t n = P;
-            st = kd_teacher_step(m, pool, &sp[b], 1, ids, &n, KD_MLA_DECOMPRESSED, 0, lg);
+            st = m ? kd_teacher_step(m, pool, &sp[b], 1, ids, &n, KD_MLA_DECOMPRESSED, 0, lg)
+                   : kd_student_step_paged(d, pool, &sp[b], 1, ids, &n, 0, lg);
         }
         double t_pre = kd_now() - t0;
         t0 = kd_now();
@@ -110,7 +139,8 @@ int bench_teacher(int argc, char **argv)
                 ids[b] = (int64_t)kd_rng_below(&r, (uint64_t)V);
                 nn[b] = 1;
             }
-            st = kd_teacher_step(m, pool, sp, (int)B, ids, nn, KD_MLA_ABSORBED, 0, lg);
+            st = m ? kd_teacher_step(m, pool, sp, (int)B, ids, nn, KD_MLA_ABSORBED, 0, lg)
+                   : kd_student_step_paged(d, pool, sp, (int)B, ids, nn, 0, lg);
         }
         double t_dec = kd_now() - t0;
         if (st == KD_OK) {
@@ -135,5 +165,6 @@ int bench_teacher(int argc, char **argv)
         free(lg);
     }
     kd_teacher_free(m);
+    kd_student_free(d);
     return st ? kd_cli_fail(st) : 0;
 }

@@ -1,15 +1,17 @@
 /* cmd_version.c - `distill version`: version and build options. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "core/device.h"
+#include "core/runtime.h"
 
 int cmd_version(int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         printf("usage: distill version\n\nPrints the version, whether the CUDA backend is built in,\n"
-               "and the CUDA devices this process can see.\n");
+               "the CUDA devices this process can see, and the CPU kernels OpenBLAS runs.\n");
         return 0;
     }
     if (argc > 1)
@@ -18,5 +20,7 @@ int cmd_version(int argc, char **argv)
     char info[512];
     kd_device_describe(info, sizeof info);
     printf("%s\n", info);
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    printf("cpu: OpenBLAS kernels %s%s%s\n", kd_blas_core(), env ? ", OPENBLAS_CORETYPE=" : "", env ? env : "");
     return 0;
 }

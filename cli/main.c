@@ -4,8 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "core/runtime.h"
 
 typedef struct {
     const char *name;
@@ -65,6 +67,13 @@ int kd_cli_usage_error(const char *cmd, const char *fmt, ...)
 
 int main(int argc, char **argv)
 {
+    /* OpenBLAS on a CPU model it does not know: start again with the kernels
+     * the CPU supports (once: the variable is then set) */
+    const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : kd_blas_better_core();
+    if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) {
+        execv("/proc/self/exe", argv);
+        unsetenv("OPENBLAS_CORETYPE"); /* no /proc: go on with OpenBLAS's choice */
+    }
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];

@@ -46,6 +46,14 @@ extern const kd_cfg_schema kd_runtime_schema;
  * the build or the machine has none. */
 int kd_runtime_apply(kd_runtime_config *rt);
 
+/* The kernels OpenBLAS chose ("SkylakeX", "Haswell", "Prescott", ...). */
+const char *kd_blas_core(void);
+/* When OpenBLAS chose kernels older than this CPU supports (a CPU model it
+ * does not know falls back to Prescott), the OPENBLAS_CORETYPE to run with
+ * instead: "SkylakeX" (AVX-512) or "Haswell" (AVX2, FMA); else NULL. Only
+ * takes effect in a process started with it set (core/cpu/blas.c). */
+const char *kd_blas_better_core(void);
+
 /* Find a configuration schema by name ("runtime", ...). NULL if unknown.
  * `names` receives a space-separated list of known schemas when not NULL. */
 const kd_cfg_schema *kd_schema_find(const char *name, const char **names);

@@ -6,7 +6,8 @@
 #   .device/tokenizers.tgz             the tokenizers/ folder of the setup cache
 #   .device/corpus.repaired.jsonl      (optional) a corpus to make reference ids for
 # Writes logs and reference files under $OUT. Needs python3 with `tokenizers`.
-# STEPS (default "gpu tokref bench") picks the parts to run.
+# STEPS (default "gpu tokref bench") picks the parts to run; also exportcheck,
+# sftbench, teacherbench.
 set -uo pipefail
 : "${OUT:?OUT must be set}"
 root=$PWD
@@ -72,13 +73,27 @@ python3 tools/refgen.py --from $x/run/final --out sft-export && $b/distill parit
 fi
 if has sftbench; then
 echo "== training-step throughput on the CPU: distill (reference backend) vs PyTorch, same shape, threads, steps"
-nproc
+nproc; $b/distill version
 for thr in ${SFT_THREADS:-16}; do
   for shape in ${SFT_SHAPES:-"configs/models/qwen2.5-0.5b:512:3" "configs/models/tiny-qwen2:1024:5"}; do
     IFS=: read -r cfgdir seq steps <<<"$shape"
     DISTILL_PROFILE=1 OMP_NUM_THREADS=$thr $b/distill bench sft --model-config $cfgdir --seq $seq --steps $steps --json
     OMP_NUM_THREADS=$thr python3 tools/bench_sft_cpu.py $cfgdir --seq $seq --steps $steps
     [ -n "${SFT_EAGER:-}" ] && OMP_NUM_THREADS=$thr python3 tools/bench_sft_cpu.py $cfgdir --seq $seq --steps $steps --attn eager
+  done
+done
+fi
+if has teacherbench; then
+echo "== teacher prefill/decode throughput on the CPU: distill (reference backend) vs transformers, same model folder, threads"
+nproc; $b/distill version
+x=/tmp/kdt && rm -rf $x && mkdir -p $x
+for spec in ${TEACHER_MODELS:-"tiny-deepseek-v3:128:32" "tiny-qwen2:128:32" "qwen2.5-0.5b:128:16"}; do
+  IFS=: read -r name P N <<<"$spec"
+  case $name in *deepseek*) tk=deepseek_v3;; *) tk=qwen3;; esac
+  $b/distill init configs/models/$name $x/$name --tokenizer /tmp/kdcache/tokenizers/$tk --seed 5 >/dev/null
+  for thr in ${TEACHER_THREADS:-16}; do
+    OMP_NUM_THREADS=$thr $b/distill bench teacher --model $x/$name --prompt $P --new $N --batch ${TEACHER_BATCH:-1,4,16} --json
+    OMP_NUM_THREADS=$thr python3 tools/bench_teacher_cpu.py $x/$name --prompt $P --new $N --batch ${TEACHER_BATCH:-1,4,16}
   done
 done
 fi

@@ -15,11 +15,13 @@
 
 /* ---- linear ---------------------------------------------------------------- */
 
-/* Below this many weights (O x I) a row's result would depend on the number
- * of rows: OpenBLAS switches to its small-matrix kernels (another summation
- * order) when M x N x K is small. Small weights take a plain loop instead,
- * whose every output is the same sum in the same order whatever N is. */
-#define KD_MATMUL_SMALL_W (1 << 20)
+/* OpenBLAS runs a product of fewer than about 10^6 multiply-adds (M x N x K)
+ * with its small-matrix kernels, which sum in another order than its
+ * regular ones: a row's result would then depend on how many rows came with
+ * it. A product under this size is padded with zero rows up to it, so every
+ * call takes the regular kernels, whose rows do not depend on the others
+ * (tests/unit/test_ops.c checks it, bitwise, for every batch size). */
+#define KD_MATMUL_MIN_MNK ((int64_t)1 << 20)
 
 void kd_matmul_forward(float *y, const float *x, const float *w, const float *b,
                        int64_t N, int64_t nI, int64_t nO)
@@ -27,32 +29,35 @@ void kd_matmul_forward(float *y, const float *x, const float *w, const float *b,
     assert(y && x && w && N >= 0 && nI > 0 && nO > 0);
     if (N == 0)
         return;
-    if (nO * nI < KD_MATMUL_SMALL_W) {
-#pragma omp parallel for collapse(2) if (N * nO * nI > 65536)
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t o = 0; o < nO; o++) {
-                const float *xr = x + n * nI, *wr = w + o * nI;
-                float acc[8] = {0};
-                int64_t i = 0;
-                for (; i + 8 <= nI; i += 8)
-                    for (int k = 0; k < 8; k++)
-                        acc[k] += xr[i + k] * wr[i + k];
-                for (; i < nI; i++)
-                    acc[0] += xr[i] * wr[i];
-                float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-                y[n * nO + o] = b ? b[o] + s : s;
-            }
-        return;
+    int64_t M = N;
+    float *xp = NULL, *yp = NULL;
+    if (N * nO * nI < KD_MATMUL_MIN_MNK) {
+        M = (KD_MATMUL_MIN_MNK + nO * nI - 1) / (nO * nI);
+        xp = calloc((size_t)(M * nI), sizeof(float));
+        yp = malloc((size_t)(M * nO) * sizeof(float));
+        if (xp && yp) {
+            memcpy(xp, x, (size_t)(N * nI) * sizeof(float));
+        } else { /* no memory for the padding: unpadded (still correct, maybe not row-invariant) */
+            free(xp);
+            free(yp);
+            xp = yp = NULL;
+            M = N;
+        }
     }
+    float *yo = yp ? yp : y;
     float beta = 0.0f;
     if (b) {
-#pragma omp parallel for if (N * nO > 65536)
-        for (int64_t n = 0; n < N; n++)
-            memcpy(y + n * nO, b, (size_t)nO * sizeof(float));
+#pragma omp parallel for if (M * nO > 65536)
+        for (int64_t n = 0; n < M; n++)
+            memcpy(yo + n * nO, b, (size_t)nO * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)nO, (int)nI, 1.0f, x, (int)nI,
-                w, (int)nI, beta, y, (int)nO);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nO, (int)nI, 1.0f, xp ? xp : x, (int)nI,
+                w, (int)nI, beta, yo, (int)nO);
+    if (yp)
+        memcpy(y, yp, (size_t)(N * nO) * sizeof(float));
+    free(xp);
+    free(yp);
 }
 
 void kd_matmul_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
