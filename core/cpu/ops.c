@@ -19,9 +19,31 @@
  * with its small-matrix kernels, which sum in another order than its
  * regular ones: a row's result would then depend on how many rows came with
  * it. A product under this size is padded with zero rows up to it, so every
- * call takes the regular kernels, whose rows do not depend on the others
- * (tests/unit/test_ops.c checks it, bitwise, for every batch size). */
+ * call takes the regular kernels, whose rows do not depend on the others;
+ * weights under KD_MATMUL_LOOP_W elements, where padding would multiply the
+ * work, take a plain fixed-order loop instead (tests/unit/test_ops.c checks
+ * both, bitwise, for every batch size). */
 #define KD_MATMUL_MIN_MNK ((int64_t)1 << 20)
+#define KD_MATMUL_LOOP_W ((int64_t)1 << 16)
+
+static void matmul_loop_(float *y, const float *x, const float *w, const float *b, int64_t N, int64_t nI,
+                         int64_t nO)
+{
+#pragma omp parallel for collapse(2) if (N * nO * nI > 262144)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < nO; o++) {
+            const float *xr = x + n * nI, *wr = w + o * nI;
+            float acc[8] = {0};
+            int64_t i = 0;
+            for (; i + 8 <= nI; i += 8)
+                for (int k = 0; k < 8; k++)
+                    acc[k] += xr[i + k] * wr[i + k];
+            for (; i < nI; i++)
+                acc[0] += xr[i] * wr[i];
+            float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            y[n * nO + o] = b ? b[o] + s : s;
+        }
+}
 
 void kd_matmul_forward(float *y, const float *x, const float *w, const float *b,
                        int64_t N, int64_t nI, int64_t nO)
@@ -29,6 +51,10 @@ void kd_matmul_forward(float *y, const float *x, const float *w, const float *b,
     assert(y && x && w && N >= 0 && nI > 0 && nO > 0);
     if (N == 0)
         return;
+    if (nO * nI < KD_MATMUL_LOOP_W) {
+        matmul_loop_(y, x, w, b, N, nI, nO);
+        return;
+    }
     int64_t M = N;
     float *xp = NULL, *yp = NULL;
     if (N * nO * nI < KD_MATMUL_MIN_MNK) {
