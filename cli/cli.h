@@ -25,8 +25,11 @@ int cmd_sft(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_reject(int argc, char **argv);
 int bench_sft(int argc, char **argv);     /* `distill bench sft` */
 int bench_teacher(int argc, char **argv); /* `distill bench teacher` */
+int bench_verify(int argc, char **argv);  /* `distill bench verify` */
 
 /* Print "error: <kd_strerror(st)>" and return the exit code for st. */
 int kd_cli_fail(int st);

@@ -193,7 +193,8 @@ static void usage(FILE *f)
                "benchmarks:\n"
                "  tokenize   encode throughput of a tokenizer, 1 thread and N threads\n"
                "  sft        training-step throughput of the student (CPU reference backend)\n"
-               "  teacher    prefill and decode throughput of the DeepSeek teacher, by batch size\n\n"
+               "  teacher    prefill and decode throughput of a teacher, by batch size\n"
+               "  verify     math verifier checks/s on one core, and agreement with expected labels\n\n"
                "'distill bench <what> --help' for each one's options.\n");
 }
 
@@ -213,5 +214,7 @@ int cmd_bench(int argc, char **argv)
         return bench_sft(argc - 1, argv + 1);
     if (!strcmp(argv[1], "teacher"))
         return bench_teacher(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "verify"))
+        return bench_verify(argc - 1, argv + 1);
     return kd_cli_usage_error("bench", "unknown benchmark '%s'", argv[1]);
 }

@@ -1483,8 +1483,11 @@ static int group_flush(kd_store_read *r, group *g, prompt_cache *pc, lineage_cac
             json_object_set(obj, an, pc->answer);
     }
     json_object_set(obj, or_(out_name(lin, "generation", "generations"), "generations"), g->gens);
-    if (vn && g->verdicts)
-        json_object_set(obj, vn, g->verdicts);
+    int any = 0; /* verdicts a later stage (reject) wrote, when the import mapped none */
+    for (size_t i = 0; !vn && g->verdicts && i < json_array_size(g->verdicts); i++)
+        any |= !json_is_null(json_array_get(g->verdicts, i));
+    if (g->verdicts && (vn || any))
+        json_object_set(obj, vn ? vn : "verdicts", g->verdicts);
     if (pc->extra)
         json_object_update_missing(obj, pc->extra);
     if (st == KD_OK)
@@ -1515,15 +1518,20 @@ static int export_generations(kd_store_read *r, FILE *out, kd_export_stats *es, 
         if (grp.open && !(array && grp.id == g.id && grp.lineage == g.lineage))
             if ((st = group_flush(r, &grp, &pc, lc, out, es)) != KD_OK)
                 break;
-        /* the verdict, as JSON: a bool for imports that mapped one, an object otherwise */
+        /* the verdict, as JSON: a bool under the import's field for a verdict that
+         * import read, an object under "verdict" for one a later stage (reject)
+         * wrote; imported generations without a verdict field get the latter */
         const char *vn = out_name(lin, "verdict", "verdict");
         int imported = json_is_object(json_object_get(lin, "fields"));
         json_t *verdict = NULL;
         kd_record v;
         int bad = 0;
-        int vs = vn ? kd_store_get(r, KD_DB_VERDICTS, g.id, g.sample, &v) : KD_E_NOTFOUND;
+        int vs = kd_store_get(r, KD_DB_VERDICTS, g.id, g.sample, &v);
+        const int as_bool = vs == KD_OK && imported && vn && v.lineage == g.lineage;
+        if (vs == KD_OK && !as_bool && (!vn || (imported && v.lineage != g.lineage)))
+            vn = "verdict";
         if (vs == KD_OK) {
-            if (imported) {
+            if (as_bool) {
                 verdict = json_boolean(v.accepted);
             } else {
                 verdict = json_object();
