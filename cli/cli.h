@@ -71,3 +71,10 @@ int kd_cli_config_opt(kd_cli_config *c, int opt, const char *arg);
 int kd_cli_config_build(kd_cli_config *c, const kd_cfg_schema *schema, void *cfg, int *printed);
 
 void kd_cli_config_release(kd_cli_config *c);
+
+/* The whole of a config-driven command that has no options of its own:
+ * parse [CONFIG.yaml] -c --set --print-config -h, build the configuration of
+ * `schema`, refuse runtime.device cuda (CPU reference backend), apply its
+ * runtime section, call run(cfg) and turn the status into an exit code. */
+int kd_cli_config_main(int argc, char **argv, const char *cmd, const kd_cfg_schema *schema,
+                       void (*usage)(FILE *), int (*run)(void *cfg));

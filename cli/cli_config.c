@@ -1,8 +1,10 @@
 /* cli_config.c - the --config / --set / --print-config options. See cli.h. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
+#include "core/runtime.h"
 
 int kd_cli_config_opt(kd_cli_config *c, int opt, const char *arg)
 {
@@ -43,4 +45,59 @@ void kd_cli_config_release(kd_cli_config *c)
     free(c->sets);
     c->sets = NULL;
     c->nsets = 0;
+}
+
+int kd_cli_config_main(int argc, char **argv, const char *cmd, const kd_cfg_schema *schema,
+                       void (*usage)(FILE *), int (*run)(void *cfg))
+{
+    static const struct option longopts[] = {
+        KD_CLI_CONFIG_LONGOPTS,
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    kd_cli_config cc = {0};
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "hc:", longopts, NULL)) != -1) {
+        if (kd_cli_config_opt(&cc, opt, optarg))
+            continue;
+        kd_cli_config_release(&cc);
+        if (opt == 'h') {
+            usage(stdout);
+            return 0;
+        }
+        return kd_cli_usage_error(cmd, "bad option");
+    }
+    if (optind < argc && !cc.path)
+        cc.path = argv[optind++];
+    if (optind < argc || (!cc.path && !cc.print)) {
+        kd_cli_config_release(&cc);
+        return optind < argc ? kd_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind])
+                             : kd_cli_usage_error(cmd, "a configuration file is required");
+    }
+    void *cfg = calloc(1, schema->size);
+    if (!cfg) {
+        kd_cli_config_release(&cc);
+        return kd_cli_fail(kd_err(KD_E_NOMEM, "configuration"));
+    }
+    kd_runtime_config *rt = NULL;
+    for (const kd_cfg_field *f = schema->fields; f->key; f++)
+        if (f->type == KD_CFG_T_SECTION && !strcmp(f->key, "runtime"))
+            rt = (kd_runtime_config *)((char *)cfg + f->offset);
+    int printed = 0;
+    int st = kd_cli_config_build(&cc, schema, cfg, &printed);
+    if (st == KD_OK && !printed && rt && rt->device == KD_DEVICE_CUDA)
+        st = kd_err(KD_E_UNSUPPORTED, "%s runs on the CPU reference backend for now (runtime.device: cpu or auto)",
+                    cmd);
+    if (st == KD_OK && !printed && rt) {
+        rt->device = KD_DEVICE_CPU;
+        st = kd_runtime_apply(rt);
+    }
+    if (st == KD_OK && !printed)
+        st = run(cfg);
+    int rc = st ? kd_cli_fail(st) : 0;
+    kd_cfg_release(schema, cfg);
+    free(cfg);
+    kd_cli_config_release(&cc);
+    return rc;
 }

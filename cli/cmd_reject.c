@@ -21,51 +21,15 @@ static void usage_(FILE *f)
                "exit codes: 0 done, 1 failed, 2 usage error\n");
 }
 
+static int run_(void *cfg)
+{
+    kd_reject_result r;
+    KD_TRY(kd_reject_run(cfg, &r));
+    kd_reject_print(&r, stdout);
+    return KD_OK;
+}
+
 int cmd_reject(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        KD_CLI_CONFIG_LONGOPTS,
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    kd_cli_config cc = {0};
-    int opt, rc = 0;
-    while ((opt = getopt_long(argc, argv, "hc:", longopts, NULL)) != -1) {
-        if (kd_cli_config_opt(&cc, opt, optarg))
-            continue;
-        kd_cli_config_release(&cc);
-        if (opt == 'h') {
-            usage_(stdout);
-            return 0;
-        }
-        return kd_cli_usage_error("reject", "bad option");
-    }
-    if (optind < argc && !cc.path)
-        cc.path = argv[optind++];
-    if (optind < argc) {
-        kd_cli_config_release(&cc);
-        return kd_cli_usage_error("reject", "unexpected argument '%s'", argv[optind]);
-    }
-    if (!cc.path && !cc.print) {
-        kd_cli_config_release(&cc);
-        return kd_cli_usage_error("reject", "a configuration file is required");
-    }
-    kd_reject_config cfg = {0};
-    int printed = 0;
-    int st = kd_cli_config_build(&cc, &kd_reject_schema, &cfg, &printed);
-    if (st == KD_OK && !printed) {
-        cfg.runtime.device = KD_DEVICE_CPU;
-        st = kd_runtime_apply(&cfg.runtime);
-    }
-    if (st == KD_OK && !printed) {
-        kd_reject_result r;
-        st = kd_reject_run(&cfg, &r);
-        if (st == KD_OK)
-            kd_reject_print(&r, stdout);
-    }
-    if (st != KD_OK)
-        rc = kd_cli_fail(st);
-    kd_cfg_release(&kd_reject_schema, &cfg);
-    kd_cli_config_release(&cc);
-    return rc;
+    return kd_cli_config_main(argc, argv, "reject", &kd_reject_schema, usage_, run_);
 }
