@@ -138,14 +138,15 @@ grep -Eq "^ +toy +8 +4 +4" "$TMP/r.out" || fail "by source: $(cat "$TMP/r.out")"
 # 3. policies: shortest keeps one per prompt; k=1 keeps the first; the pass-rate
 #    window drops prompt 1 (all correct) and prompt 2 (none)
 rj "$TMP/d2" --set policy=shortest >/dev/null 2>&1 || fail "reject shortest"
-verdicts "$TMP/d2" | grep -q "^0 1 False policy" || fail "shortest: $(verdicts "$TMP/d2" | head -2)"
-verdicts "$TMP/d2" | grep -q "^0 0 True correct" || fail "shortest kept the wrong sample"
+v2=$(verdicts "$TMP/d2") # (captured: grep -q closing a pipe early would fail it under pipefail)
+grep -q "^0 1 False policy" <<<"$v2" || fail "shortest: $v2"
+grep -q "^0 0 True correct" <<<"$v2" || fail "shortest kept the wrong sample"
 rj "$TMP/d3" --set policy=k --set k=1 --set pass_rate_min=0.1 --set pass_rate_max=0.9 >"$TMP/r3.out" 2>&1 ||
     fail "reject k window"
 v3=$(verdicts "$TMP/d3")
-echo "$v3" | grep -q "^0 0 True correct" || fail "k=1: first correct not kept"
-echo "$v3" | grep -q "^0 1 False policy" || fail "k=1: second correct kept"
-echo "$v3" | grep -q "^1 0 False pass_rate" || fail "window: prompt 1 kept: $v3"
+grep -q "^0 0 True correct" <<<"$v3" || fail "k=1: first correct not kept"
+grep -q "^0 1 False policy" <<<"$v3" || fail "k=1: second correct kept"
+grep -q "^1 0 False pass_rate" <<<"$v3" || fail "window: prompt 1 kept: $v3"
 grep -q "2 prompts outside the pass-rate window" "$TMP/r3.out" || fail "window count: $(head -1 "$TMP/r3.out")"
 
 # 4. a rerun with skip_existing does nothing; without, it recomputes the same
