@@ -6,12 +6,14 @@
 #include "cli.h"
 #include "core/device.h"
 #include "core/runtime.h"
+#include "rejection/sandbox.h"
 
 int cmd_version(int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         printf("usage: distill version\n\nPrints the version, whether the CUDA backend is built in,\n"
-               "the CUDA devices this process can see, and the CPU kernels OpenBLAS runs.\n");
+               "the CUDA devices this process can see, the CPU kernels OpenBLAS runs, and what\n"
+               "isolation the code sandbox gets on this machine.\n");
         return 0;
     }
     if (argc > 1)
@@ -22,5 +24,6 @@ int cmd_version(int argc, char **argv)
     printf("%s\n", info);
     const char *env = getenv("OPENBLAS_CORETYPE");
     printf("cpu: OpenBLAS kernels %s%s%s\n", kd_blas_core(), env ? ", OPENBLAS_CORETYPE=" : "", env ? env : "");
+    printf("code sandbox: %s\n", kd_sandbox_isolation());
     return 0;
 }

@@ -82,6 +82,7 @@ typedef struct rj_ {
     kd_code_cfg code;
     kd_text_cfg text;
     kd_reject_result *res;
+    int told; /* the sandbox's isolation was logged */
 } rj_;
 
 enum { T_NONE, T_MATH, T_CODE };
@@ -218,6 +219,8 @@ static int verify_prompt_(rj_ *j, prompt_ *p)
                 rc = kd_math_verify(&j->math, p->gold, strlen(p->gold), s->text, s->len, &s->task);
         }
     } else if (rc == KD_OK && p->task == T_CODE) {
+        if (!j->told++)
+            kd_info("reject: code runs in the sandbox with: %s", kd_sandbox_isolation());
         const char **resp = malloc(p->n * sizeof *resp), **tests = malloc(p->n * sizeof *tests);
         size_t *lens = malloc(p->n * sizeof *lens);
         kd_verdict *out = calloc(p->n, sizeof *out);

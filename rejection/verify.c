@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <omp.h>
 
+#include "core/log.h"
 #include "core/status.h"
 
 #define CHUNK 512
@@ -101,7 +102,7 @@ static int write_line_(FILE *out, const line_ *l)
 }
 
 /* Verify a chunk: math lines in parallel, then the code lines as one pool. */
-static int verify_chunk_(const kd_verify_opts *o, line_ *ls, size_t n)
+static int verify_chunk_(const kd_verify_opts *o, line_ *ls, size_t n, int *told)
 {
     int rc = KD_OK;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(o->threads > 0 ? o->threads : omp_get_max_threads())
@@ -122,6 +123,8 @@ static int verify_chunk_(const kd_verify_opts *o, line_ *ls, size_t n)
         nc += !ls[i].bad[0] && ls[i].kind == 1;
     if (rc || !nc)
         return rc;
+    if (!(*told)++)
+        kd_info("verify: code runs in the sandbox with: %s", kd_sandbox_isolation());
     const char **resp = malloc(nc * sizeof *resp), **tests = malloc(nc * sizeof *tests);
     size_t *lens = malloc(nc * sizeof *lens), *idx = malloc(nc * sizeof *idx);
     char **owned = calloc(nc, sizeof *owned);
@@ -165,7 +168,7 @@ int kd_verify_jsonl(const kd_verify_opts *o, FILE *in, FILE *out, kd_verify_stat
         return kd_err(KD_E_NOMEM, "verify lines");
     char *buf = NULL;
     size_t cap = 0;
-    int rc = KD_OK, eof = 0;
+    int rc = KD_OK, eof = 0, told = 0;
     while (rc == KD_OK && !eof) {
         size_t n = 0;
         ssize_t got;
@@ -183,7 +186,7 @@ int kd_verify_jsonl(const kd_verify_opts *o, FILE *in, FILE *out, kd_verify_stat
                 rc = kd_err(KD_E_IO, "reading the input lines");
         }
         if (rc == KD_OK)
-            rc = verify_chunk_(o, ls, n);
+            rc = verify_chunk_(o, ls, n, &told);
         for (size_t i = 0; i < n; i++) {
             line_ *l = &ls[i];
             if (rc == KD_OK)
