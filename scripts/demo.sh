@@ -54,3 +54,14 @@ say "distill generate: R1-style sampling from the small model for the demo probl
 DISTILL_PROGRESS_SECONDS=2 "$bin" generate "$root/configs/generate/r1.yaml" --set "model=$work/sft/final" \
   --set "input=$work/problems" --set template=qwen3 --set samples=2 --set sampling.max_new_tokens=16
 "$bin" data stats "$work/problems" | grep -E "^  generations|finish reason"
+
+say "distill reject: verify the demo traces (math answers, format, language, readability) and keep the correct ones"
+"$bin" data import "$work/judge" "$root/configs/demo/traces.jsonl" --kind generations >/dev/null
+DISTILL_PROGRESS_SECONDS=0 "$bin" reject "$root/configs/reject/r1_math.yaml" --set "input=$work/judge" \
+  --set text.think_in_prompt=false
+"$bin" data export "$work/judge" --kind generations | head -n 1
+
+say "distill verify --jsonl: one verdict per line (math here; code lines run in the sandbox)"
+printf '%s\n' '{"gold": "$\\frac{1}{2}$", "pred": "The answer is \\boxed{0.5}"}' \
+  '{"gold": "2^{64}", "pred": "\\boxed{2^{64}-1}"}' >"$work/verify.jsonl"
+"$bin" verify --jsonl "$work/verify.jsonl"
