@@ -15,6 +15,7 @@ static void usage_(FILE *f)
                "in order, to OUT (default stdout):\n"
                "  in:  {\"gold\": \"...\", \"pred\": \"...\", \"kind\": \"math\"}   (kind defaults to math)\n"
                "       {\"pred\": \"...\", \"tests\": {\"inputs\": [...], \"outputs\": [...]}, \"kind\": \"code\"}\n"
+               "       optional \"question\": the problem (a response restating it is no answer)\n"
                "       optional \"note\": Math-Verify per-case settings (cfg=..., prec=N, strict=False)\n"
                "  out: {\"verdict\": true|false, \"reason\": \"correct\", \"extracted\": \"...\"}\n"
                "A malformed line gives {\"verdict\": false, \"reason\": \"bad_input\", ...}; the\n"

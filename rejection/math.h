@@ -18,6 +18,33 @@
  *      choice letter (A-E) and nothing else is found, a letter named in
  *      plain words after "answer" ("the answer is (B)") is the answer.
  *
+ *      A response that only restates the question is no answer either
+ *      (reason "no_answer", detail "the response restates the question").
+ *      This needs the question, so it applies only when cfg.question is set.
+ *      Both texts are compared normalised: $, \( \), \[ \] dropped, and
+ *      whitespace (and \, \; \: \!) collapsed, kept as one space only
+ *      between two letters or digits, so "$1/2 + 1/4$" reads as "1/2+1/4".
+ *      The response (the part read, after </think>) restates the question
+ *      when
+ *        a. it is, as a whole, a piece of the question ("What is 1/2 + 1/4?"
+ *           for the question "What is 1/2 + 1/4?"), or
+ *        b. its answer match, with any marker, lies inside a copy of the
+ *           question within it (the question repeated, then nothing more
+ *           that extraction prefers), or
+ *        c. its answer was not taken from an explicit marker (a \boxed{},
+ *           \fbox{}, "final answer is", "answer:" or "answer ... " phrase)
+ *           and the answer's text occurs in the question as a whole token
+ *           run ("2" is not in "12", "x^2" or "0.25").
+ *      A marker inside the copied question is the question's, so a. and b.
+ *      hold whatever the markers. A single token (a number, a word or a
+ *      letter: "4", "-2.5", "(B)", "\text{B}") never counts as a
+ *      restatement in a. or c.: "4" for "Is it 4 or 5?" is an answer. So
+ *      "The sum is 3/4." and "\boxed{4}" (for "Is the answer 4 or 5?")
+ *      stay answers; "The sum is 1/2 + 1/4." (for "What is 1/2 + 1/4?")
+ *      does not. Known limit: only the preferred match is looked at, so
+ *      "3/4. What is 1/2 + 1/4?" is a restatement. With no question the
+ *      rule costs nothing.
+ *
  *   2. Parsing (math_parse.c). LaTeX or plain text becomes a small
  *      expression tree: exact integers and rationals (any size, GMP),
  *      decimals (kept exact, remembered as approximations), \frac and its
@@ -89,6 +116,11 @@ typedef struct kd_math_cfg {
     int max_depth;           /* nesting depth (default 200) */
     long max_bits;           /* largest exact integer, in bits (default 100000) */
     int mpfr_bits;           /* precision of approximate evaluation (default 128) */
+    const char *question;    /* the prompt's question, or NULL (default): unknown. Set per prompt by
+                                the caller; not owned, need not be NUL-terminated; read up to
+                                max_input bytes from its end. Known, it enables the restatement
+                                rule below */
+    size_t question_len;     /* its length in bytes (default 0) */
 } kd_math_cfg;
 
 /* Fill c with the defaults above. */

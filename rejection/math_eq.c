@@ -1086,6 +1086,30 @@ int kd_math_verify(const kd_math_cfg *c, const char *gold, size_t gold_len, cons
         st = kd_err(KD_E_NOMEM, "math verifier: out of memory");
         goto out;
     }
+    /* a response that only restates the question (known to the caller) */
+    if (c->question && (pa.tree || pa.fallback || letter[0])) {
+        const char *q = c->question;
+        size_t qn = c->question_len;
+        if (qn > cap) {
+            q += qn - cap;
+            qn = cap;
+        }
+        int re = km_restates(&x, q, qn, pred, pred_len, &pa, !letter[0]);
+        if (x.fail & KM_F_NOMEM) {
+            kd_verdict_set(v, 0, 0.0, "nomem", NULL);
+            st = kd_err(KD_E_NOMEM, "math verifier: out of memory");
+            goto out;
+        }
+        if (x.fail & KM_F_BUDGET) {
+            kd_verdict_set(v, 0, 0.0, "budget", "the work budget (%ld steps) ran out while reading the question",
+                           c->max_steps);
+            goto out;
+        }
+        if (re) {
+            kd_verdict_set(v, 0, 0.0, "no_answer", "the response restates the question");
+            goto out;
+        }
+    }
     if (letter[0] && !pa.tree) {
         kd_verdict_set(v, 0, 0.0, "wrong_answer", "chose %s", letter);
         goto out;

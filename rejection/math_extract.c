@@ -1602,6 +1602,26 @@ static int last_box_state_(const char *s, size_t n)
     return -1;
 }
 
+/* Remember where the answer of candidate c (of priority prio) lies. */
+static void span_of_(const T *t, const cand *c, int prio, km_answer *out)
+{
+    out->text = t->s;
+    out->text_n = t->n;
+    out->ms = c->start;
+    out->me = c->end;
+    if (c->type == C_EXPR) {
+        out->vs = c->m.vs;
+        out->ve = c->m.ve;
+    } else {
+        out->vs = c->g[0].s;
+        out->ve = c->g[c->ng > 0 ? c->ng - 1 : 0].e;
+    }
+    if (out->ve < out->vs || out->ve > t->n)
+        out->ve = out->vs;
+    out->have_span = 1;
+    out->marked = prio < 300;
+}
+
 void km_extract(km_ctx *x, const char *text, size_t len, km_answer *out)
 {
     memset(out, 0, sizeof *out);
@@ -1645,6 +1665,8 @@ void km_extract(km_ctx *x, const char *text, size_t len, km_answer *out)
             int st = parse_cand_(x, &t, c, &tree, &fb);
             if (x->fail)
                 return;
+            if ((fb && fb[0] && !out->fallback) || tree)
+                span_of_(&t, c, prio, out);
             if (fb && fb[0] && !out->fallback)
                 out->fallback = fb;
             if (tree) {
@@ -1703,3 +1725,201 @@ int km_choice_letter(const char *s, size_t n)
 }
 
 int km_last_box_state(const char *s, size_t n) { return last_box_state_(s, n); }
+
+/* ---- restating the question -------------------------------------------------------- */
+
+static int al_(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+/* A text normalised for comparison with the question, and for each of its
+ * bytes the index of the source byte it came from. */
+typedef struct nrm_ {
+    const char *s;
+    size_t n;
+    size_t *at;
+} nrm_;
+
+/* Drop $, \( \) \[ \], turn whitespace and \, \; \: \! "\ " into separators,
+ * and keep a separator (one space) only between two letters or digits:
+ * "What is  $1/2 + 1/4$?" -> "What is 1/2+1/4?". 0 on failure. */
+static int norm_q_(km_ctx *x, const char *s, size_t n, nrm_ *o)
+{
+    char *d = km_alloc(x, n + 1);
+    size_t *at = km_alloc(x, (n + 1) * sizeof *at);
+    if (!d || !at)
+        return 0;
+    size_t k = 0;
+    int gap = 0;
+    for (size_t i = 0; i < n;) {
+        char c = s[i];
+        if (c == '$') {
+            gap = 1;
+            i++;
+            continue;
+        }
+        if (c == '\\' && i + 1 < n && strchr("()[],;:! \t\n\r", s[i + 1]) && s[i + 1]) {
+            gap = 1;
+            i += 2;
+            continue;
+        }
+        if (sp_(c)) {
+            gap = 1;
+            i++;
+            continue;
+        }
+        if (gap && k && al_(d[k - 1]) && al_(c)) {
+            d[k] = ' ';
+            at[k++] = i;
+        }
+        gap = 0;
+        d[k] = c;
+        at[k++] = i;
+        i++;
+    }
+    d[k] = 0;
+    o->s = d;
+    o->n = k;
+    o->at = at;
+    return km_step(x, (long)(n / 16 + 1));
+}
+
+/* A single token: a number or a word, perhaps signed, in parentheses,
+ * \text{}, bold or with a trailing '.' or '%' ("4", "-2.5", "(B)", "x").
+ * Its occurrence in the question says nothing. */
+static int trivial_(const char *s, size_t n)
+{
+    static const char *const wrap[] = {"\\textbf{", "\\mathbf{", "\\mathrm{", "\\text{", "\\%"};
+    int runs = 0, in = 0;
+    for (size_t i = 0; i < n;) {
+        size_t skip = 0;
+        for (size_t w = 0; w < sizeof wrap / sizeof wrap[0] && !skip; w++) {
+            size_t l = strlen(wrap[w]);
+            if (i + l <= n && !memcmp(s + i, wrap[w], l))
+                skip = l;
+        }
+        if (!skip && (s[i] == '.' || s[i] == ',') && !(in && i + 1 < n && al_(s[i + 1])))
+            skip = 1; /* a trailing '.', not "2.5" or "1,000" */
+        if (!skip && strchr("(){}*% ", s[i]) && s[i])
+            skip = 1;
+        if (!skip && !runs && !in && (s[i] == '-' || s[i] == '+'))
+            skip = 1;
+        if (skip) {
+            in = 0;
+            i += skip;
+            continue;
+        }
+        if (!al_(s[i]) && s[i] != ',' && s[i] != '.')
+            return 0;
+        if (!in && ++runs > 1)
+            return 0;
+        in = 1;
+        i++;
+    }
+    return 1;
+}
+
+/* Is needle at hay[pos] a whole occurrence: not part of a longer word or
+ * number ("2" is not in "12", "x^2" or "0.25")? */
+static int whole_at_(const char *h, size_t hn, const char *nd, size_t m, size_t pos)
+{
+    if (pos > 0) {
+        char p = h[pos - 1], f = nd[0];
+        if (al_(p) && al_(f))
+            return 0;
+        if (p == '.' && dg_(f))
+            return 0;
+    }
+    if (pos + m < hn) {
+        char q = h[pos + m], l = nd[m - 1];
+        if (al_(q) && al_(l))
+            return 0;
+        if (q == '.' && dg_(l) && pos + m + 1 < hn && dg_(h[pos + m + 1]))
+            return 0;
+    }
+    return 1;
+}
+
+enum { OCC_WHOLE, OCC_COVER };
+
+/* Knuth-Morris-Pratt: is there an occurrence of nd (m >= 1) in h that is
+ * whole (OCC_WHOLE), or that covers the normalised positions [cs, ce]
+ * (OCC_COVER)? Linear in hn + m. */
+static int occurs_(km_ctx *x, const char *h, size_t hn, const char *nd, size_t m, int how, size_t cs, size_t ce)
+{
+    if (!m || m > hn)
+        return 0;
+    size_t *f = km_alloc(x, m * sizeof *f);
+    if (!f || !km_step(x, (long)((hn + m) / 16 + 1)))
+        return 0;
+    f[0] = 0;
+    for (size_t i = 1, k = 0; i < m; i++) {
+        while (k && nd[i] != nd[k])
+            k = f[k - 1];
+        if (nd[i] == nd[k])
+            k++;
+        f[i] = k;
+    }
+    for (size_t i = 0, k = 0; i < hn; i++) {
+        while (k && h[i] != nd[k])
+            k = f[k - 1];
+        if (h[i] == nd[k])
+            k++;
+        if (k == m) {
+            size_t pos = i + 1 - m;
+            if (how == OCC_WHOLE ? whole_at_(h, hn, nd, m, pos) : (pos <= cs && i >= ce))
+                return 1;
+            if (how == OCC_COVER && pos > cs)
+                return 0;
+            k = f[k - 1];
+        }
+    }
+    return 0;
+}
+
+int km_restates(km_ctx *x, const char *q, size_t qn, const char *pred, size_t pred_n, const km_answer *a,
+                int use_span)
+{
+    size_t pn;
+    const char *ps = prep_(x, q, qn, &pn);
+    nrm_ nq, nr;
+    if (x->fail || !norm_q_(x, ps, pn, &nq) || !nq.n)
+        return 0;
+    use_span = use_span && a->have_span && a->text;
+    const char *rs = a->text;
+    size_t rn = a->text_n;
+    if (!use_span) {
+        rs = prep_(x, pred, pred_n, &rn);
+        if (x->fail)
+            return 0;
+    }
+    if (!norm_q_(x, rs, rn, &nr) || !nr.n)
+        return 0;
+    /* the whole response is a piece of the question (a marker in it is the
+     * question's, not the response's) */
+    if (!trivial_(nr.s, nr.n) && occurs_(x, nq.s, nq.n, nr.s, nr.n, OCC_WHOLE, 0, 0))
+        return 1;
+    if (!use_span || x->fail)
+        return 0;
+    /* the answer (marker included) lies inside a copy of the question */
+    size_t cs = 0, ce = 0;
+    int any = 0;
+    for (size_t k = 0; k < nr.n; k++) {
+        if (nr.at[k] < a->ms || nr.at[k] >= a->me)
+            continue;
+        if (!any)
+            cs = k;
+        ce = k;
+        any = 1;
+    }
+    if (any && nq.n <= nr.n && occurs_(x, nr.s, nr.n, nq.s, nq.n, OCC_COVER, cs, ce))
+        return 1;
+    /* an answer taken from no marker, whose text is in the question */
+    if (a->marked || x->fail)
+        return 0;
+    size_t ve = a->ve; /* without the sentence's trailing '.' */
+    while (ve > a->vs && (sp_(rs[ve - 1]) || rs[ve - 1] == '.'))
+        ve--;
+    nrm_ nv;
+    if (!norm_q_(x, rs + a->vs, ve - a->vs, &nv) || !nv.n || trivial_(nv.s, nv.n))
+        return 0;
+    return occurs_(x, nq.s, nq.n, nv.s, nv.n, OCC_WHOLE, 0, 0);
+}

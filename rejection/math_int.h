@@ -131,6 +131,14 @@ typedef struct km_answer {
     km_node *tree;
     const char *fallback;
     const char *shown; /* what to report as extracted: the parsed match's text */
+    /* where that answer came from (the parsed match, else the fallback's),
+     * for the restatement check: the prepared text the spans index, the
+     * whole match (marker included) and the answer's own text; marked when
+     * it came from a box or an answer phrase (priority < 300) */
+    const char *text;
+    size_t text_n;
+    size_t ms, me, vs, ve;
+    int have_span, marked;
 } km_answer;
 
 void km_extract(km_ctx *x, const char *text, size_t n, km_answer *out);
@@ -140,6 +148,12 @@ int km_last_box_state(const char *s, size_t n);
 /* A choice letter A-E named in plain words after the last "answer" (or the
  * whole of s when it is just a letter); 0 when none. */
 int km_choice_letter(const char *s, size_t n);
+/* Does the response (pred, the part km_extract read) only restate the
+ * question q (see math.h)? a is its extracted answer; use_span 0 when the
+ * answer did not come from a's spans (a choice letter). 1 yes, 0 no (also
+ * on failure: see x->fail). */
+int km_restates(km_ctx *x, const char *q, size_t qn, const char *pred, size_t pred_n, const km_answer *a,
+                int use_span);
 
 /* Normalise one extracted LaTeX string (boxed_mode: 0 none, 1 all, 2 last)
  * into the form km_parse reads. */

@@ -141,6 +141,7 @@ typedef struct prompt_ {
     uint64_t id;
     int task;
     char *gold;        /* math: the answer; code: the tests JSON */
+    char *question;    /* the prompt's text (a response restating it is no answer) */
     char *source;
     samp_ *s;
     size_t n, cap;
@@ -152,6 +153,7 @@ static void prompt_release_(prompt_ *p)
         samp_release_(&p->s[i]);
     free(p->s);
     free(p->gold);
+    free(p->question);
     free(p->source);
     memset(p, 0, sizeof *p);
 }
@@ -186,6 +188,7 @@ static int prompt_setup_(rj_ *j, const kd_record *r, const kd_text *gextra, prom
     int rc = KD_OK;
     p->id = r->id;
     p->source = strdup(src ? src : "(none)");
+    p->question = dupn_(r->text.ptr, r->text.len);
     if (c->task == KD_REJECT_TASK_CODE || (c->task == KD_REJECT_TASK_AUTO && tests)) {
         p->task = c->code.enabled ? T_CODE : T_NONE;
         if (tests)
@@ -197,7 +200,7 @@ static int prompt_setup_(rj_ *j, const kd_record *r, const kd_text *gextra, prom
     } else {
         p->task = T_NONE;
     }
-    if (!p->source || (p->task != T_NONE && (r->has_answer || tests) && !p->gold))
+    if (!p->source || !p->question || (p->task != T_NONE && (r->has_answer || tests) && !p->gold))
         rc = kd_err(KD_E_NOMEM, "prompt %" PRIu64, r->id);
     json_decref(extra);
     json_decref(gex);
@@ -211,12 +214,15 @@ static int verify_prompt_(rj_ *j, prompt_ *p)
     for (size_t i = 0; i < p->n && rc == KD_OK; i++)
         rc = text_checks_(j, &p->s[i]);
     if (rc == KD_OK && p->task == T_MATH) {
+        kd_math_cfg mc = j->math;
+        mc.question = p->question;
+        mc.question_len = strlen(p->question);
         for (size_t i = 0; i < p->n && rc == KD_OK; i++) {
             samp_ *s = &p->s[i];
             if (!p->gold)
                 kd_verdict_set(&s->task, 0, 0, "no_gold", "the prompt has no reference answer");
             else
-                rc = kd_math_verify(&j->math, p->gold, strlen(p->gold), s->text, s->len, &s->task);
+                rc = kd_math_verify(&mc, p->gold, strlen(p->gold), s->text, s->len, &s->task);
         }
     } else if (rc == KD_OK && p->task == T_CODE) {
         if (!j->told++)

@@ -110,8 +110,10 @@ static int verify_chunk_(const kd_verify_opts *o, line_ *ls, size_t n, int *told
         line_ *l = &ls[i];
         if (l->bad[0] || l->kind != 0)
             continue;
-        size_t gl, pl;
-        const char *g = str_(l->j, "gold", &gl), *p = str_(l->j, "pred", &pl);
+        size_t gl, pl, ql;
+        const char *g = str_(l->j, "gold", &gl), *p = str_(l->j, "pred", &pl), *q = str_(l->j, "question", &ql);
+        l->cfg.question = q;
+        l->cfg.question_len = ql;
         int e = kd_math_verify(&l->cfg, g, gl, p, pl, &l->v);
         if (e) {
 #pragma omp critical

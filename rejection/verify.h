@@ -3,7 +3,8 @@
  * Input, one JSON object per line:
  *     {"gold": "...", "pred": "...", "kind": "math"}          kind defaults to math
  *     {"pred": "...", "tests": {...} or "...", "kind": "code", "lang": "python"}
- *     optional "note": Math-Verify per-case settings as in
+ *     optional "question": the problem (a response that only restates it is
+ *     no answer); optional "note": Math-Verify per-case settings as in
  *     bench/math_verify_public.jsonl ("cfg=expr-only; prec=4; strict=False")
  * Output, one JSON object per input line, in the same order:
  *     {"verdict": true|false, "reason": "correct", "extracted": "..."|null}

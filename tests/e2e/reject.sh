@@ -30,6 +30,7 @@ rows = [
     {"gold": "3/4", "pred": "so \\boxed{0.75}", "expected": True},
     {"gold": "3/4", "pred": "\\boxed{1/2}", "expected": False},
     {"gold": "2^{64}", "pred": "\\boxed{2^{64}-1}", "expected": False},
+    {"gold": "3/4", "pred": "What is 1/2 + 1/4?", "question": "What is 1/2 + 1/4?", "expected": False},
     {"gold": "$\\{1, 2\\}$", "pred": "\\boxed{\\{2,1\\}}", "kind": "math", "expected": True},
     {"pred": "```python\na, b = map(int, input().split())\nprint(a + b)\n```", "kind": "code",
      "tests": {"inputs": ["1 2\n", "5 7\n"], "outputs": ["3\n", "12\n"]}, "expected": True},
@@ -48,8 +49,8 @@ PY
 python3 - "$TMP/v.out" <<'PY' || fail "verify output"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-assert len(rows) == 9, len(rows)
-want = [True, True, False, None, False, True, True, False, None]
+assert len(rows) == 10, len(rows)
+want = [True, True, False, None, False, False, True, True, False, None]
 for i, (r, w) in enumerate(zip(rows, want)):
     if w is None:
         assert r["verdict"] is False and r["reason"] == "bad_input", (i, r)
@@ -57,9 +58,9 @@ for i, (r, w) in enumerate(zip(rows, want)):
         assert r["verdict"] is w, (i, r)
         assert r["expected"] is w, (i, r)
 assert rows[0]["extracted"] is not None
-print("verify: 9 lines, 2 malformed, every verdict as expected")
+print("verify: 10 lines, 2 malformed, every verdict as expected")
 PY
-grep -q "agreement with \"expected\": 7/7" "$TMP/v.err" || fail "verify summary: $(cat "$TMP/v.err")"
+grep -q "agreement with \"expected\": 8/8" "$TMP/v.err" || fail "verify summary: $(cat "$TMP/v.err")"
 "$BIN" verify >/dev/null 2>&1 && fail "verify without --jsonl succeeded"
 "$BIN" verify --jsonl "$TMP/none.jsonl" >/dev/null 2>"$TMP/err" && fail "verify of a missing file succeeded"
 grep -q "none.jsonl" "$TMP/err" || fail "missing file not named: $(cat "$TMP/err")"
@@ -79,9 +80,10 @@ rows = [
     (0, 1, "What is 1/2 + 1/4?", "\\frac{3}{4}", T + "Adding the fractions gives a final result of $\\boxed{0.75}$."),
     (0, 2, "What is 1/2 + 1/4?", "\\frac{3}{4}", T + "The answer is $\\boxed{\\frac{1}{2}}$."),
     (0, 3, "What is 1/2 + 1/4?", "\\frac{3}{4}", T + "I am not sure."),
-    # prompt 1: 2 samples, both correct
+    # prompt 1: 2 samples, both correct; a third only restates the question
     (1, 0, "What is 2 + 2?", "4", T + "$\\boxed{4}$"),
     (1, 1, "What is 2 + 2?", "4", T + "So it is $\\boxed{4}$."),
+    (1, 2, "What is 2 + 2?", "4", T + "What is 2 + 2?"),
     # prompt 2: 2 samples, format broken (no </think>) and a repetition loop
     (2, 0, "What is 3 + 3?", "6", "I think the answer is \\boxed{6}"),
     (2, 1, "What is 3 + 3?", "6", "\nthe the the " + "and then again " * 400 + "\n</think>\n\n$\\boxed{6}$"),
@@ -126,22 +128,23 @@ want="0 0 True correct
 0 3 False no_answer
 1 0 True correct
 1 1 True correct
+1 2 False no_answer
 2 0 False unclosed_think
 2 1 False repetition
 3 0 True correct
 3 1 False wrong_answer
 3 2 False timeout"
 diff <(echo "$want") "$TMP/r.v" >"$TMP/diff" || fail "verdicts (policy all): $(cat "$TMP/diff")"
-grep -q "4 prompts, 11 samples: 5 correct" "$TMP/r.out" || fail "summary: $(head -1 "$TMP/r.out")"
-grep -Eq "^ +toy +8 +4 +4" "$TMP/r.out" || fail "by source: $(cat "$TMP/r.out")"
+grep -q "4 prompts, 12 samples: 5 correct" "$TMP/r.out" || fail "summary: $(head -1 "$TMP/r.out")"
+grep -Eq "^ +toy +9 +4 +4" "$TMP/r.out" || fail "by source: $(cat "$TMP/r.out")"
 
 # 3. policies: shortest keeps one per prompt; k=1 keeps the first; the pass-rate
-#    window drops prompt 1 (all correct) and prompt 2 (none)
+#    window [0.1, 0.6] drops prompt 1 (2 of 3 correct) and prompt 2 (none)
 rj "$TMP/d2" --set policy=shortest >/dev/null 2>&1 || fail "reject shortest"
 v2=$(verdicts "$TMP/d2") # (captured: grep -q closing a pipe early would fail it under pipefail)
 grep -q "^0 1 False policy" <<<"$v2" || fail "shortest: $v2"
 grep -q "^0 0 True correct" <<<"$v2" || fail "shortest kept the wrong sample"
-rj "$TMP/d3" --set policy=k --set k=1 --set pass_rate_min=0.1 --set pass_rate_max=0.9 >"$TMP/r3.out" 2>&1 ||
+rj "$TMP/d3" --set policy=k --set k=1 --set pass_rate_min=0.1 --set pass_rate_max=0.6 >"$TMP/r3.out" 2>&1 ||
     fail "reject k window"
 v3=$(verdicts "$TMP/d3")
 grep -q "^0 0 True correct" <<<"$v3" || fail "k=1: first correct not kept"

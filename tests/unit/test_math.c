@@ -466,6 +466,90 @@ TEST(hostile)
     hostile_("empty gold", "", "\\boxed{1}", 9, any_reject);
 }
 
+/* A response that only restates the question (cfg.question known). */
+static void restate_(const char *q, const char *gold, const char *pred, int acc, const char *why)
+{
+    kd_math_cfg c;
+    kd_math_cfg_init(&c);
+    c.question = q;
+    c.question_len = q ? strlen(q) : 0;
+    kd_verdict v;
+    kd_verdict_init(&v);
+    test_checks_++;
+    if (kd_math_verify(&c, gold, strlen(gold), pred, strlen(pred), &v) != KD_OK)
+        FAIL_("kd_math_verify failed");
+    else if (v.accepted != acc || strcmp(v.reason, why))
+        FAIL_("question '%.40s' gold '%s' pred '%.60s': %d %s (%s), expected %d %s", q ? q : "(none)", gold, pred,
+              v.accepted, v.reason, v.detail, acc, why);
+    else if (!strcmp(why, "no_answer") && strcmp(v.detail, "the response restates the question"))
+        FAIL_("pred '%.60s': detail '%s'", pred, v.detail);
+    kd_verdict_release(&v);
+}
+
+TEST(restated_question)
+{
+    const char *q = "What is 1/2 + 1/4?";
+    /* the question itself, or its expression, is no answer */
+    restate_(q, "3/4", "What is 1/2 + 1/4?", 0, "no_answer");
+    restate_(q, "3/4", "  What is   1/2+1/4  ", 0, "no_answer");
+    restate_(q, "3/4", "The sum is 1/2 + 1/4.", 0, "no_answer");
+    restate_(q, "3/4", "What is 1/2 + 1/4? Let me think about it.", 0, "no_answer");
+    restate_(q, "3/4", "<think>hmm</think>What is 1/2 + 1/4?", 0, "no_answer");
+    /* without the question: the old behaviour */
+    restate_(NULL, "3/4", "The sum is 1/2 + 1/4.", 1, "correct");
+    restate_(NULL, "3/4", "1/2 + 1/4", 1, "correct");
+    restate_(q, "3/4", "1/2 + 1/4", 0, "no_answer");
+    /* real answers stay answers */
+    restate_(q, "3/4", "The sum is 3/4.", 1, "correct");
+    restate_(q, "3/4", "What is 1/2 + 1/4? It is 3/4.", 1, "correct");
+    restate_(q, "3/4", "1/2 + 1/4 = \\boxed{3/4}", 1, "correct");
+    restate_(q, "1/2", "1/2 + 1/4 = 3/4", 0, "wrong_answer");
+    /* a boxed answer that happens to be in the question */
+    restate_("Is the answer 4 or 5?", "4", "\\boxed{4}", 1, "correct");
+    restate_("Is the answer 4 or 5?", "4", "It is 4.", 1, "correct");  /* one token */
+    restate_("Is the answer 4 or 5?", "4", "4", 1, "correct");
+    /* a marker inside the copied question is the question's */
+    restate_("Is the answer 4 or 5?", "4", "Is the answer 4 or 5? Hmm.", 0, "no_answer");
+    restate_("Is the answer 4 or 5?", "4", "Is the answer 4 or 5? The final answer is $4$. I hope it is correct.", 1,
+             "correct");
+    /* LaTeX questions: delimiters and spacing do not matter */
+    const char *lq = "Compute $\\frac{1}{2} + \\frac{1}{4}$.";
+    restate_(lq, "$\\frac{3}{4}$", "Compute \\(\\frac{1}{2}+\\frac{1}{4}\\).", 0, "no_answer");
+    restate_(lq, "$\\frac{3}{4}$", "We need $\\frac{1}{2} + \\frac{1}{4}$", 0, "no_answer");
+    restate_(lq, "$\\frac{3}{4}$", "We need $\\frac{1}{2} + \\frac{1}{4} = \\frac{3}{4}$", 1, "correct");
+    restate_(lq, "$\\frac{3}{4}$", "So the result is $\\frac{3}{4}$.", 1, "correct");
+    restate_(lq, "$\\frac{3}{4}$", "$\\boxed{\\frac{1}{2} + \\frac{1}{4}}$", 1, "correct");
+    /* a number of the question's inside a longer one is not its text */
+    restate_("Find $x$ if $x^2 = 16$ and $x > 0$.", "4", "x = 4", 1, "correct");
+    restate_("What is 12 + 0.25?", "12.25", "12.25", 1, "correct");
+    /* a choice letter named in the question */
+    restate_("Which is prime? (A) 4 (B) 7", "$(B)$", "B", 1, "correct");
+    restate_("Which is prime? (A) 4 (B) 7", "$(B)$", "The answer is (B)", 1, "correct");
+    /* empty or odd questions change nothing */
+    restate_("", "3/4", "The sum is 3/4.", 1, "correct");
+    restate_("$$ \\( \\)", "3/4", "The sum is 3/4.", 1, "correct");
+    /* a question with NULs and a huge one are read safely (tail kept) */
+    const char nq[] = "What\0is 1/2 + 1/4?";
+    kd_math_cfg c;
+    kd_math_cfg_init(&c);
+    c.question = nq;
+    c.question_len = sizeof nq - 1;
+    char r[64];
+    CHECK(!verify_(&c, "3/4", "What is 1/2 + 1/4?", r, sizeof r));
+    CHECK_STR(r, "no_answer");
+    size_t big = 1u << 20;
+    char *h = malloc(big + 1);
+    for (size_t i = 0; i < big; i++)
+        h[i] = "1/2+1/4 aa "[i % 11];
+    h[big] = 0;
+    c.question = h;
+    c.question_len = big;
+    CHECK(verify_(&c, "3/4", "The sum is 3/4.", r, sizeof r));
+    CHECK(!verify_(&c, "3/4", "1/2+1/4", r, sizeof r));
+    CHECK_STR(r, "no_answer");
+    free(h);
+}
+
 /* The verifier keeps no state: many threads verifying at once agree with
  * one thread doing it alone. */
 typedef struct tjob {
@@ -537,6 +621,7 @@ int main(void)
     RUN(matrices);
     RUN(complex_numbers);
     RUN(multiple_choice_and_text);
+    RUN(restated_question);
     RUN(symbolic);
     RUN(approximate_gold);
     RUN(hostile);
