@@ -369,13 +369,52 @@ typedef struct pending_ {
     char *reason;
 } pending_;
 
-static int flush_(kd_store *out, pending_ *pend, size_t *np, uint32_t lineage)
+/* When the generations go to another dataset than the prompts: put each
+ * pending unit's prompt there too (kept if already there), its lineage entry
+ * copied and its id remapped, so that the output holds its units whole
+ * (reject and eval read prompt and generations from one dataset). */
+static int copy_prompts_(kd_store *in, kd_store_batch *b, const pending_ *pend, size_t np)
+{
+    kd_store_read *r = NULL;
+    KD_TRY(kd_store_read_begin(in, &r));
+    int rc = KD_OK;
+    uint64_t last = UINT64_MAX;
+    for (size_t i = 0; i < np && rc == KD_OK; i++) {
+        if (pend[i].pid == last)
+            continue;
+        last = pend[i].pid;
+        kd_record rec;
+        const void *val;
+        size_t vlen;
+        json_t *e = NULL;
+        uint32_t lin = 0;
+        rc = kd_store_get(r, KD_DB_PROMPTS, last, 0, &rec);
+        if (rc == KD_OK && rec.lineage && (rc = kd_store_lineage_get(r, rec.lineage, &e)) == KD_OK)
+            rc = kd_store_lineage_add_json(b, e, 1, &lin);
+        json_decref(e);
+        if (rc == KD_OK)
+            rc = kd_store_get_raw(r, KD_DB_PROMPTS, last, 0, &val, &vlen);
+        void *copy = rc == KD_OK ? malloc(vlen) : NULL;
+        if (rc == KD_OK && !copy)
+            rc = kd_err(KD_E_NOMEM, "prompt %" PRIu64, last);
+        if (rc == KD_OK) {
+            memcpy(copy, val, vlen);
+            kd_record_set_lineage(copy, vlen, lin);
+            rc = kd_store_put_raw(b, KD_DB_PROMPTS, last, 0, copy, vlen, KD_PUT_KEEP, NULL);
+        }
+        free(copy);
+    }
+    kd_store_read_end(r);
+    return rc;
+}
+
+static int flush_(kd_store *in, kd_store *out, pending_ *pend, size_t *np, uint32_t lineage)
 {
     if (!*np)
         return KD_OK;
     kd_store_batch *b = NULL;
     KD_TRY(kd_store_batch_begin(out, &b));
-    int rc = KD_OK;
+    int rc = in != out ? copy_prompts_(in, b, pend, *np) : KD_OK;
     for (size_t i = 0; i < *np && rc == KD_OK; i++) {
         pending_ *p = &pend[i];
         json_t *ex = p->reason ? json_pack("{s:s}", "skipped", p->reason)
@@ -458,7 +497,7 @@ static int record_(gctx_ *x, samp_ *sp)
     samp_free_(sp);
     int rc = KD_OK;
     if (*x->np == (size_t)x->c->commit_every)
-        rc = flush_(x->out, x->pend, x->np, x->lineage);
+        rc = flush_(x->in, x->out, x->pend, x->np, x->lineage);
     if (x->pb) {
         kd_progress_note(x->pb, "%.1f tok/s out", x->tok_run / (kd_now() - x->t_run));
         kd_progress_add(x->pb, 1);
@@ -521,7 +560,7 @@ static int next_unit_(gctx_ *x, unit_ **u)
                 x->res->skipped++;
                 x->res->by_finish[KD_FINISH_SKIPPED]++;
                 if (*x->np == (size_t)c->commit_every)
-                    rc = flush_(x->out, x->pend, x->np, x->lineage);
+                    rc = flush_(x->in, x->out, x->pend, x->np, x->lineage);
             }
             if (x->pb)
                 kd_progress_add(x->pb, (uint64_t)n->nmiss);
@@ -913,7 +952,7 @@ int kd_generate_run(const kd_gen_config *c, kd_gen_result *res)
         rc = run_engine_(&gx);
     double tok_run = gx.tok_run, t_run = gx.t_run;
     if (rc == KD_OK)
-        rc = flush_(out, pend, &np, lineage);
+        rc = flush_(in, out, pend, &np, lineage);
     if (pb_on)
         kd_progress_finish(&pb);
     res->seconds = kd_now() - t0;

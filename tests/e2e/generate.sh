@@ -80,6 +80,14 @@ grep -q "1 skipped" "$TMP/c.out" || fail "long prompt: $(cat "$TMP/c.out")"
 "$BIN" data export "$TMP/c" --kind generations 2>/dev/null | grep -q '"finish_reason":"skipped".*does not fit the context' ||
     fail "long prompt: no skipped record with its reason"
 
+# 3a. generations into another dataset: it gets the units' prompts too (lineage
+#     copied), so reject and eval can read it alone
+gen "$TMP/a" --set "output=$TMP/ao" --set samples=1 --set limit=2 >/dev/null 2>&1 || fail "generate to another dataset"
+"$BIN" data stats "$TMP/ao" >"$TMP/ao.stats" 2>&1
+grep -Eq "^  prompts +2$" "$TMP/ao.stats" || fail "output dataset prompts: $(head -8 "$TMP/ao.stats")"
+aox=$("$BIN" data export "$TMP/ao" --kind generations 2>/dev/null)
+grep -q '"problem":"What is 0 + 0?"' <<<"$aox" || fail "output dataset: generation without its prompt"
+
 # 3b. the dense teacher on the engine: one sample at a time (batch 1) and a pool so
 #     small that samples are preempted give the texts of run 1 (batch 16)
 for d in q1 qp; do
