@@ -24,7 +24,7 @@
 
 /* ---- configuration ------------------------------------------------------------------ */
 
-static const kd_cfg_field math_fields_[] = {
+const kd_cfg_field kd_reject_math_fields[] = {
     KD_CFG_BOOL(kd_reject_math, enabled, "true", "check math answers against the prompt's answer"),
     KD_CFG_ENUM(kd_reject_math, extract, "latex+expr", "latex+expr|latex|expr",
                 "answer extraction: LaTeX (boxed, $...$) and plain expressions, or one of them"),
@@ -34,7 +34,7 @@ static const kd_cfg_field math_fields_[] = {
     KD_CFG_BOOL(kd_reject_math, strict, "true", "Math-Verify's strict: variables and relations must match"),
     KD_CFG_END};
 
-static const kd_cfg_field code_fields_[] = {
+const kd_cfg_field kd_reject_code_fields[] = {
     KD_CFG_BOOL(kd_reject_code, enabled, "true", "run code answers against the prompt's tests"),
     KD_CFG_STRING(kd_reject_code, tests_field, "tests", "the prompt field (extra) holding the tests JSON"),
     KD_CFG_INT(kd_reject_code, workers, "4", 1, 1024, "sandboxes at once"),
@@ -43,7 +43,7 @@ static const kd_cfg_field code_fields_[] = {
     KD_CFG_INT(kd_reject_code, memory_mb, "1024", 16, 1 << 20, "address space per test run"),
     KD_CFG_END};
 
-static const kd_cfg_field text_fields_[] = {
+const kd_cfg_field kd_reject_text_fields[] = {
     KD_CFG_BOOL(kd_reject_text, format, "true", "exactly one non-empty <think>...</think>, then an answer"),
     KD_CFG_BOOL(kd_reject_text, think_in_prompt, "true", "the template put <think>\\n in the prompt (R1)"),
     KD_CFG_STRING(kd_reject_text, language, "en", "target language of the reasoning; ~ = no check"),
@@ -66,9 +66,9 @@ static const kd_cfg_field reject_fields_[] = {
     KD_CFG_BOOL(kd_reject_config, skip_existing, "false", "skip prompts whose samples all have verdicts"),
     KD_CFG_INT(kd_reject_config, limit, "0", 0, 1e12, "prompts to use, in id order; 0 = all"),
     KD_CFG_BOOL(kd_reject_config, progress, "true", "draw a progress bar"),
-    KD_CFG_SECTION(kd_reject_config, math, math_fields_, "the math answer check"),
-    KD_CFG_SECTION(kd_reject_config, code, code_fields_, "the code check (sandboxed)"),
-    KD_CFG_SECTION(kd_reject_config, text, text_fields_, "format, language, readability, degeneration"),
+    KD_CFG_SECTION(kd_reject_config, math, kd_reject_math_fields, "the math answer check"),
+    KD_CFG_SECTION(kd_reject_config, code, kd_reject_code_fields, "the code check (sandboxed)"),
+    KD_CFG_SECTION(kd_reject_config, text, kd_reject_text_fields, "format, language, readability, degeneration"),
     KD_CFG_SECTION(kd_reject_config, runtime, kd_runtime_fields, "seed, device, threads, logging"),
     KD_CFG_END};
 

@@ -89,6 +89,8 @@ typedef struct kd_reject_config {
 } kd_reject_config;
 
 extern const kd_cfg_schema kd_reject_schema;
+/* The fields of the math, code and text sections, for configs that embed them (eval). */
+extern const kd_cfg_field kd_reject_math_fields[], kd_reject_code_fields[], kd_reject_text_fields[];
 
 #define KD_REJECT_MAX_ROWS 64 /* sources and reasons listed in the summary */
 

@@ -23,7 +23,7 @@
 
 /* ---- configuration ---------------------------------------------------------------- */
 
-static const kd_cfg_field sampling_fields_[] = {
+const kd_cfg_field kd_gen_sampling_fields[] = {
     KD_CFG_FLOAT(kd_gen_sampling, temperature, "0.6", 0, 100, "0 = greedy"),
     KD_CFG_FLOAT(kd_gen_sampling, top_p, "0.95", 1e-9, 1, "nucleus sampling; 1 = off"),
     KD_CFG_INT(kd_gen_sampling, top_k, "0", 0, 1e9, "0 = off"),
@@ -56,7 +56,7 @@ static const kd_cfg_field gen_fields_[] = {
     KD_CFG_INT(kd_gen_config, kv_blocks, "0", 0, 1e9,
                "blocks in the kv pool; 0 = batch x (max_new_tokens + 2048) positions"),
     KD_CFG_BOOL(kd_gen_config, progress, "true", "draw a progress bar"),
-    KD_CFG_SECTION(kd_gen_config, sampling, sampling_fields_, "sampling"),
+    KD_CFG_SECTION(kd_gen_config, sampling, kd_gen_sampling_fields, "sampling"),
     KD_CFG_SECTION(kd_gen_config, runtime, kd_runtime_fields, "seed, device, threads, logging"),
     KD_CFG_END};
 

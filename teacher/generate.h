@@ -73,6 +73,8 @@ typedef struct kd_gen_config {
 } kd_gen_config;
 
 extern const kd_cfg_schema kd_gen_schema;
+/* The fields of the `sampling` section (kd_gen_sampling), for configs that embed it. */
+extern const kd_cfg_field kd_gen_sampling_fields[];
 
 typedef struct kd_gen_result {
     int64_t units, existing, generated, skipped;
