@@ -80,10 +80,7 @@ int kd_cli_config_main(int argc, char **argv, const char *cmd, const kd_cfg_sche
         kd_cli_config_release(&cc);
         return kd_cli_fail(kd_err(KD_E_NOMEM, "configuration"));
     }
-    kd_runtime_config *rt = NULL;
-    for (const kd_cfg_field *f = schema->fields; f->key; f++)
-        if (f->type == KD_CFG_T_SECTION && !strcmp(f->key, "runtime"))
-            rt = (kd_runtime_config *)((char *)cfg + f->offset);
+    kd_runtime_config *rt = kd_cfg_section(schema, cfg, "runtime");
     int printed = 0;
     int st = kd_cli_config_build(&cc, schema, cfg, &printed);
     if (st == KD_OK && !printed && rt && rt->device == KD_DEVICE_CUDA)

@@ -1098,3 +1098,27 @@ void kd_cfg_release(const kd_cfg_schema *schema, void *cfg)
         return;
     release_(schema->fields, cfg);
 }
+
+uint64_t kd_cfg_hash(const kd_cfg_schema *schema, const void *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    uint64_t h = 1469598103934665603ull;
+    if (f) {
+        kd_cfg_print(schema, cfg, f, 0);
+        fclose(f);
+        for (size_t i = 0; i < len; i++)
+            h = (h ^ (unsigned char)buf[i]) * 1099511628211ull;
+    }
+    free(buf);
+    return h;
+}
+
+void *kd_cfg_section(const kd_cfg_schema *schema, void *cfg, const char *key)
+{
+    for (const kd_cfg_field *f = schema->fields; f->key; f++)
+        if (f->type == KD_CFG_T_SECTION && !strcmp(f->key, key))
+            return (char *)cfg + f->offset;
+    return NULL;
+}

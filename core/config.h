@@ -153,6 +153,12 @@ int kd_cfg_set(const kd_cfg_schema *schema, void *cfg, const char *assignment);
  * exactly. Errors: KD_E_UTF8 (a string in the struct is not UTF-8),
  * KD_E_INTERNAL (an enum index past its choices), KD_E_IO (the write failed). */
 int kd_cfg_print(const kd_cfg_schema *schema, const void *cfg, FILE *out, int with_docs);
+/* A 64-bit FNV-1a hash of the configuration as kd_cfg_print writes it without
+ * docs: equal for equal effective configurations (lineage, pipeline state). */
+uint64_t kd_cfg_hash(const kd_cfg_schema *schema, const void *cfg);
+/* The top-level section `key` of cfg (a struct of `schema`), or NULL when
+ * the schema has no such section (e.g. "runtime"). */
+void *kd_cfg_section(const kd_cfg_schema *schema, void *cfg, const char *key);
 
 /* Free what the struct holds (strings, lists), leaving it zeroed where freed. */
 void kd_cfg_release(const kd_cfg_schema *schema, void *cfg);

@@ -443,22 +443,6 @@ static int flush_(kd_store *in, kd_store *out, pending_ *pend, size_t *np, uint3
     return rc;
 }
 
-static uint64_t hash_config_(const kd_gen_config *c)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    uint64_t h = 1469598103934665603ull;
-    if (f) {
-        kd_cfg_print(&kd_gen_schema, c, f, 0);
-        fclose(f);
-        for (size_t i = 0; i < len; i++)
-            h = (h ^ (unsigned char)buf[i]) * 1099511628211ull;
-    }
-    free(buf);
-    return h;
-}
-
 /* ---- the job's loop ------------------------------------------------------------------ */
 
 /* A prompt with samples to generate. */
@@ -921,7 +905,7 @@ int kd_generate_run(const kd_gen_config *c, kd_gen_result *res)
     uint32_t lineage = 0;
     if (rc == KD_OK) {
         char hash[20];
-        snprintf(hash, sizeof hash, "%016" PRIx64, hash_config_(c));
+        snprintf(hash, sizeof hash, "%016" PRIx64, kd_cfg_hash(&kd_gen_schema, c));
         kd_store_batch *b = NULL;
         json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:I}", "kind", "generate", "source", c->input, "teacher",
                               c->model, "config_hash", hash, "seed", (json_int_t)c->runtime.seed);

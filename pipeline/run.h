@@ -1,0 +1,60 @@
+/* run.h - `distill run PIPELINE.yaml`: the stages of a distillation, in order.
+ *
+ *     output: runs/pipe              # the runner's folder: state, stage configs, report
+ *     stages:
+ *       - cold_start: {...}          # an sft config (the teacher's cold start; optional)
+ *       - generate: {...}            # kd_gen_schema
+ *       - reject: {...}              # kd_reject_schema
+ *       - curate: {...}              # kd_curate_script_schema
+ *       - sft: {...}                 # kd_sft_schema
+ *       - eval: {...}                # kd_eval_schema
+ *
+ * Each stage names its own inputs and outputs (datasets, models) in its own
+ * config, exactly as its command takes it; the runner adds nothing to them.
+ *
+ * State (OUTPUT/pipeline.json): each finished stage with its config hash. A
+ * rerun skips a stage that finished with the same config, as long as every
+ * stage before it was skipped too; from the first stage that runs, every
+ * later stage runs. A stage killed midway resumes through its own resume
+ * (generate keeps finished samples, sft its checkpoints, curate its finished
+ * steps). `from` (--from NAME|N) reruns stage N (1-based) or the first stage
+ * of that kind, and everything after it.
+ *
+ * Every stage's effective config is written to OUTPUT/stages/NN-kind.yaml
+ * before it runs. At the end, OUTPUT/report.json and OUTPUT/report.md give
+ * each stage's time and summary figures. */
+#ifndef KD_PIPELINE_RUN_H
+#define KD_PIPELINE_RUN_H
+
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kd_pipeline_config {
+    char *output;         /* the runner's folder */
+    char *from;           /* rerun from this stage (N or a kind); ~ = resume */
+    kd_cfg_steps stages;
+    kd_runtime_config runtime;
+} kd_pipeline_config;
+
+extern const kd_cfg_schema kd_pipeline_schema;
+
+typedef struct kd_pipeline_result {
+    int stages, ran, skipped;
+    double seconds;
+    char report[1024]; /* report.json's path */
+} kd_pipeline_result;
+
+/* Run the pipeline. Errors: KD_E_CONFIG (no stages, an unknown `from`),
+ * the stages' own errors (the state keeps what finished), KD_E_IO. */
+int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# run.sh DISTILL_BIN FIXTURES_DIR SCRATCH_DIR - `distill run` end to end: a
+# five-stage pipeline (generate, reject, curate, sft, eval) on a small random
+# Qwen2 and the demo traces runs every stage and writes its state, stage
+# configs and report; a rerun skips every stage; `from` reruns a stage and the
+# ones after it; a changed stage config reruns that stage and the later ones
+# only; a bad `from` is refused.
+set -euo pipefail
+if [ $# -ne 3 ]; then
+    echo "usage: $0 DISTILL_BIN FIXTURES_DIR SCRATCH_DIR" >&2
+    exit 2
+fi
+BIN=$1
+TMP=$3
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TOK=${DISTILL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/distill}/tokenizers
+rm -rf "$TMP" && mkdir -p "$TMP"
+failures=0
+fail() {
+    echo "FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+export DISTILL_PROGRESS_SECONDS=0
+
+"$BIN" init "$ROOT/configs/models/tiny-qwen2" "$TMP/model" --tokenizer "$TOK/qwen3" --seed 3 >/dev/null
+"$BIN" data import "$TMP/traces" "$ROOT/configs/demo/traces.jsonl" --kind generations >/dev/null 2>&1 || fail "import"
+python3 -c '
+import json
+for i in range(2):
+    print(json.dumps({"problem": "What is %d + %d?" % (i, i + 1), "answer": str(2 * i + 1), "source": "toy"}))' >"$TMP/h.jsonl"
+"$BIN" data import "$TMP/heldout" "$TMP/h.jsonl" --kind prompts >/dev/null 2>&1 || fail "import heldout"
+
+write_pipeline() { # K (eval samples)
+    cat >"$TMP/pipe.yaml" <<EOF
+output: $TMP/pipe
+stages:
+  - generate:
+      model: $TMP/model
+      input: $TMP/traces
+      samples: 3
+      template: qwen3
+      progress: false
+      sampling: {max_new_tokens: 8}
+      runtime: {threads: 1}
+  - reject:
+      input: $TMP/traces
+      progress: false
+      text: {think_in_prompt: false}
+  - curate:
+      input: $TMP/traces
+      output: $TMP/cur
+      steps:
+        - filter: {where: "verdict == accepted"}
+        - tokenize: {template: qwen3, tokenizer: $TOK/qwen3, max_tokens: 256}
+  - sft:
+      model: $TMP/model
+      data: {train: $TMP/cur/final, eval_fraction: 0, max_len: 128}
+      train: {max_steps: 2, micro_batch: 1, grad_accum: 1}
+      output: {dir: $TMP/sft, progress: false, save_every: 0, eval_every: 0}
+      runtime: {threads: 1}
+  - eval:
+      model: $TMP/sft/final
+      input: $TMP/heldout
+      output: $TMP/ev
+      k: $1
+      template: qwen3
+      progress: false
+      sampling: {max_new_tokens: 8}
+      runtime: {threads: 1}
+EOF
+}
+
+# 1. every stage runs
+write_pipeline 2
+"$BIN" run "$TMP/pipe.yaml" >"$TMP/r1.out" 2>"$TMP/r1.err" || fail "run: $(tail -5 "$TMP/r1.err")"
+grep -q "run: 5 stages, 5 ran, 0 skipped" "$TMP/r1.out" || fail "first run: $(tail -3 "$TMP/r1.out")"
+for f in pipeline.json report.json report.md stages/01-generate.yaml stages/05-eval.yaml; do
+    [ -f "$TMP/pipe/$f" ] || fail "no $f"
+done
+python3 - "$TMP/pipe/report.json" <<'PY' || fail "report.json"
+import json, sys
+r = json.load(open(sys.argv[1]))
+kinds = [s["kind"] for s in r["stages"]]
+assert kinds == ["generate", "reject", "curate", "sft", "eval"], kinds
+assert all(s["done"] for s in r["stages"]), r
+assert r["stages"][1]["summary"]["kept"] == 4, r["stages"][1]["summary"]   # the demo traces' 4 correct samples
+assert r["stages"][3]["summary"]["steps"] == 2, r["stages"][3]["summary"]
+assert r["stages"][4]["summary"]["prompts"] == 2, r["stages"][4]["summary"]
+print("report: 5 stages done; reject kept 4; sft 2 steps; eval over 2 prompts")
+PY
+
+# 2. a rerun skips every stage
+"$BIN" run "$TMP/pipe.yaml" >"$TMP/r2.out" 2>&1 || fail "rerun"
+grep -q "run: 5 stages, 0 ran, 5 skipped" "$TMP/r2.out" || fail "rerun: $(tail -2 "$TMP/r2.out")"
+
+# 3. from=reject reruns reject and the three after it
+"$BIN" run "$TMP/pipe.yaml" --set from=reject >"$TMP/r3.out" 2>&1 || fail "from reject: $(tail -3 "$TMP/r3.out")"
+grep -q "run: 5 stages, 4 ran, 1 skipped" "$TMP/r3.out" || fail "from reject: $(tail -2 "$TMP/r3.out")"
+
+# 4. a changed eval config reruns eval only
+write_pipeline 3
+"$BIN" run "$TMP/pipe.yaml" >"$TMP/r4.out" 2>&1 || fail "changed eval: $(tail -3 "$TMP/r4.out")"
+grep -q "run: 5 stages, 1 ran, 4 skipped" "$TMP/r4.out" || fail "changed eval: $(tail -2 "$TMP/r4.out")"
+
+# 5. bad settings
+"$BIN" run "$TMP/pipe.yaml" --set from=nothing >/dev/null 2>"$TMP/err" && fail "from=nothing accepted"
+grep -q "from 'nothing'" "$TMP/err" || fail "from=nothing: $(cat "$TMP/err")"
+"$BIN" run "$TMP/pipe.yaml" --set from=9 >/dev/null 2>"$TMP/err" && fail "from=9 accepted"
+
+if [ $failures -ne 0 ]; then
+    echo "$failures failure(s)" >&2
+    exit 1
+fi
+echo "run: all checks passed"
