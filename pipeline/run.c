@@ -13,6 +13,7 @@
 #include "core/util.h"
 #include "data/curate.h"
 #include "pipeline/eval.h"
+#include "pipeline/plots.h"
 #include "rejection/reject.h"
 #include "sft/sft.h"
 #include "teacher/generate.h"
@@ -34,6 +35,8 @@ static const kd_cfg_field pipeline_fields_[] = {
     KD_CFG_END};
 
 const kd_cfg_schema kd_pipeline_schema = {"run", pipeline_fields_, sizeof(kd_pipeline_config)};
+
+const char *kd_pipeline_kind_name(int kind) { return stage_kinds_[kind].name; }
 
 /* A JSON number, or null for NaN and infinities (JSON has none). */
 static json_t *num_(double v) { return isfinite(v) ? json_real(v) : json_null(); }
@@ -173,6 +176,9 @@ static int write_report_(const kd_pipeline_config *c, json_t *st, double seconds
 {
     char path[1024];
     json_object_set_new(st, "wall_seconds", json_real(seconds));
+    json_t *plots = NULL;
+    KD_TRY(kd_pipeline_plots(c, st, &plots));
+    json_object_set_new(st, "plots", plots);
     snprintf(path, sizeof path, "%s/report.json", c->output);
     KD_TRY(kd_write_json_atomic(path, st, JSON_INDENT(2)));
     snprintf(res->report, sizeof res->report, "%s", path);
@@ -193,6 +199,9 @@ static int write_report_(const kd_pipeline_config *c, json_t *st, double seconds
                 json_real_value(json_object_get(e, "seconds")), sum ? sum : "");
         free(sum);
     }
+    for (size_t i = 0; i < json_array_size(plots); i++)
+        fprintf(f, "%s![%s](%s)\n", i ? "" : "\n", json_string_value(json_array_get(plots, i)),
+                json_string_value(json_array_get(plots, i)));
     fclose(f);
     snprintf(path, sizeof path, "%s/report.md", c->output);
     int rc = kd_write_file_atomic(path, md, len);

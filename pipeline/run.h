@@ -22,7 +22,9 @@
  *
  * Every stage's effective config is written to OUTPUT/stages/NN-kind.yaml
  * before it runs. At the end, OUTPUT/report.json and OUTPUT/report.md give
- * each stage's time and summary figures. */
+ * each stage's time and summary figures, with plots drawn by gnuplot
+ * (OUTPUT/plots/NAME.svg: training loss, acceptance by reason, lengths of
+ * accepted vs rejected samples, pass@1 per eval stage). */
 #ifndef KD_PIPELINE_RUN_H
 #define KD_PIPELINE_RUN_H
 
@@ -43,6 +45,9 @@ typedef struct kd_pipeline_config {
 } kd_pipeline_config;
 
 extern const kd_cfg_schema kd_pipeline_schema;
+
+/* The name of stage kind `kind` (the kd_cfg_step's kind): "generate", ... */
+const char *kd_pipeline_kind_name(int kind);
 
 typedef struct kd_pipeline_result {
     int stages, ran, skipped;

