@@ -1534,3 +1534,40 @@ void kd_store_batch_abort(kd_store_batch *b)
         txn_leave(b->s);
     batch_free(b);
 }
+
+int kd_store_prompt_ids(kd_store *s, int64_t limit, uint64_t **ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    kd_store_read *r = NULL;
+    kd_store_cursor *cur = NULL;
+    KD_TRY(kd_store_read_begin(s, &r));
+    int rc = kd_store_cursor_open(r, KD_DB_PROMPTS, &cur);
+    size_t cap = 0;
+    int got = 0;
+    kd_record rec;
+    while (rc == KD_OK && (!limit || (int64_t)*n < limit) && (got = kd_store_cursor_next(cur, &rec)) == 1) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            uint64_t *nw = realloc(*ids, cap * sizeof *nw);
+            if (!nw) {
+                rc = kd_err(KD_E_NOMEM, "prompt ids");
+                break;
+            }
+            *ids = nw;
+        }
+        (*ids)[(*n)++] = rec.id;
+    }
+    if (rc == KD_OK && got < 0)
+        rc = got;
+    kd_store_cursor_close(cur);
+    kd_store_read_end(r);
+    if (rc == KD_OK && !*n)
+        rc = kd_err(KD_E_NOTFOUND, "'%s' holds no prompts", s->path);
+    if (rc) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
+    return rc;
+}

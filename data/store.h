@@ -316,6 +316,10 @@ int kd_record_same_but_lineage(const void *a, size_t alen, const void *b, size_t
 
 /* Number of records in `db` (exact, O(1)). */
 int kd_store_count(kd_store_read *r, kd_db db, uint64_t *out);
+/* The ids of the dataset's prompts in id order, at most `limit` (0 = all),
+ * in a malloc'd array (*ids; free it) of *n. Errors: KD_E_NOTFOUND (no
+ * prompts; the message names the dataset), the store's, KD_E_NOMEM. */
+int kd_store_prompt_ids(kd_store *s, int64_t limit, uint64_t **ids, size_t *n);
 
 /* The largest key in `db`: *found = 0 when empty. */
 int kd_store_last(kd_store_read *r, kd_db db, uint64_t *id, uint32_t *sample, int *found);

@@ -530,43 +530,15 @@ int kd_reject_run(const kd_reject_config *c, kd_reject_result *res)
     KD_TRY(setup_(&j));
     kd_store *in = NULL, *out = NULL;
     uint64_t *pids = NULL;
-    size_t npids = 0, cap = 0;
+    size_t npids = 0;
     const int same = !c->output || !strcmp(c->output, c->input);
     int rc = kd_store_open(c->input, same ? 0 : KD_STORE_RDONLY, &in);
     if (rc == KD_OK && !same)
         rc = kd_store_open(c->output, KD_STORE_CREATE, &out);
     if (rc == KD_OK && same)
         out = in;
-    /* the prompt ids, in order */
-    if (rc == KD_OK) {
-        kd_store_read *r = NULL;
-        kd_store_cursor *cur = NULL;
-        rc = kd_store_read_begin(in, &r);
-        if (rc == KD_OK)
-            rc = kd_store_cursor_open(r, KD_DB_PROMPTS, &cur);
-        kd_record rec;
-        int got = 0;
-        while (rc == KD_OK && (!c->limit || (int64_t)npids < c->limit) &&
-               (got = kd_store_cursor_next(cur, &rec)) == 1) {
-            if (npids == cap) {
-                cap = cap ? 2 * cap : 1024;
-                uint64_t *n2 = realloc(pids, cap * sizeof *pids);
-                if (!n2) {
-                    rc = kd_err(KD_E_NOMEM, "prompt ids");
-                    break;
-                }
-                pids = n2;
-            }
-            pids[npids++] = rec.id;
-        }
-        if (rc == KD_OK && got < 0)
-            rc = got;
-        kd_store_cursor_close(cur);
-        if (r)
-            kd_store_read_end(r);
-        if (rc == KD_OK && !npids)
-            rc = kd_err(KD_E_NOTFOUND, "'%s' holds no prompts", c->input);
-    }
+    if (rc == KD_OK)
+        rc = kd_store_prompt_ids(in, c->limit, &pids, &npids);
     uint32_t lineage = 0;
     if (rc == KD_OK) {
         kd_store_batch *b = NULL;
