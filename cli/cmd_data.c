@@ -28,6 +28,7 @@ static void usage(FILE *f)
                "  stats DATASET              counts, sources, verdicts, length histograms\n"
                "  merge OUT SHARD...         merge shards into one dataset, deduplicating units\n"
                "  bench                      measure import MB/s and zero-copy examples/s\n"
+               "  problems DIR               built-in arithmetic problems with cold-start CoT, as datasets\n"
                "curation (each reads IN and writes OUT, reporting kept/dropped):\n"
                "  filter IN OUT --where EXPR keep the units a predicate holds for\n"
                "  dedupe IN OUT              drop exact and near (MinHash) duplicates\n"
@@ -782,7 +783,7 @@ int cmd_data(int argc, char **argv)
         int (*fn)(int, char **);
     } subs[] = {{"import", sub_import}, {"export", sub_export}, {"show", sub_show}, {"head", sub_head},
                 {"stats", sub_stats},   {"merge", sub_merge},   {"bench", sub_bench},
-                {"curate", sub_curate}, {"bench-dedupe", sub_bench_dedupe}};
+                {"curate", sub_curate}, {"bench-dedupe", sub_bench_dedupe}, {"problems", cmd_data_problems}};
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -798,6 +799,6 @@ int cmd_data(int argc, char **argv)
             optind = 1; /* the subcommand parses from its own argv[0] */
             return subs[i].fn(argc - 1, argv + 1);
         }
-    return kd_cli_usage_error("data", "'%s' is not a data subcommand (import, export, show, head, stats, merge, bench, filter, dedupe, decontaminate, split, sample, select, tokenize, mix, curate, bench-dedupe)",
+    return kd_cli_usage_error("data", "'%s' is not a data subcommand (import, export, show, head, stats, merge, bench, problems, filter, dedupe, decontaminate, split, sample, select, tokenize, mix, curate, bench-dedupe)",
                               argv[1]);
 }
