@@ -23,8 +23,7 @@
 #define TOL_ADAMW 1e-5
 #define TOL_KVCACHE 1e-5 /* cached decode vs full forward: same ops, rounding only */
 
-/* norm-wise relative error ||out - ref|| / ||ref|| (absolute when ref = 0) */
-static double rel_err_(const float *out, const float *ref, size_t n)
+double kd_parity_rel_err(const float *out, const float *ref, size_t n)
 {
     double d = 0.0, r = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -35,9 +34,7 @@ static double rel_err_(const float *out, const float *ref, size_t n)
     return r > 0 ? sqrt(d / r) : sqrt(d);
 }
 
-static int check_(FILE *out, int *failed, int ok, const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static int check_(FILE *out, int *failed, int ok, const char *name, const char *fmt, ...)
+int kd_parity_check(FILE *out, int *failed, int ok, const char *name, const char *fmt, ...)
 {
     va_list ap;
     fprintf(out, "%-4s %-8s ", ok ? "ok" : "FAIL", name);
@@ -98,7 +95,7 @@ static int param_vs_ref_(kd_student *m, const kd_st *st, const char *file, const
     float *r = f32_copy_(t); /* the mapping is not guaranteed to be float-aligned */
     if (!r)
         return kd_err(KD_E_NOMEM, "%s", key);
-    *err = rel_err_(ours, r, n);
+    *err = kd_parity_rel_err(ours, r, n);
     free(r);
     return KD_OK;
 }
@@ -143,14 +140,14 @@ int kd_parity_check_infer(const kd_parity_model *pm, const char *dir, const char
     /* logits: overall and per row */
     if ((rc = pm->logits(pm->m, ids, (int64_t)T, logits)))
         goto done;
-    double all = rel_err_(logits, ref, T * (size_t)V), worst = 0.0;
+    double all = kd_parity_rel_err(logits, ref, T * (size_t)V), worst = 0.0;
     size_t wrow = 0;
     for (size_t t = 0; t < T; t++) {
-        double e = rel_err_(logits + t * V, ref + t * V, (size_t)V);
+        double e = kd_parity_rel_err(logits + t * V, ref + t * V, (size_t)V);
         if (!(e <= worst))
             worst = e, wrow = t;
     }
-    check_(out, failed, all <= TOL_LOGITS && worst <= TOL_LOGITS, "logits",
+    kd_parity_check(out, failed, all <= TOL_LOGITS && worst <= TOL_LOGITS, "logits",
            "rel %.2g (tol %.0e), worst row %zu rel %.2g, T=%zu", all, TOL_LOGITS, wrow, worst, T);
 
     /* greedy generation, EOS suppressed as generate(min_new_tokens=N) */
@@ -163,14 +160,14 @@ int kd_parity_check_infer(const kd_parity_model *pm, const char *dir, const char
     while (same < PN && mine[same] == gen[same])
         same++;
     if (!pok)
-        check_(out, failed, 0, "generate", "gen_tokens does not start with gen_prompt");
+        kd_parity_check(out, failed, 0, "generate", "gen_tokens does not start with gen_prompt");
     else if (same == PN)
-        check_(out, failed, 1, "generate", "%lld/%lld new tokens identical (%d eos suppressed)",
+        kd_parity_check(out, failed, 1, "generate", "%lld/%lld new tokens identical (%d eos suppressed)",
                (long long)N, (long long)N, neos);
     else {
         /* the reference's margin at the first mismatch: top-1 minus top-2 of our logits there */
         const float *row = steps + (same - P) * V;
-        check_(out, failed, 0, "generate",
+        kd_parity_check(out, failed, 0, "generate",
                "first mismatch at position %zu: got %lld, want %lld (logit %.6g vs %.6g)", same,
                (long long)mine[same], (long long)gen[same], row[mine[same]],
                gen[same] >= 0 && gen[same] < V ? row[gen[same]] : NAN);
@@ -182,11 +179,11 @@ int kd_parity_check_infer(const kd_parity_model *pm, const char *dir, const char
             goto done;
         double kw = 0.0;
         for (int64_t i = 0; i < N; i++) {
-            double e = rel_err_(steps + i * V, full + ((int64_t)P - 1 + i) * V, (size_t)V);
+            double e = kd_parity_rel_err(steps + i * V, full + ((int64_t)P - 1 + i) * V, (size_t)V);
             if (!(e <= kw))
                 kw = e;
         }
-        check_(out, failed, kw <= TOL_KVCACHE, "kvcache",
+        kd_parity_check(out, failed, kw <= TOL_KVCACHE, "kvcache",
                "rel %.2g (tol %.0e), cached steps vs full forward, worst of %lld", kw, TOL_KVCACHE,
                (long long)N);
     }
@@ -219,7 +216,7 @@ static int student_generate_(void *m, const int64_t *prompt, int64_t P, int64_t 
 /* FIXTURES.md's hyperparameters, overridden by the fixture's metadata when it
  * records them ("adamw.lr", "adamw.beta1", "adamw.beta2", "adamw.eps",
  * "adamw.weight_decay", or the same keys without the prefix). */
-static int adamw_hp_(const kd_st *st, kd_adamw *hp)
+int kd_parity_adamw_hp(const kd_st *st, kd_adamw *hp)
 {
     *hp = (kd_adamw){.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
     static const char *const keys[] = {"lr", "beta1", "beta2", "eps", "weight_decay"};
@@ -329,7 +326,7 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
     if ((rc = ref_batch_load_(st, file, 0, &rb)))
         goto done;
     kd_adamw hp;
-    int found = adamw_hp_(st, &hp);
+    int found = kd_parity_adamw_hp(st, &hp);
     if (found < 0) {
         rc = found;
         goto done;
@@ -342,7 +339,7 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
     if ((rc = kd_student_loss_backward(m, rb.ids, rb.labels, rb.B, rb.T, &loss)))
         goto done;
     double le = fabs((double)loss - rl) / fabs((double)rl);
-    check_(out, failed, le <= TOL_LOSS, "loss", "rel %.2g (tol %.0e), %.8g vs ref %.8g", le, TOL_LOSS,
+    kd_parity_check(out, failed, le <= TOL_LOSS, "loss", "rel %.2g (tol %.0e), %.8g vs ref %.8g", le, TOL_LOSS,
            loss, rl);
 
     const size_t np = kd_student_param_count(m);
@@ -351,7 +348,7 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
         double e;
         if ((rc = param_vs_ref_(m, st, file, "grad.", name, 1, &e)))
             goto done;
-        check_(out, failed, e <= TOL_GRAD, "grad", "rel %.2g (tol %.0e) %s", e, TOL_GRAD, name);
+        kd_parity_check(out, failed, e <= TOL_GRAD, "grad", "rel %.2g (tol %.0e) %s", e, TOL_GRAD, name);
     }
 
     /* end to end: our gradients, then our step (information only) */
@@ -376,7 +373,7 @@ static int check_train_(const char *dir, const char *file, FILE *out, int *faile
         double e;
         if ((rc = param_vs_ref_(m2, st, file, "after_adamw.", name, 0, &e)))
             goto done;
-        check_(out, failed, e <= TOL_ADAMW, "adamw", "rel %.2g (tol %.0e) %s (step on reference grads)",
+        kd_parity_check(out, failed, e <= TOL_ADAMW, "adamw", "rel %.2g (tol %.0e) %s (step on reference grads)",
                e, TOL_ADAMW, name);
     }
     fprintf(out, "info adamw-e2e worst rel %.2g (%s): our grads then our step, not checked; at step 1 "
@@ -413,7 +410,7 @@ static int check_packed_(const char *dir, const char *file, FILE *out, int *fail
     const float rl = rb.loss;
     const double loss = n ? sum / (double)n : 0.0, le = fabs(loss - rl) / fabs((double)rl);
     const char *docs = kd_st_metadata(st, "doc_lengths");
-    check_(out, failed, le <= TOL_LOSS, "packed", "loss rel %.2g (tol %.0e), %.8g vs ref %.8g "
+    kd_parity_check(out, failed, le <= TOL_LOSS, "packed", "loss rel %.2g (tol %.0e), %.8g vs ref %.8g "
            "(documents %s, %lld targets)", le, TOL_LOSS, loss, rl, docs ? docs : "?", (long long)n);
     const size_t np = kd_student_param_count(m);
     for (size_t i = 0; i < np; i++) {
@@ -421,7 +418,7 @@ static int check_packed_(const char *dir, const char *file, FILE *out, int *fail
         double e;
         if ((rc = param_vs_ref_(m, st, file, "grad.", name, 1, &e)))
             goto done;
-        check_(out, failed, e <= TOL_GRAD, "packed", "grad rel %.2g (tol %.0e) %s", e, TOL_GRAD, name);
+        kd_parity_check(out, failed, e <= TOL_GRAD, "packed", "grad rel %.2g (tol %.0e) %s", e, TOL_GRAD, name);
     }
 done:
     ref_batch_free_(&rb);
@@ -445,7 +442,7 @@ static int check_accum_(const char *dir, const char *file, FILE *out, int *faile
     if ((rc = ref_batch_load_(st, file, 0, &rb)))
         goto done;
     kd_adamw hp;
-    if ((rc = adamw_hp_(st, &hp)) < 0)
+    if ((rc = kd_parity_adamw_hp(st, &hp)) < 0)
         goto done;
     if ((rc = kd_student_load(dir, &m)))
         goto done;
@@ -461,7 +458,7 @@ static int check_accum_(const char *dir, const char *file, FILE *out, int *faile
     }
     const float rl = rb.loss;
     const double loss = n ? sum / (double)n : 0.0, le = fabs(loss - rl) / fabs((double)rl);
-    check_(out, failed, le <= TOL_LOSS, "accum", "loss rel %.2g (tol %.0e), %.8g vs ref %.8g "
+    kd_parity_check(out, failed, le <= TOL_LOSS, "accum", "loss rel %.2g (tol %.0e), %.8g vs ref %.8g "
            "(%lld micro-batches of 1 row)", le, TOL_LOSS, loss, rl, (long long)B);
     const size_t np = kd_student_param_count(m);
     for (size_t i = 0; i < np; i++) {
@@ -469,13 +466,13 @@ static int check_accum_(const char *dir, const char *file, FILE *out, int *faile
         double e;
         if ((rc = param_vs_ref_(m, st, file, "grad.", name, 1, &e)))
             goto done;
-        check_(out, failed, e <= TOL_GRAD, "accum", "grad rel %.2g (tol %.0e) %s", e, TOL_GRAD, name);
+        kd_parity_check(out, failed, e <= TOL_GRAD, "accum", "grad rel %.2g (tol %.0e) %s", e, TOL_GRAD, name);
     }
     const char *gn = kd_st_metadata(st, "grad_norm"), *cn = kd_st_metadata(st, "clip_norm");
     double norm = kd_student_grad_norm(m);
     if (gn) {
         double ref = strtod(gn, NULL), e = fabs(norm - ref) / ref;
-        check_(out, failed, e <= TOL_GRAD, "accum", "grad norm rel %.2g (tol %.0e), %.9g vs ref %s", e,
+        kd_parity_check(out, failed, e <= TOL_GRAD, "accum", "grad norm rel %.2g (tol %.0e), %.9g vs ref %s", e,
                TOL_GRAD, norm, gn);
     }
     /* the steps, on the reference gradients: plain, then clipped as clip_grad_norm_ */
@@ -495,7 +492,7 @@ static int check_accum_(const char *dir, const char *file, FILE *out, int *faile
             if (!(e <= worst))
                 worst = e, wn = name;
         }
-        check_(out, failed, worst <= TOL_ADAMW, "accum", "%s worst rel %.2g (tol %.0e) %s",
+        kd_parity_check(out, failed, worst <= TOL_ADAMW, "accum", "%s worst rel %.2g (tol %.0e) %s",
                clip ? "AdamW after clipping" : "AdamW", worst, TOL_ADAMW, wn);
     }
 done:

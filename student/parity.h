@@ -9,6 +9,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "core/ops.h"
+#include "core/safetensors.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -45,6 +48,18 @@ typedef struct kd_parity_model {
  * kd_parity_run. */
 int kd_parity_check_infer(const kd_parity_model *pm, const char *dir, const char *file, FILE *out,
                           int *failed);
+
+/* The pieces every parity check shares (the teacher's training check too). */
+/* Norm-wise relative error ||out - ref|| / ||ref|| (absolute when ref = 0). */
+double kd_parity_rel_err(const float *out, const float *ref, size_t n);
+/* Print one check line ("ok   NAME  detail" or "FAIL NAME  detail"), count a
+ * failure; returns ok. */
+int kd_parity_check(FILE *out, int *failed, int ok, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* FIXTURES.md's AdamW settings, overridden by the fixture's metadata
+ * (adamw.lr, ... or the bare keys); returns how many the metadata gave, or
+ * KD_E_FORMAT for a value that is not a number. */
+int kd_parity_adamw_hp(const kd_st *st, kd_adamw *hp);
 
 #ifdef __cplusplus
 }

@@ -744,3 +744,11 @@ int kd_teacher_generate_greedy(kd_teacher *m, const int64_t *prompt, int64_t P, 
     kd_mla_cache_free(kc);
     return rc;
 }
+
+/* ---- shared with the training model (teacher/internal.h) ------------------------------ */
+
+void kd_teacher_route_(const kd_model_config *c, const float *logit, const float *bias, int64_t *idx, float *wt,
+                       float *scratch)
+{
+    route_(c, logit, bias, idx, wt, scratch);
+}

@@ -1,5 +1,6 @@
 /* parity.c - the teacher under the shared inference checks. See parity.h. */
 #include "teacher/parity.h"
+#include "teacher/train.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -107,8 +108,8 @@ int kd_teacher_parity_run(const char *dir, FILE *out, int *failed)
     int rc = kd_parity_check_infer(&pm, dir, infer, out, failed);
     if (!rc)
         rc = check_mla_(m, infer, out, failed);
-    if (!rc && stat(train, &sb) == 0)
-        fprintf(out, "skip train    the teacher runs inference only (ref_train.safetensors not checked)\n");
     kd_teacher_free(m);
+    if (!rc && stat(train, &sb) == 0)
+        rc = kd_teacher_parity_train(dir, out, failed);
     return rc;
 }
