@@ -507,7 +507,9 @@ static int read_prompt_(rj_ *j, kd_store *in, kd_store *out, uint64_t pid, promp
             int e = kd_store_get_raw(ro, KD_DB_VERDICTS, pid, p->s[i].sample, &v, &vl);
             if (e == KD_OK)
                 have++;
-            else if (e != KD_E_NOTFOUND)
+            else if (e == KD_E_NOTFOUND)
+                kd_err_clear();
+            else
                 rc = e;
         }
         if (ro)
