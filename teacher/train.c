@@ -561,8 +561,9 @@ static void moe_idx_(const kd_teacher_train *m, int64_t mi, int64_t N, int64_t *
  * Queries: q_b(norm(q_a x)) or q_proj x, (N, H, [Dn | Dr]). Keys and values:
  * kv_a x = [c (R) | kr (Dr)]; kv_b(norm(c)) = (N, H, [k_nope (Dn) | v (Dv)]);
  * the key is [k_nope | rope(kr)], kr shared by every head. The rope part of
- * q and k is rotated at the row's position t = n % T, after the interleaved
- * pairs are made halves when rope_interleave. */
+ * q and k is rotated at the token's position (pos[n], or t = n % T without
+ * pos), after the interleaved pairs are made halves when rope_interleave;
+ * with pos, attention stays within each document. */
 
 /* pairs (2i, 2i+1) to halves (i, i + D/2), and back (the transpose) */
 static void deinterleave_(float *x, int64_t D)
@@ -599,8 +600,8 @@ static void rope_row_backward_(const kd_teacher_train *m, float *dx, int64_t t)
         interleave_(dx, Dr);
 }
 
-static void mla_forward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, float *out, const float *x, int64_t B,
-                         int64_t T)
+static void mla_forward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, float *out, const float *x,
+                         const int64_t *pos, int64_t B, int64_t T)
 {
     const kd_model_config *c = &m->cfg;
     acts_ *a = &m->a;
@@ -630,7 +631,8 @@ static void mla_forward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, float
 #pragma omp parallel for if (N * H > 256)
     for (int64_t n = 0; n < N; n++) {
         float *kr = a->kr + n * Dr;
-        rope_row_(m, kr, n % T);
+        const int64_t p = pos ? pos[n] : n % T; /* the token's position within its document */
+        rope_row_(m, kr, p);
         for (int64_t h = 0; h < H; h++) {
             float *qd = qp + (n * H + h) * Dp, *kd = kp + (n * H + h) * Dp, *vd = vp + (n * H + h) * Dp;
             const float *qs = a->q + (n * H + h) * Dq, *kvs = a->kvb + (n * H + h) * Dkv;
@@ -638,13 +640,13 @@ static void mla_forward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, float
             memset(kd, 0, (size_t)Dp * sizeof(float));
             memset(vd, 0, (size_t)Dp * sizeof(float));
             memcpy(qd, qs, (size_t)Dq * sizeof(float));
-            rope_row_(m, qd + Dn, n % T);
+            rope_row_(m, qd + Dn, p);
             memcpy(kd, kvs, (size_t)Dn * sizeof(float));
             memcpy(kd + Dn, kr, (size_t)Dr * sizeof(float));
             memcpy(vd, kvs + Dn, (size_t)Dv * sizeof(float));
         }
     }
-    kd_attention_forward(attp, a->lse + l * N * H, qp, kp, vp, NULL, B, T, H, H, Dp, m->scale);
+    kd_attention_forward(attp, a->lse + l * N * H, qp, kp, vp, pos, B, T, H, H, Dp, m->scale);
     for (int64_t n = 0; n < N; n++)
         for (int64_t h = 0; h < H; h++)
             memcpy(atty + (n * H + h) * Dv, attp + (n * H + h) * Dp, (size_t)Dv * sizeof(float));
@@ -654,7 +656,7 @@ static void mla_forward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, float
 
 /* dout (N, C) the gradient of out; dx (N, C) += the gradient of x. */
 static void mla_backward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, float *dx, const float *dout,
-                          const float *x, int64_t B, int64_t T)
+                          const float *x, const int64_t *pos, int64_t B, int64_t T)
 {
     const kd_model_config *c = &m->cfg;
     acts_ *a = &m->a;
@@ -678,24 +680,25 @@ static void mla_backward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, floa
     Z(a->dqp, N * H * Dp);
     Z(a->dkp, N * H * Dp);
     Z(a->dvp, N * H * Dp);
-    kd_attention_backward(a->dqp, a->dkp, a->dvp, a->dattp, qp, kp, vp, attp, a->lse + l * N * H, NULL, B, T, H, H,
+    kd_attention_backward(a->dqp, a->dkp, a->dvp, a->dattp, qp, kp, vp, attp, a->lse + l * N * H, pos, B, T, H, H,
                           Dp, m->scale);
     /* back to q (N, H, Dq), kv_b's output (N, H, Dkv) and the kv_a output (N, R + Dr) */
 #pragma omp parallel for if (N * H > 256)
     for (int64_t n = 0; n < N; n++) {
         float *dkr = a->kvf + n * (R + Dr) + R;
+        const int64_t p = pos ? pos[n] : n % T;
         memset(dkr, 0, (size_t)Dr * sizeof(float));
         for (int64_t h = 0; h < H; h++) {
             const float *dqs = a->dqp + (n * H + h) * Dp, *dks = a->dkp + (n * H + h) * Dp;
             float *dq = a->dq + (n * H + h) * Dq, *dkv = a->kvb + (n * H + h) * Dkv;
             memcpy(dq, dqs, (size_t)Dq * sizeof(float));
-            rope_row_backward_(m, dq + Dn, n % T);
+            rope_row_backward_(m, dq + Dn, p);
             memcpy(dkv, dks, (size_t)Dn * sizeof(float));
             memcpy(dkv + Dn, a->dvp + (n * H + h) * Dp, (size_t)Dv * sizeof(float));
             for (int64_t i = 0; i < Dr; i++)
                 dkr[i] += dks[Dn + i];
         }
-        rope_row_backward_(m, dkr, n % T);
+        rope_row_backward_(m, dkr, p);
     }
     Z(a->dc, N * R);
     kd_matmul_backward(a->dc, DW(y->kv_b), NULL, a->kvb, cn, W(y->kv_b), N, R, H * Dkv);
@@ -908,7 +911,22 @@ static void moe_backward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, floa
 
 /* ---- the model: forward, loss, backward --------------------------------------------------- */
 
-int kd_teacher_train_forward(kd_teacher_train *m, const int64_t *ids, int64_t B, int64_t T, float *logits)
+/* pos (B, T): each row a run of documents, positions 0, 1, ... restarting at 0 */
+static int check_pos_(const int64_t *pos, int64_t B, int64_t T)
+{
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            int64_t p = pos[b * T + t];
+            if (p != 0 && (t == 0 || p != pos[b * T + t - 1] + 1))
+                return kd_err(KD_E_RANGE, "position %lld at row %lld, token %lld: positions must "
+                              "start at 0 and count up by one within each document",
+                              (long long)p, (long long)b, (long long)t);
+        }
+    return KD_OK;
+}
+
+int kd_teacher_train_forward(kd_teacher_train *m, const int64_t *ids, const int64_t *pos, int64_t B, int64_t T,
+                             float *logits)
 {
     const kd_model_config *c = &m->cfg;
     const int64_t N = B * T, V = c->vocab_size, C = c->hidden_size, L = c->num_layers;
@@ -923,6 +941,8 @@ int kd_teacher_train_forward(kd_teacher_train *m, const int64_t *ids, int64_t B,
         if (ids[i] < 0 || ids[i] >= V)
             return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)", (long long)ids[i],
                           (long long)i, (long long)V);
+    if (pos)
+        KD_TRY(check_pos_(pos, B, T));
     KD_TRY(ensure_acts_(m, B, T));
     acts_ *a = &m->a;
     const float *P = m->params;
@@ -933,7 +953,7 @@ int kd_teacher_train_forward(kd_teacher_train *m, const int64_t *ids, int64_t B,
         float *ln1 = a->ln1 + l * N * C, *res1 = a->res1 + l * N * C, *ln2 = a->ln2 + l * N * C;
         float *res2 = a->res2 + l * N * C;
         kd_rmsnorm_forward(ln1, a->ln1_rstd + l * N, xin, P + y->ln1, N, C, c->rms_norm_eps);
-        mla_forward_(m, y, l, res1, ln1, B, T);
+        mla_forward_(m, y, l, res1, ln1, pos, B, T);
         kd_residual_forward(res1, res1, xin, N * C);
         kd_rmsnorm_forward(ln2, a->ln2_rstd + l * N, res1, P + y->ln2, N, C, c->rms_norm_eps);
         if (y->moe)
@@ -950,13 +970,16 @@ int kd_teacher_train_forward(kd_teacher_train *m, const int64_t *ids, int64_t B,
     return KD_OK;
 }
 
-/* position t is scored against labels[b, t+1]; the last of each row predicts nothing */
-static int targets_(const kd_teacher_train *m, const int64_t *labels, int64_t B, int64_t T, int64_t *tgt)
+/* position t is scored against labels[b, t+1]; the last of each row, and the last of each document of a
+ * packed row (pos[b, t+1] == 0), predict nothing */
+static int targets_(const kd_teacher_train *m, const int64_t *labels, const int64_t *pos, int64_t B, int64_t T,
+                    int64_t *tgt)
 {
     const int64_t V = m->cfg.vocab_size;
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
-            const int64_t i = b * T + t, y = t + 1 < T ? labels[i + 1] : KD_IGNORE_INDEX;
+            const int64_t i = b * T + t;
+            const int64_t y = t + 1 < T && !(pos && pos[i + 1] == 0) ? labels[i + 1] : KD_IGNORE_INDEX;
             if (y != KD_IGNORE_INDEX && (y < 0 || y >= V))
                 return kd_err(KD_E_RANGE, "label %lld at row %lld, token %lld is outside [0, %lld)", (long long)y,
                               (long long)b, (long long)(t + 1), (long long)V);
@@ -965,27 +988,27 @@ static int targets_(const kd_teacher_train *m, const int64_t *labels, int64_t B,
     return KD_OK;
 }
 
-int64_t kd_teacher_train_count_targets(const int64_t *labels, int64_t B, int64_t T)
+int64_t kd_teacher_train_count_targets(const int64_t *labels, const int64_t *pos, int64_t B, int64_t T)
 {
     int64_t n = 0;
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t + 1 < T; t++)
-            n += labels[b * T + t + 1] != KD_IGNORE_INDEX;
+            n += labels[b * T + t + 1] != KD_IGNORE_INDEX && !(pos && pos[b * T + t + 1] == 0);
     return n;
 }
 
 /* forward, then the targets and the loss sum */
-static int forward_loss_(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, int64_t B, int64_t T,
-                         int64_t *tgt, double *sum, int64_t *cnt)
+static int forward_loss_(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, const int64_t *pos,
+                         int64_t B, int64_t T, int64_t *tgt, double *sum, int64_t *cnt)
 {
-    KD_TRY(kd_teacher_train_forward(m, ids, B, T, NULL));
-    KD_TRY(targets_(m, labels, B, T, tgt));
+    KD_TRY(kd_teacher_train_forward(m, ids, pos, B, T, NULL));
+    KD_TRY(targets_(m, labels, pos, B, T, tgt));
     *sum = kd_crossentropy_forward(m->a.logits, tgt, B * T, m->cfg.vocab_size, cnt);
     return KD_OK;
 }
 
-int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, int64_t B, int64_t T,
-                          float *loss, int64_t *count)
+int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, const int64_t *pos,
+                          int64_t B, int64_t T, float *loss, int64_t *count)
 {
     if (B <= 0 || T <= 0)
         return kd_err(KD_E_RANGE, "batch %lld x %lld tokens", (long long)B, (long long)T);
@@ -993,7 +1016,7 @@ int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t
     if (!tgt)
         return kd_err(KD_E_NOMEM, "targets");
     double sum = 0;
-    int rc = forward_loss_(m, ids, labels, B, T, tgt, &sum, &cnt);
+    int rc = forward_loss_(m, ids, labels, pos, B, T, tgt, &sum, &cnt);
     free(tgt);
     if (rc)
         return rc;
@@ -1005,21 +1028,24 @@ int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t
 
 void kd_teacher_train_zero_grad(kd_teacher_train *m) { memset(m->grads, 0, m->nparams * sizeof(float)); }
 
-int kd_teacher_train_loss_backward(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, int64_t B,
-                                   int64_t T, float *loss)
+int kd_teacher_train_loss_backward(kd_teacher_train *m, const int64_t *ids, const int64_t *labels,
+                                   const int64_t *pos, int64_t B, int64_t T, float *loss)
 {
     if (B <= 0 || T <= 0)
         return kd_err(KD_E_RANGE, "batch %lld x %lld tokens", (long long)B, (long long)T);
-    const int64_t n = kd_teacher_train_count_targets(labels, B, T);
+    if (pos)
+        KD_TRY(check_pos_(pos, B, T)); /* before counting targets by it */
+    const int64_t n = kd_teacher_train_count_targets(labels, pos, B, T);
     double sum = 0;
     kd_teacher_train_zero_grad(m);
-    KD_TRY(kd_teacher_train_backward(m, ids, labels, B, T, n ? 1.0 / (double)n : 0.0, &sum, NULL));
+    KD_TRY(kd_teacher_train_backward(m, ids, labels, pos, B, T, n ? 1.0 / (double)n : 0.0, &sum, NULL));
     *loss = (float)(n ? sum / (double)n : 0.0);
     return KD_OK;
 }
 
-int kd_teacher_train_backward(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, int64_t B,
-                              int64_t T, double scale, double *loss_sum, int64_t *count)
+int kd_teacher_train_backward(kd_teacher_train *m, const int64_t *ids, const int64_t *labels,
+                              const int64_t *pos, int64_t B, int64_t T, double scale, double *loss_sum,
+                              int64_t *count)
 {
     if (B <= 0 || T <= 0)
         return kd_err(KD_E_RANGE, "batch %lld x %lld tokens", (long long)B, (long long)T);
@@ -1031,7 +1057,7 @@ int kd_teacher_train_backward(kd_teacher_train *m, const int64_t *ids, const int
     if (!tgt)
         return kd_err(KD_E_NOMEM, "targets");
     double sum = 0;
-    int rc = forward_loss_(m, ids, labels, B, T, tgt, &sum, &cnt);
+    int rc = forward_loss_(m, ids, labels, pos, B, T, tgt, &sum, &cnt);
     if (rc) {
         free(tgt);
         return rc;
@@ -1064,7 +1090,7 @@ int kd_teacher_train_backward(kd_teacher_train *m, const int64_t *ids, const int
         kd_rmsnorm_backward(a->dres, G + y->ln2, a->dln, res1, P + y->ln2, a->ln2_rstd + l * N, N, C);
         /* res1 = xin + mla(ln1): dres is d res1, and flows on to d xin */
         memset(a->dln, 0, (size_t)(N * C) * sizeof(float));
-        mla_backward_(m, y, l, a->dln, a->dres, ln1, B, T);
+        mla_backward_(m, y, l, a->dln, a->dres, ln1, pos, B, T);
         kd_rmsnorm_backward(a->dres, G + y->ln1, a->dln, xin, P + y->ln1, a->ln1_rstd + l * N, N, C);
     }
     kd_embedding_backward(G + m->wte, a->dres, ids, N, C);
@@ -1255,7 +1281,7 @@ int kd_teacher_parity_train(const char *dir, FILE *out, int *failed)
     memcpy(labels, tl->data, tl->numel * sizeof *labels);
     float rl, loss;
     memcpy(&rl, tloss->data, sizeof rl);
-    if ((rc = kd_teacher_train_new(dir, &m)) || (rc = kd_teacher_train_loss_backward(m, ids, labels, B, T, &loss)))
+    if ((rc = kd_teacher_train_new(dir, &m)) || (rc = kd_teacher_train_loss_backward(m, ids, labels, NULL, B, T, &loss)))
         goto done;
     const double le = fabs((double)loss - rl) / fabs((double)rl);
     kd_parity_check(out, failed, le <= TOL_LOSS, "loss", "rel %.2g (tol %.0e), %.8g vs ref %.8g", le, TOL_LOSS, loss, rl);

@@ -33,9 +33,17 @@
  * the routing's integer indices), plus one for the non-trainable buffers
  * (the correction biases).
  *
- * Not covered: packed rows (position ids restarting inside a row), expert
- * capacity / token dropping, auxiliary balance losses (DeepSeek-V3 has none;
- * V2's seq_aux is not computed), the MTP layer, the CUDA backend.
+ * Packed rows (as the student, student/model.h): pos (B, T), or NULL for one
+ * document per row at positions 0..T-1, holds each token's position within
+ * its document; a document starts where pos is 0 (pos[t] is 0 or pos[t-1] +
+ * 1). The rope part of the queries and the decoupled rope key rotate at pos,
+ * attention is causal within each document only, and the last token of each
+ * document predicts nothing; so a packed row computes exactly what its
+ * documents would as rows of their own.
+ *
+ * Not covered: expert capacity / token dropping, auxiliary balance losses
+ * (DeepSeek-V3 has none; V2's seq_aux is not computed), the MTP layer, the
+ * CUDA backend.
  */
 #ifndef KD_TEACHER_TRAIN_H
 #define KD_TEACHER_TRAIN_H
@@ -65,21 +73,24 @@ void kd_teacher_train_free(kd_teacher_train *m);
 /* The config the model was built from; valid until kd_teacher_train_free. */
 const kd_model_config *kd_teacher_train_config(const kd_teacher_train *m);
 
-/* Forward B rows of T tokens (ids (B, T), each in [0, V)), one document per
- * row at positions 0..T-1, keeping the activations for a following
- * backward. logits (B, T, V) receives the logits when not NULL. Errors:
- * KD_E_RANGE (B or T <= 0, T beyond max_position_embeddings, an id out of
- * range), KD_E_NOMEM. */
-int kd_teacher_train_forward(kd_teacher_train *m, const int64_t *ids, int64_t B, int64_t T, float *logits);
+/* Forward B rows of T tokens (ids (B, T), each in [0, V)), keeping the
+ * activations for a following backward. pos (B, T) or NULL: packed rows
+ * (above); NULL is one document per row at positions 0..T-1. logits
+ * (B, T, V) receives the logits when not NULL. Errors: KD_E_RANGE (B or T
+ * <= 0, T beyond max_position_embeddings, an id out of range, positions that
+ * do not count up by one from 0), KD_E_NOMEM. */
+int kd_teacher_train_forward(kd_teacher_train *m, const int64_t *ids, const int64_t *pos, int64_t B, int64_t T,
+                             float *logits);
 
 /* HF's model(ids, labels=labels).loss, without a backward: labels (B, T)
  * are NOT shifted (position t is scored against labels[b, t+1]; -100 is
- * ignored, and so is the last position of each row), *loss is the mean over
- * the counted targets, 0 when none counts. *count (may be NULL) receives the
- * count. Errors as kd_teacher_train_forward, and KD_E_RANGE for a label
- * outside [0, V) other than -100. */
-int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, int64_t B,
-                          int64_t T, float *loss, int64_t *count);
+ * ignored, and so is the last position of each row and, with pos, every
+ * position whose next token starts a new document, pos[b, t+1] == 0), *loss
+ * is the mean over the counted targets, 0 when none counts. *count (may be
+ * NULL) receives the count. Errors as kd_teacher_train_forward, and
+ * KD_E_RANGE for a label outside [0, V) other than -100. */
+int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, const int64_t *pos,
+                          int64_t B, int64_t T, float *loss, int64_t *count);
 
 /* The training step's building block, as kd_student_backward: forward, the
  * loss and the backward, ACCUMULATING the gradient of scale * (sum of the
@@ -88,17 +99,18 @@ int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t
  * step) makes micro-batches add up to one big batch. *loss_sum and *count
  * (each may be NULL) receive the sum of the token losses and the count.
  * Errors as kd_teacher_train_loss. */
-int kd_teacher_train_backward(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, int64_t B,
-                              int64_t T, double scale, double *loss_sum, int64_t *count);
+int kd_teacher_train_backward(kd_teacher_train *m, const int64_t *ids, const int64_t *labels,
+                              const int64_t *pos, int64_t B, int64_t T, double scale, double *loss_sum,
+                              int64_t *count);
 
 /* HF's loss and its backward alone: zero the gradients, then the backward
  * with scale 1 / count; *loss the mean (0, with zero gradients, when
  * nothing counts). Errors as kd_teacher_train_backward. */
-int kd_teacher_train_loss_backward(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, int64_t B,
-                                   int64_t T, float *loss);
+int kd_teacher_train_loss_backward(kd_teacher_train *m, const int64_t *ids, const int64_t *labels,
+                                   const int64_t *pos, int64_t B, int64_t T, float *loss);
 
-/* The targets the loss counts for these labels (B, T). */
-int64_t kd_teacher_train_count_targets(const int64_t *labels, int64_t B, int64_t T);
+/* The targets the loss counts for these labels (B, T) and pos (or NULL). */
+int64_t kd_teacher_train_count_targets(const int64_t *labels, const int64_t *pos, int64_t B, int64_t T);
 
 void kd_teacher_train_zero_grad(kd_teacher_train *m);
 

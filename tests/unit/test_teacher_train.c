@@ -4,8 +4,8 @@
  * inference model; finite differences of every parameter tensor on tiny
  * random V3 and V2 configs (yarn, biases, q_lora or not, Dv above and below
  * the query head dim, sigmoid and softmax routers, normalised or scaled
- * gate weights, random correction biases); gradient accumulation; bad
- * inputs. */
+ * gate weights, random correction biases); gradient accumulation; packed
+ * rows (pos) against separate documents; bad inputs. */
 #include "test.h"
 
 #include <stdint.h>
@@ -189,7 +189,7 @@ TEST(forward_vs_inference)
     for (int i = 0; i < 26; i++)
         ids[i] = (i * 37 + 11) % V;
     float *a = malloc((size_t)(B * T * V) * sizeof(float)), *b = malloc((size_t)(B * T * V) * sizeof(float));
-    CHECK_OK(kd_teacher_train_forward(m, ids, B, T, a));
+    CHECK_OK(kd_teacher_train_forward(m, ids, NULL, B, T, a));
     for (int64_t r = 0; r < B && inf; r++)
         CHECK_OK(kd_teacher_logits(inf, ids + r * T, T, b + r * T * V));
     double e = rel_(a, b, (size_t)(B * T * V));
@@ -285,7 +285,7 @@ static kd_teacher_train *random_model_(const char *name, const char *cfg, uint64
 static double loss_sum_(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, int64_t B, int64_t T)
 {
     double sum = 0;
-    CHECK_OK(kd_teacher_train_backward(m, ids, labels, B, T, 0.0, &sum, NULL));
+    CHECK_OK(kd_teacher_train_backward(m, ids, labels, NULL, B, T, 0.0, &sum, NULL));
     return sum;
 }
 
@@ -308,7 +308,7 @@ static void finite_diff_(const char *name, const char *cfg, uint64_t seed)
     }
     kd_teacher_train_zero_grad(m);
     double sum = 0;
-    CHECK_OK(kd_teacher_train_backward(m, ids, labels, B, T, 1.0, &sum, NULL));
+    CHECK_OK(kd_teacher_train_backward(m, ids, labels, NULL, B, T, 1.0, &sum, NULL));
     int kinds = 0, bad = 0;
     double worst = 0;
     char wname[160] = "";
@@ -387,9 +387,9 @@ TEST(accumulate_and_names)
         ids[i] = (int64_t)((i * 13 + 5) % c->vocab_size);
         labels[i] = i < 3 ? -100 : ids[i];
     }
-    const int64_t n = kd_teacher_train_count_targets(labels, B, T);
+    const int64_t n = kd_teacher_train_count_targets(labels, NULL, B, T);
     float loss;
-    CHECK_OK(kd_teacher_train_loss_backward(m, ids, labels, B, T, &loss));
+    CHECK_OK(kd_teacher_train_loss_backward(m, ids, labels, NULL, B, T, &loss));
     const size_t np = kd_teacher_train_numel(m);
     float *g0 = malloc(np * sizeof(float)), *g1 = malloc(np * sizeof(float));
     gather_grads_(m, g0);
@@ -399,8 +399,8 @@ TEST(accumulate_and_names)
     CHECK_NEAR(kd_teacher_train_grad_norm(m), sqrt(s2), 1e-6 * sqrt(s2));
     kd_teacher_train_zero_grad(m);
     double s_a = 0, s_b = 0;
-    CHECK_OK(kd_teacher_train_backward(m, ids, labels, 1, T, 1.0 / (double)n, &s_a, NULL));
-    CHECK_OK(kd_teacher_train_backward(m, ids + T, labels + T, 1, T, 1.0 / (double)n, &s_b, NULL));
+    CHECK_OK(kd_teacher_train_backward(m, ids, labels, NULL, 1, T, 1.0 / (double)n, &s_a, NULL));
+    CHECK_OK(kd_teacher_train_backward(m, ids + T, labels + T, NULL, 1, T, 1.0 / (double)n, &s_b, NULL));
     CHECK_NEAR((s_a + s_b) / (double)n, loss, 1e-5 * fabs(loss));
     gather_grads_(m, g1);
     double e = rel_(g1, g0, np);
@@ -435,6 +435,138 @@ TEST(accumulate_and_names)
     kd_teacher_train_free(m);
 }
 
+/* ---- packed rows ------------------------------------------------------------------------ */
+
+/* Rows of several documents (pos restarting at 0) against every document run
+ * alone: the student's normalisation (student/parity.c check_packed_), the
+ * summed token losses over the packed targets, so the packed row's loss and
+ * gradients equal the separate documents' backwards at scale 1 / (packed
+ * targets), summed. */
+static void packed_vs_separate_(const char *name, const char *cfg, uint64_t seed)
+{
+    kd_teacher_train *m = random_model_(name, cfg, seed);
+    if (!m)
+        return;
+    const kd_model_config *c = kd_teacher_train_config(m);
+    enum { B = 2, T = 12, ND = 5 };
+    /* row 0: documents of 5, 4, 3 tokens; row 1: 7, 5 */
+    static const int64_t doc_len[ND] = {5, 4, 3, 7, 5}, doc_row[ND] = {0, 0, 0, 1, 1};
+    int64_t ids[B * T], labels[B * T], pos[B * T];
+    for (int64_t d = 0, b = -1, t = 0; d < ND; d++) {
+        if (doc_row[d] != b)
+            b = doc_row[d], t = 0;
+        for (int64_t j = 0; j < doc_len[d]; j++, t++)
+            pos[b * T + t] = j;
+    }
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (int64_t)((i * 29 + 7) % c->vocab_size);
+        labels[i] = i % 7 == 3 ? -100 : ids[i]; /* a few ignored targets inside documents */
+    }
+    const int64_t n = kd_teacher_train_count_targets(labels, pos, B, T);
+    CHECK(n < kd_teacher_train_count_targets(labels, NULL, B, T)); /* document ends drop targets */
+    float loss = -1;
+    CHECK_OK(kd_teacher_train_loss_backward(m, ids, labels, pos, B, T, &loss));
+    const size_t np = kd_teacher_train_numel(m);
+    float *g0 = malloc(np * sizeof(float)), *g1 = malloc(np * sizeof(float));
+    gather_grads_(m, g0);
+    float floss = -1;
+    int64_t fcnt = -1;
+    CHECK_OK(kd_teacher_train_loss(m, ids, labels, pos, B, T, &floss, &fcnt));
+    CHECK_EQ_INT(fcnt, n);
+    CHECK_NEAR(floss, loss, 1e-6 * fabs(loss));
+    /* each document alone, as a row of its own */
+    kd_teacher_train_zero_grad(m);
+    double sum = 0;
+    int64_t nsep = 0;
+    for (int64_t d = 0, b = -1, t = 0; d < ND; d++) {
+        if (doc_row[d] != b)
+            b = doc_row[d], t = 0;
+        const int64_t o = b * T + t, len = doc_len[d];
+        nsep += kd_teacher_train_count_targets(labels + o, NULL, 1, len);
+        double s1 = 0;
+        CHECK_OK(kd_teacher_train_backward(m, ids + o, labels + o, NULL, 1, len, 1.0 / (double)n, &s1, NULL));
+        sum += s1;
+        t += len;
+    }
+    CHECK_EQ_INT(nsep, n);
+    const double lsep = sum / (double)n, le = fabs(lsep - loss) / fabs((double)loss);
+    gather_grads_(m, g1);
+    const double e = rel_(g0, g1, np);
+    printf("  %s packed (2 rows, 5 documents, %lld targets) vs separate: loss %.8g vs %.8g (rel %.2g), "
+           "grad rel %.2g\n", name, (long long)n, (double)loss, lsep, le, e);
+    CHECK(le <= 1e-5);
+    CHECK(e <= 1e-5);
+    free(g0);
+    free(g1);
+    kd_teacher_train_free(m);
+}
+
+TEST(packed_v3) { packed_vs_separate_("packv3", cfg_v3_, 5); }
+TEST(packed_v2_lite) { packed_vs_separate_("packv2", cfg_v2_, 6); }
+
+/* pos = NULL and pos = 0..T-1 are the same computation, bit for bit */
+TEST(packed_null_pos)
+{
+    kd_teacher_train *m = random_model_("packnull", cfg_v3_, 7);
+    if (!m)
+        return;
+    const kd_model_config *c = kd_teacher_train_config(m);
+    enum { B = 2, T = 10 };
+    int64_t ids[B * T], labels[B * T], pos[B * T];
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (int64_t)((i * 11 + 3) % c->vocab_size);
+        labels[i] = i == 4 ? -100 : ids[i];
+        pos[i] = i % T;
+    }
+    const size_t nl = (size_t)(B * T * c->vocab_size), np = kd_teacher_train_numel(m);
+    float *l0 = malloc(nl * sizeof(float)), *l1 = malloc(nl * sizeof(float));
+    float *g0 = malloc(np * sizeof(float)), *g1 = malloc(np * sizeof(float));
+    CHECK_OK(kd_teacher_train_forward(m, ids, NULL, B, T, l0));
+    CHECK_OK(kd_teacher_train_forward(m, ids, pos, B, T, l1));
+    CHECK(!memcmp(l0, l1, nl * sizeof(float)));
+    CHECK_EQ_INT(kd_teacher_train_count_targets(labels, NULL, B, T),
+                 kd_teacher_train_count_targets(labels, pos, B, T));
+    float a = -1, b = -2;
+    CHECK_OK(kd_teacher_train_loss_backward(m, ids, labels, NULL, B, T, &a));
+    gather_grads_(m, g0);
+    CHECK_OK(kd_teacher_train_loss_backward(m, ids, labels, pos, B, T, &b));
+    gather_grads_(m, g1);
+    CHECK(a == b);
+    CHECK(!memcmp(g0, g1, np * sizeof(float)));
+    printf("  pos NULL vs 0..T-1: loss %.8g, logits and gradients identical\n", (double)a);
+    free(l0);
+    free(l1);
+    free(g0);
+    free(g1);
+    kd_teacher_train_free(m);
+}
+
+/* positions that do not start at 0 or skip inside a document: KD_E_RANGE, as the student */
+TEST(packed_bad_pos)
+{
+    kd_teacher_train *m = random_model_("packbad", cfg_v2_, 8);
+    if (!m)
+        return;
+    enum { B = 1, T = 6 };
+    int64_t ids[T] = {1, 2, 3, 4, 5, 6}, labels[T] = {1, 2, 3, 4, 5, 6};
+    int64_t late[T] = {1, 2, 3, 0, 1, 2}, skip[T] = {0, 1, 3, 0, 1, 2}, skip2[T] = {0, 1, 2, 0, 2, 3};
+    int64_t neg[T] = {0, 1, -1, 0, 1, 2}, ok[T] = {0, 1, 2, 0, 0, 1};
+    const char *msg = "positions must start at 0";
+    float loss;
+    double sum;
+    int64_t *bad[] = {late, skip, skip2, neg};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK_ERR(kd_teacher_train_forward(m, ids, bad[i], B, T, NULL), KD_E_RANGE, msg);
+        CHECK_ERR(kd_teacher_train_loss(m, ids, labels, bad[i], B, T, &loss, NULL), KD_E_RANGE, msg);
+        CHECK_ERR(kd_teacher_train_backward(m, ids, labels, bad[i], B, T, 1.0, &sum, NULL), KD_E_RANGE, msg);
+        CHECK_ERR(kd_teacher_train_loss_backward(m, ids, labels, bad[i], B, T, &loss), KD_E_RANGE, msg);
+    }
+    /* a one-token document is fine */
+    CHECK_OK(kd_teacher_train_loss_backward(m, ids, labels, ok, B, T, &loss));
+    CHECK_EQ_INT(kd_teacher_train_count_targets(labels, ok, B, T), 3);
+    kd_teacher_train_free(m);
+}
+
 /* ---- bad inputs ------------------------------------------------------------------------ */
 
 TEST(bad_inputs)
@@ -448,21 +580,21 @@ TEST(bad_inputs)
     for (int i = 0; i < B * T; i++)
         ids[i] = i, labels[i] = -100;
     float loss = -1;
-    CHECK_OK(kd_teacher_train_loss_backward(m, ids, labels, B, T, &loss));
+    CHECK_OK(kd_teacher_train_loss_backward(m, ids, labels, NULL, B, T, &loss));
     CHECK(loss == 0.0f);
     CHECK(kd_teacher_train_grad_norm(m) == 0.0);
     int64_t cnt = -1;
-    CHECK_OK(kd_teacher_train_loss(m, ids, labels, B, T, &loss, &cnt));
+    CHECK_OK(kd_teacher_train_loss(m, ids, labels, NULL, B, T, &loss, &cnt));
     CHECK(loss == 0.0f && cnt == 0);
     ids[3] = kd_teacher_train_config(m)->vocab_size;
-    CHECK_ERR(kd_teacher_train_loss_backward(m, ids, labels, B, T, &loss), KD_E_RANGE, "token id");
+    CHECK_ERR(kd_teacher_train_loss_backward(m, ids, labels, NULL, B, T, &loss), KD_E_RANGE, "token id");
     ids[3] = -1;
-    CHECK_ERR(kd_teacher_train_forward(m, ids, B, T, NULL), KD_E_RANGE, "token id");
+    CHECK_ERR(kd_teacher_train_forward(m, ids, NULL, B, T, NULL), KD_E_RANGE, "token id");
     ids[3] = 3;
     labels[4] = 100000;
-    CHECK_ERR(kd_teacher_train_loss(m, ids, labels, B, T, &loss, NULL), KD_E_RANGE, "label");
-    CHECK_ERR(kd_teacher_train_forward(m, ids, 0, T, NULL), KD_E_RANGE, "");
-    CHECK_ERR(kd_teacher_train_forward(m, ids, 1, 100000, NULL), KD_E_RANGE, "max_position");
+    CHECK_ERR(kd_teacher_train_loss(m, ids, labels, NULL, B, T, &loss, NULL), KD_E_RANGE, "label");
+    CHECK_ERR(kd_teacher_train_forward(m, ids, NULL, 0, T, NULL), KD_E_RANGE, "");
+    CHECK_ERR(kd_teacher_train_forward(m, ids, NULL, 1, 100000, NULL), KD_E_RANGE, "max_position");
     kd_teacher_train_free(m);
     /* a dense model and a missing folder */
     kd_teacher_train *d = NULL;
@@ -483,6 +615,10 @@ int main(void)
     RUN(finite_diff_v2_lite);
     RUN(finite_diff_v2_group);
     RUN(accumulate_and_names);
+    RUN(packed_v3);
+    RUN(packed_v2_lite);
+    RUN(packed_null_pos);
+    RUN(packed_bad_pos);
     RUN(bad_inputs);
     return test_summary();
 }
