@@ -155,6 +155,9 @@ typedef struct kd_adamw {
 } kd_adamw;
 void kd_adamw_update(float *p, const float *g, float *m, float *v, int64_t n,
                      const kd_adamw *hp, int64_t step);
+/* The L2 norm of x (n), summed in double over fixed chunks in a fixed
+ * order: the same bits for any thread count (global grad-norm clipping). */
+double kd_norm2_det(const float *x, size_t n);
 
 #ifdef __cplusplus
 }

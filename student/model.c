@@ -678,26 +678,7 @@ int kd_student_adamw_step(kd_student *m, const kd_adamw *hp, int no_decay_norm_b
     return KD_OK;
 }
 
-double kd_student_grad_norm(const kd_student *m)
-{
-    /* fixed chunks summed in order: the same bits for any thread count */
-    enum { NCHUNK = 256 };
-    double part[NCHUNK];
-    const float *g = m->grads;
-    const size_t n = m->nparams, per = (n + NCHUNK - 1) / NCHUNK;
-#pragma omp parallel for if (n > 65536)
-    for (int c = 0; c < NCHUNK; c++) {
-        double s = 0.0;
-        size_t lo = (size_t)c * per, hi = lo + per < n ? lo + per : n;
-        for (size_t i = lo; i < hi; i++)
-            s += (double)g[i] * (double)g[i];
-        part[c] = s;
-    }
-    double s = 0.0;
-    for (int c = 0; c < NCHUNK; c++)
-        s += part[c];
-    return sqrt(s);
-}
+double kd_student_grad_norm(const kd_student *m) { return kd_norm2_det(m->grads, m->nparams); }
 
 void kd_student_scale_grads(kd_student *m, float s)
 {

@@ -16,4 +16,8 @@
 void kd_teacher_route_(const kd_model_config *c, const float *logit, const float *bias, int64_t *idx, float *wt,
                        float *scratch);
 
+/* The attention softmax scale of the config, as DeepseekV3Attention sets it:
+ * 1/sqrt(qk_nope + qk_rope), times mscale(factor, mscale_all_dim)^2 for yarn. */
+float kd_teacher_scale_(const kd_model_config *c);
+
 #endif

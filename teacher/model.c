@@ -5,6 +5,7 @@
  * the forward over new tokens, greedy generation.
  */
 #include "teacher/model.h"
+#include "teacher/internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -80,6 +81,16 @@ static const float *Wf_(const kd_teacher *m, const char *fmt, long long l, const
 
 static double yarn_mscale_(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }
 
+float kd_teacher_scale_(const kd_model_config *c)
+{
+    float scale = 1.0f / sqrtf((float)(c->qk_nope_head_dim + c->qk_rope_head_dim));
+    if (c->rope.type == KD_ROPE_YARN && c->rope.mscale_all_dim > 0) {
+        double ms = yarn_mscale_(c->rope.factor, c->rope.mscale_all_dim);
+        scale = (float)((double)scale * ms * ms);
+    }
+    return scale;
+}
+
 static int wire_(kd_teacher *m)
 {
     const kd_model_config *c = &m->cfg;
@@ -147,12 +158,7 @@ static int wire_(kd_teacher *m)
     }
     if (!m->wte || !m->lnf || !m->lm_head)
         return kd_err(KD_E_INTERNAL, "embedding, final norm or lm_head not wired");
-    /* the softmax scale, as DeepseekV3Attention sets it */
-    m->scale = 1.0f / sqrtf((float)(c->qk_nope_head_dim + c->qk_rope_head_dim));
-    if (c->rope.type == KD_ROPE_YARN && c->rope.mscale_all_dim > 0) {
-        double ms = yarn_mscale_(c->rope.factor, c->rope.mscale_all_dim);
-        m->scale = (float)((double)m->scale * ms * ms);
-    }
+    m->scale = kd_teacher_scale_(c);
     return KD_OK;
 }
 

@@ -144,7 +144,6 @@ static size_t off_(const kd_teacher_train *m, const char *fmt, long long l, cons
     return e && !e->buffer ? e->off : NONE;
 }
 
-static double yarn_mscale_(double s, double ms) { return s <= 1 ? 1.0 : 0.1 * ms * log(s) + 1.0; }
 
 /* Lay out the manifest: non-expert tensors in manifest order, the routed
  * experts of each MoE layer as its two fused blocks, the correction biases
@@ -295,12 +294,7 @@ static int wire_(kd_teacher_train *m)
     }
     if (m->wte == NONE || m->lnf == NONE || m->lmh == NONE)
         return kd_err(KD_E_INTERNAL, "embedding, final norm or lm_head not wired");
-    /* the softmax scale, as DeepseekV3Attention (and teacher/model.c) set it */
-    m->scale = 1.0f / sqrtf((float)(c->qk_nope_head_dim + c->qk_rope_head_dim));
-    if (c->rope.type == KD_ROPE_YARN && c->rope.mscale_all_dim > 0) {
-        double ms = yarn_mscale_(c->rope.factor, c->rope.mscale_all_dim);
-        m->scale = (float)((double)m->scale * ms * ms);
-    }
+    m->scale = kd_teacher_scale_(c); /* the inference model's */
     return KD_OK;
 }
 
@@ -1123,26 +1117,7 @@ int kd_teacher_train_adamw_step(kd_teacher_train *m, const kd_adamw *hp, int no_
     return KD_OK;
 }
 
-double kd_teacher_train_grad_norm(const kd_teacher_train *m)
-{
-    /* fixed chunks summed in order: the same bits for any thread count */
-    enum { NCHUNK = 256 };
-    double part[NCHUNK];
-    const float *g = m->grads;
-    const size_t n = m->nparams, per = (n + NCHUNK - 1) / NCHUNK;
-#pragma omp parallel for if (n > 65536)
-    for (int ch = 0; ch < NCHUNK; ch++) {
-        double s = 0.0;
-        size_t lo = (size_t)ch * per, hi = lo + per < n ? lo + per : n;
-        for (size_t i = lo; i < hi; i++)
-            s += (double)g[i] * (double)g[i];
-        part[ch] = s;
-    }
-    double s = 0.0;
-    for (int ch = 0; ch < NCHUNK; ch++)
-        s += part[ch];
-    return sqrt(s);
-}
+double kd_teacher_train_grad_norm(const kd_teacher_train *m) { return kd_norm2_det(m->grads, m->nparams); }
 
 void kd_teacher_train_scale_grads(kd_teacher_train *m, float s)
 {

@@ -568,3 +568,22 @@ void kd_adamw_update(float *p, const float *g, float *m, float *v, int64_t n,
         v[i] = vi;
     }
 }
+
+double kd_norm2_det(const float *x, size_t n)
+{
+    enum { NCHUNK = 256 };
+    double part[NCHUNK];
+    const size_t per = (n + NCHUNK - 1) / NCHUNK;
+#pragma omp parallel for if (n > 65536)
+    for (int c = 0; c < NCHUNK; c++) {
+        double s = 0.0;
+        size_t lo = (size_t)c * per, hi = lo + per < n ? lo + per : n;
+        for (size_t i = lo; i < hi; i++)
+            s += (double)x[i] * (double)x[i];
+        part[c] = s;
+    }
+    double s = 0.0;
+    for (int c = 0; c < NCHUNK; c++)
+        s += part[c];
+    return sqrt(s);
+}
