@@ -1,7 +1,8 @@
 # Thin wrapper over scripts/setup.sh, CMake and CTest. The README's two commands:
-#   make demo   set up, build, run the most complete pipeline that exists
+#   make demo   set up, build, run the demo: distillation end to end on the CPU (configs/demo.yaml)
 #   make test   set up, build, run the test suite (CPU; what CI runs)
 # Other targets:
+#   make tour       a walk through the commands one by one (scripts/tour.sh)
 #   make build      configure and build (CPU-only, DISTILL_CUDA=OFF) in build/
 #   make sanitize   build and test with ASan + UBSan in build-asan/
 #   make fuzz       build the libFuzzer harnesses with clang and run each for FUZZ_SECONDS
@@ -12,7 +13,7 @@ JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 BUILD ?= build
 
-.PHONY: setup configure build test demo sanitize fuzz cuda gpu-test clean
+.PHONY: setup configure build test demo tour sanitize fuzz cuda gpu-test clean
 
 setup:
 	./scripts/setup.sh
@@ -27,7 +28,10 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE gpu
 
 demo: build
-	./scripts/demo.sh $(BUILD)/distill
+	$(BUILD)/distill demo
+
+tour: build
+	./scripts/tour.sh $(BUILD)/distill
 
 sanitize: setup
 	cmake -S . -B build-asan -DDISTILL_CUDA=OFF -DDISTILL_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug

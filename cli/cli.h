@@ -29,6 +29,7 @@ int cmd_verify(int argc, char **argv);
 int cmd_reject(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 int cmd_data_problems(int argc, char **argv); /* `distill data problems` */
 int bench_sft(int argc, char **argv);     /* `distill bench sft` */
 int bench_teacher(int argc, char **argv); /* `distill bench teacher` */

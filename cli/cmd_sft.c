@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "core/runtime.h"
+#include "pipeline/setup.h"
 #include "sft/sft.h"
 #include "student/export.h"
 #include "student/model.h"
@@ -154,25 +155,7 @@ int cmd_init(int argc, char **argv)
     }
     if (argc - optind != 2)
         return kd_cli_usage_error("init", "CONFIG_DIR and OUT_DIR are required");
-    kd_model_config cfg;
-    int st = kd_model_config_load(argv[optind], &cfg);
-    if (st == KD_OK && (cfg.arch == KD_ARCH_DEEPSEEK_V3 || cfg.arch == KD_ARCH_DEEPSEEK_V2)) {
-        /* the teacher: F32 weights and config, then the tokenizer files */
-        if (dt != KD_F32)
-            st = kd_err(KD_E_UNSUPPORTED, "init: a deepseek model is written in f32");
-        if (st == KD_OK)
-            st = kd_teacher_write_random(argv[optind], argv[optind + 1], (uint64_t)seed, std);
-        if (st == KD_OK)
-            st = kd_copy_tokenizer_files(tokdir ? tokdir : argv[optind], argv[optind + 1]);
-    } else if (st == KD_OK) {
-        kd_student *m = NULL;
-        st = kd_student_init(argv[optind], (uint64_t)seed, std, &m);
-        if (st == KD_OK) {
-            kd_export_opts eo = {.src_dir = argv[optind], .tokenizer_dir = tokdir, .dtype = dt};
-            st = kd_student_export(m, argv[optind + 1], &eo);
-        }
-        kd_student_free(m);
-    }
+    int st = kd_init_model(argv[optind], argv[optind + 1], tokdir, (uint64_t)seed, std, dt);
     if (st != KD_OK)
         return kd_cli_fail(st);
     printf("init: wrote %s\n", argv[optind + 1]);

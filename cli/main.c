@@ -27,6 +27,7 @@ static const command commands[] = {
     {"verify", cmd_verify, "verify answers line by line (JSONL in, a verdict per line out)"},
     {"reject", cmd_reject, "rejection sampling: verify a dataset's generations, write verdicts"},
     {"run", cmd_run, "run a pipeline of stages from YAML (generate, reject, curate, sft, eval), resumable"},
+    {"demo", cmd_demo, "distillation end to end on the CPU in minutes (configs/demo.yaml)"},
     {"eval", cmd_eval, "pass@1, cons@k and pass@k of a model on held-out prompts"},
     {"sft", cmd_sft, "fine-tune a dense student on packed examples (CPU reference backend)"},
     {"init", cmd_init, "write a model with random weights from a config.json"},

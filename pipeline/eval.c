@@ -14,6 +14,7 @@
 #include "data/store.h"
 
 static const kd_cfg_field eval_fields_[] = {
+    KD_CFG_STRING(kd_eval_config, name, NULL, "a label for reports (teacher, student...); ~ = the model folder's name"),
     KD_CFG_STRING(kd_eval_config, model, NULL, "the model to sample; ~ = score the generations already in input"),
     KD_CFG_STRING(kd_eval_config, tokenizer, NULL, "folder with tokenizer.json; ~ = the model folder"),
     KD_CFG_STRING(kd_eval_config, input, NULL, "dataset with the held-out prompts"),
@@ -36,6 +37,33 @@ static const kd_cfg_field eval_fields_[] = {
     KD_CFG_END};
 
 const kd_cfg_schema kd_eval_schema = {"eval", eval_fields_, sizeof(kd_eval_config)};
+
+const char *kd_eval_label(const kd_eval_config *c, char *buf, size_t cap)
+{
+    if (c->name) {
+        snprintf(buf, cap, "%s", c->name);
+        return buf;
+    }
+    const char *m = c->model ? c->model : c->input ? c->input : "";
+    size_t n = strlen(m);
+    while (n > 1 && m[n - 1] == '/')
+        n--;
+    size_t b = n;
+    while (b > 0 && m[b - 1] != '/')
+        b--;
+    if (n - b == 5 && !strncmp(m + b, "final", 5) && b > 1) { /* runs/student/final: "student" */
+        size_t e = b - 1;
+        while (e > 1 && m[e - 1] == '/')
+            e--;
+        size_t s = e;
+        while (s > 0 && m[s - 1] != '/')
+            s--;
+        b = s;
+        n = e;
+    }
+    snprintf(buf, cap, "%.*s", (int)(n - b), m + b);
+    return buf;
+}
 
 /* ---- the figures ------------------------------------------------------------------ */
 
@@ -263,10 +291,13 @@ int kd_eval_run(const kd_eval_config *c, kd_eval_result *res)
         snprintf(res->report, sizeof res->report, "%s", c->report);
     else
         snprintf(res->report, sizeof res->report, "%s/eval.json", out);
+    char label[256];
     json_t *doc = json_pack("{s:s?, s:s, s:I, s:f, s:f, s:f, s:o, s:{}, s:f, s:f, s:f}", "model", c->model,
                             "dataset", out, "k", (json_int_t)c->k, "pass1", res->pass1, "cons_k", res->cons_k,
                             "pass_k", res->pass_k, "all", row_json_(&res->all), "by_source", "generate_seconds",
                             res->generate_seconds, "verify_seconds", res->verify_seconds, "seconds", res->seconds);
+    if (doc)
+        json_object_set_new(doc, "name", json_string(kd_eval_label(c, label, sizeof label)));
     if (!doc)
         return kd_err(KD_E_NOMEM, "eval.json");
     json_t *bs = json_object_get(doc, "by_source");

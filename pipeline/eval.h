@@ -22,6 +22,7 @@
 #ifndef KD_PIPELINE_EVAL_H
 #define KD_PIPELINE_EVAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -35,6 +36,7 @@ extern "C" {
 #endif
 
 typedef struct kd_eval_config {
+    char *name;           /* a label for reports; ~ = the model folder's last component */
     char *model;          /* the model to sample; ~ = score the generations already in input */
     char *tokenizer;      /* ~ = the model folder */
     char *input;          /* dataset with the held-out prompts */
@@ -77,6 +79,11 @@ typedef struct kd_eval_result {
 /* Run the evaluation. Errors: KD_E_CONFIG (bad settings), the stages'
  * errors, KD_E_IO (the report), KD_E_NOMEM. */
 int kd_eval_run(const kd_eval_config *c, kd_eval_result *res);
+
+/* The eval's label for reports: `name`, else the model folder's last
+ * component (its parent's when that is "final", an sft export), else the
+ * input's; into buf (truncated to cap). Returns buf. */
+const char *kd_eval_label(const kd_eval_config *c, char *buf, size_t cap);
 
 /* The figures as a table. */
 void kd_eval_print(const kd_eval_result *res, FILE *out);

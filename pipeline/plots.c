@@ -208,7 +208,7 @@ static int lengths_(const char *dir, const kd_pipeline_config *c)
     return 1;
 }
 
-/* pass@1 of every eval stage, labelled by its model folder. */
+/* pass@1 of every eval stage, labelled by kd_eval_label. */
 static int pass1_(const char *dir, const kd_pipeline_config *c, json_t *state)
 {
     FILE *d = open_(dir, "pass1", "dat"), *g = open_(dir, "pass1", "gp");
@@ -221,8 +221,8 @@ static int pass1_(const char *dir, const kd_pipeline_config *c, json_t *state)
         json_t *p = json_object_get(json_object_get(json_array_get(a, i), "summary"), "pass1");
         if (!json_is_number(p))
             continue;
-        const char *m = ec->model ? ec->model : ec->input, *slash = strrchr(m, '/');
-        fprintf(d, "\"%zu: %s\" %.4f\n", i + 1, slash && slash[1] ? slash + 1 : m, json_number_value(p));
+        char label[256];
+        fprintf(d, "\"%s\" %.4f\n", kd_eval_label(ec, label, sizeof label), json_number_value(p));
         n++;
     }
     if (g) {

@@ -14,23 +14,24 @@
 #include "data/curate.h"
 #include "pipeline/eval.h"
 #include "pipeline/plots.h"
+#include "pipeline/setup.h"
 #include "rejection/reject.h"
 #include "sft/sft.h"
 #include "teacher/generate.h"
 
-enum { S_COLD, S_GENERATE, S_REJECT, S_CURATE, S_SFT, S_EVAL };
+enum { S_COLD, S_GENERATE, S_REJECT, S_CURATE, S_SFT, S_EVAL, S_PROBLEMS, S_INIT };
 
 static const kd_cfg_step_kind stage_kinds_[] = {
     {"cold_start", &kd_sft_schema}, {"generate", &kd_gen_schema}, {"reject", &kd_reject_schema},
     {"curate", &kd_curate_script_schema}, {"sft", &kd_sft_schema}, {"eval", &kd_eval_schema},
-    {NULL, NULL},
+    {"problems", &kd_problems_schema}, {"init", &kd_init_schema}, {NULL, NULL},
 };
 
 static const kd_cfg_field pipeline_fields_[] = {
     KD_CFG_STRING(kd_pipeline_config, output, NULL, "the runner's folder: state, stage configs, report"),
     KD_CFG_STRING(kd_pipeline_config, from, NULL, "rerun from this stage (1-based N or a kind) and after; ~ = resume"),
     KD_CFG_STEPS(kd_pipeline_config, stages, stage_kinds_,
-                 "the stages in order: cold_start, generate, reject, curate, sft, eval"),
+                 "the stages in order: problems, init, cold_start, generate, reject, curate, sft, eval"),
     KD_CFG_SECTION(kd_pipeline_config, runtime, kd_runtime_fields, "seed, device, threads, logging"),
     KD_CFG_END};
 
@@ -101,9 +102,26 @@ static int run_stage_(int kind, void *cfg, json_t **sum)
         if ((rc = kd_eval_run(cfg, &r)) != KD_OK)
             return rc;
         kd_eval_print(&r, stdout);
-        *sum = json_pack("{s:f, s:f, s:f, s:I, s:s}", "pass1", r.pass1, "cons_k", r.cons_k, "pass_k", r.pass_k,
-                         "prompts", (json_int_t)r.all.prompts, "report", r.report);
+        char label[256];
+        *sum = json_pack("{s:s, s:f, s:f, s:f, s:I, s:s}", "name", kd_eval_label(cfg, label, sizeof label), "pass1",
+                         r.pass1, "cons_k", r.cons_k, "pass_k", r.pass_k, "prompts", (json_int_t)r.all.prompts,
+                         "report", r.report);
         return KD_OK;
+    }
+    case S_PROBLEMS: {
+        const kd_problems_stage *c = cfg;
+        if ((rc = kd_problems_stage_run(c)) == KD_OK)
+            *sum = json_pack("{s:I, s:I, s:I}", "train", (json_int_t)c->train, "gen", (json_int_t)c->gen,
+                             "heldout", (json_int_t)c->heldout);
+        return rc;
+    }
+    case S_INIT: {
+        const kd_init_config *c = cfg;
+        if (!c->config || !c->output)
+            return kd_err(KD_E_CONFIG, "init: 'config' and 'output' are required");
+        if ((rc = kd_init_model(c->config, c->output, c->tokenizer, (uint64_t)c->seed, c->std, KD_F32)) == KD_OK)
+            *sum = json_pack("{s:s}", "model", c->output);
+        return rc;
     }
     }
     return kd_err(KD_E_INTERNAL, "stage kind %d", kind);
@@ -146,6 +164,13 @@ static int prepare_(int kind, void *cfg, int redo)
             rm = c->output;
         break;
     }
+    case S_PROBLEMS: /* the import refuses other problems in the same folder */
+        if (redo)
+            rm = ((const kd_problems_stage *)cfg)->output;
+        break;
+    case S_INIT: /* always written anew: the export wants an empty folder */
+        rm = ((const kd_init_config *)cfg)->output;
+        break;
     }
     if (!rm)
         return KD_OK;

@@ -1,7 +1,9 @@
-/* sft.h - supervised fine-tuning of a dense student on packed examples.
+/* sft.h - supervised fine-tuning of a dense student, or of a DeepSeek-V3/V2
+ * teacher (R1's cold start), on packed examples.
  *
- * `distill sft CONFIG.yaml` runs kd_sft_run: load the student (student/
- * model.h), read the examples (a dataset folder of tokenized examples, read
+ * `distill sft CONFIG.yaml` runs kd_sft_run: load the model (student/
+ * model.h, or teacher/train.h when config.json's model_type is deepseek_v3
+ * or deepseek_v2; the same loop, checkpoints and export drive both), read the examples (a dataset folder of tokenized examples, read
  * in place from LMDB, or a .jsonl of chats tokenized on the fly), hold out an
  * eval split, pack them into rows of max_len, and train with AdamW. Every
  * key is documented in configs/sft/tiny_cpu.yaml.

@@ -9,6 +9,9 @@
 #include "core/tokenizer.h"
 #include "data/store.h"
 #include "sft/sft.h"
+#include "student/export.h"
+#include "student/model.h"
+#include "teacher/train.h"
 
 /* One example: ids (int32 LE, any alignment: in the store's map or owned) and
  * its loss mask as bits; n the tokens used (after truncation), full the
@@ -83,5 +86,34 @@ typedef struct sft_batch {
 int sft_batch_fill(sft_batch *b, const sft_docs *d, const sft_plan *p, int64_t row0, int64_t nrows,
                    int loss_on);
 void sft_batch_free(sft_batch *b);
+
+/* The model a run trains (model.c): a dense student, or a DeepSeek-V3/V2
+ * teacher for the cold start, by config.json's model_type. Exactly one of s
+ * and t is set. Each call is the student's (student/model.h) or the
+ * teacher's (teacher/train.h) of the same name; sft_model_loss returns the
+ * loss sum and count. Tensors are named as kd_model_tensors lists them; a
+ * buffer (sft_model_is_buffer: the teacher's correction biases) has a value
+ * but no gradient or moments. */
+typedef struct sft_model {
+    kd_student *s;
+    kd_teacher_train *t;
+} sft_model;
+
+int sft_model_load(const char *dir, sft_model *m);
+void sft_model_free(sft_model *m);
+const kd_model_config *sft_model_config(const sft_model *m);
+int sft_model_loss(sft_model *m, const int64_t *ids, const int64_t *labels, const int64_t *pos, int64_t B,
+                   int64_t T, double *sum, int64_t *count);
+int sft_model_backward(sft_model *m, const int64_t *ids, const int64_t *labels, const int64_t *pos, int64_t B,
+                       int64_t T, double scale, double *sum, int64_t *count);
+void sft_model_zero_grad(sft_model *m);
+double sft_model_grad_norm(const sft_model *m);
+void sft_model_scale_grads(sft_model *m, float s);
+int sft_model_adamw(sft_model *m, const kd_adamw *hp, int no_decay_norm_bias);
+int64_t sft_model_step(const sft_model *m);
+int sft_model_set_step(sft_model *m, int64_t step);
+int sft_model_tensor(sft_model *m, const char *name, int which, float **data, size_t *numel);
+int sft_model_is_buffer(const sft_model *m, const char *name);
+int sft_model_export(sft_model *m, const char *out_dir, const kd_export_opts *o);
 
 #endif

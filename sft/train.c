@@ -170,7 +170,7 @@ typedef struct run_pos_ {
     int64_t step, epoch, step_in_epoch, steps_skipped;
 } run_pos_;
 
-static int save_ckpt_(kd_student *m, const char *src_dir, const char *dir, const run_key_ *key,
+static int save_ckpt_(sft_model *m, const char *src_dir, const char *dir, const run_key_ *key,
                       const run_pos_ *pos, int64_t keep)
 {
     char final[4096], tmp[4200], p[4400];
@@ -191,10 +191,7 @@ static int save_ckpt_(kd_student *m, const char *src_dir, const char *dir, const
     kd_tensor_spec *specs = NULL; /* the manifest, for the shapes; same order as the names */
     size_t nspecs = 0;
     if (st == KD_OK)
-        st = kd_model_tensors(kd_student_config(m), &specs, &nspecs);
-    if (st == KD_OK && nspecs != kd_student_param_count(m))
-        st = kd_err(KD_E_INTERNAL, "manifest of %zu tensors for %zu parameters", nspecs,
-                    kd_student_param_count(m));
+        st = kd_model_tensors(sft_model_config(m), &specs, &nspecs);
     for (int which = 0; which < 2 && st == KD_OK; which++) {
         kd_st_writer *w = NULL;
         if ((st = kd_st_writer_new(&w)))
@@ -204,8 +201,10 @@ static int save_ckpt_(kd_student *m, const char *src_dir, const char *dir, const
             float *d;
             size_t numel;
             char nm[512];
+            if (which && sft_model_is_buffer(m, name))
+                continue; /* no moments */
             for (int mom = 0; mom < (which ? 2 : 1) && st == KD_OK; mom++) {
-                st = kd_student_tensor(m, name, which ? 2 + mom : 0, &d, &numel);
+                st = sft_model_tensor(m, name, which ? 2 + mom : 0, &d, &numel);
                 snprintf(nm, sizeof nm, "%s%s", which ? (mom ? "exp_avg_sq." : "exp_avg.") : "", name);
                 if (st == KD_OK)
                     st = kd_st_writer_add(w, nm, KD_F32, specs[i].ndim, specs[i].shape, d);
@@ -224,7 +223,7 @@ static int save_ckpt_(kd_student *m, const char *src_dir, const char *dir, const
     json_t *s = json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "step", (json_int_t)pos->step, "epoch",
                           (json_int_t)pos->epoch, "step_in_epoch", (json_int_t)pos->step_in_epoch,
                           "steps_skipped", (json_int_t)pos->steps_skipped, "optimizer_step",
-                          (json_int_t)kd_student_step(m), "run", key_json_(key));
+                          (json_int_t)sft_model_step(m), "run", key_json_(key));
     snprintf(p, sizeof p, "%s/trainer_state.json", tmp);
     st = s ? kd_write_json_atomic(p, s, JSON_INDENT(2) | JSON_SORT_KEYS)
            : kd_err(KD_E_NOMEM, "trainer state");
@@ -250,7 +249,7 @@ static int save_ckpt_(kd_student *m, const char *src_dir, const char *dir, const
 }
 
 /* Restore model, moments and position from dir's newest checkpoint; *found = 0 if none. */
-static int load_ckpt_(kd_student *m, const char *dir, const run_key_ *key, run_pos_ *pos,
+static int load_ckpt_(sft_model *m, const char *dir, const run_key_ *key, run_pos_ *pos,
                       int *found)
 {
     int64_t *steps, n;
@@ -302,19 +301,21 @@ static int load_ckpt_(kd_student *m, const char *dir, const run_key_ *key, run_p
         kd_st_free(w);
         return st;
     }
-    if ((st = kd_student_set_step(m, ostep)))
+    kd_tensor_spec *specs = NULL;
+    size_t nspecs = 0;
+    if ((st = sft_model_set_step(m, ostep)) || (st = kd_model_tensors(sft_model_config(m), &specs, &nspecs)))
         goto done;
-    size_t np = kd_student_param_count(m);
-    for (size_t i = 0; i < np && st == KD_OK; i++) {
-        const char *name = kd_student_param_name(m, i);
-        for (int which = 0; which < 3 && st == KD_OK; which++) {
+    for (size_t i = 0; i < nspecs && st == KD_OK; i++) {
+        const char *name = specs[i].name;
+        const int kinds = sft_model_is_buffer(m, name) ? 1 : 3;
+        for (int which = 0; which < kinds && st == KD_OK; which++) {
             char nm[512];
             snprintf(nm, sizeof nm, "%s%s", which == 1 ? "exp_avg." : which == 2 ? "exp_avg_sq." : "",
                      name);
             const kd_st_tensor *t = kd_st_find(which ? o : w, nm);
             float *d;
             size_t numel;
-            if ((st = kd_student_tensor(m, name, which ? which + 1 : 0, &d, &numel)))
+            if ((st = sft_model_tensor(m, name, which ? which + 1 : 0, &d, &numel)))
                 break;
             if (!t || t->dtype != KD_F32 || t->numel != numel)
                 st = kd_err(KD_E_FORMAT, "checkpoint '%s': tensor '%s' is missing or not F32 [%zu]",
@@ -324,6 +325,7 @@ static int load_ckpt_(kd_student *m, const char *dir, const run_key_ *key, run_p
         }
     }
 done:
+    free(specs);
     kd_st_free(w);
     kd_st_free(o);
     if (st == KD_OK) {
@@ -338,7 +340,7 @@ done:
 static int64_t steps_in_(int64_t rows, int64_t per_step) { return (rows + per_step - 1) / per_step; }
 
 /* Mean eval loss over the eval documents (packed once, no shuffle). */
-static int eval_(kd_student *m, const sft_docs *ev, const sft_plan *plan, int64_t mb, int loss_on,
+static int eval_(sft_model *m, const sft_docs *ev, const sft_plan *plan, int64_t mb, int loss_on,
                  sft_batch *b, double *out)
 {
     double sum = 0;
@@ -348,7 +350,7 @@ static int eval_(kd_student *m, const sft_docs *ev, const sft_plan *plan, int64_
         KD_TRY(sft_batch_fill(b, ev, plan, r, n, loss_on));
         double s;
         int64_t c;
-        KD_TRY(kd_student_loss(m, b->ids, b->labels, b->pos, b->B, b->T, &s, &c));
+        KD_TRY(sft_model_loss(m, b->ids, b->labels, b->pos, b->B, b->T, &s, &c));
         sum += s;
         cnt += c;
     }
@@ -382,7 +384,7 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
     if (!c->data.train)
         return kd_err(KD_E_CONFIG, "sft: 'data.train' is not set");
     const double t0 = kd_now();
-    kd_student *m = NULL;
+    sft_model mm = {0}, *m = &mm;
     sft_tok tk = {0};
     sft_source src = {0}, esrc = {0};
     sft_docs train = {0}, ev = {0};
@@ -391,10 +393,10 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
     FILE *metrics = NULL;
     kd_progress pb;
     int pb_on = 0;
-    int st = kd_student_load(c->model, &m);
+    int st = sft_model_load(c->model, m);
     if (st == KD_OK)
         st = open_tok_(c, &tk);
-    const int64_t V = st == KD_OK ? kd_student_config(m)->vocab_size : 0;
+    const int64_t V = st == KD_OK ? sft_model_config(m)->vocab_size : 0;
     if (st == KD_OK && tk.tok && kd_tok_vocab_size(tk.tok) > V)
         st = kd_err(KD_E_CONFIG, "the tokenizer has %d tokens but the model's vocabulary %lld",
                     kd_tok_vocab_size(tk.tok), (long long)V);
@@ -460,7 +462,7 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
             (long long)res->dropped_long, (long long)res->skipped_empty,
             (long long)res->skipped_no_target);
 
-    const kd_model_config *mc = kd_student_config(m);
+    const kd_model_config *mc = sft_model_config(m);
     run_key_ key = {mc->vocab_size, mc->hidden_size, mc->num_layers, c->data.max_len,
                     c->train.micro_batch, c->train.grad_accum, c->runtime.seed, total, train.n,
                     train_tokens};
@@ -546,20 +548,20 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
             }
         const double t_step = kd_now();
         double loss_sum = 0;
-        kd_student_zero_grad(m);
+        sft_model_zero_grad(m);
         for (int64_t r = r0; r < r1 && st == KD_OK; r += c->train.micro_batch) {
             int64_t n = r1 - r < c->train.micro_batch ? r1 - r : c->train.micro_batch;
             double s = 0;
             st = sft_batch_fill(&batch, &train, &plan, r, n, c->data.loss_on);
             if (st == KD_OK)
-                st = kd_student_backward(m, batch.ids, batch.labels, batch.pos, batch.B, batch.T,
+                st = sft_model_backward(m, batch.ids, batch.labels, batch.pos, batch.B, batch.T,
                                          1.0 / (double)targets, &s, NULL);
             loss_sum += s;
         }
         if (st)
             break;
         const double loss = loss_sum / (double)targets;
-        double gnorm = kd_student_grad_norm(m);
+        double gnorm = sft_model_grad_norm(m);
         const double lr = kd_sft_lr(&c->optim, pos.step, total);
         int skipped = 0;
         if (!isfinite(loss) || !isfinite(gnorm)) {
@@ -575,9 +577,9 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
                     (long long)pos.step + 1, loss, gnorm, (long long)pos.steps_skipped);
         } else {
             if (c->optim.grad_clip > 0 && gnorm > c->optim.grad_clip) /* torch clip_grad_norm_ */
-                kd_student_scale_grads(m, (float)(c->optim.grad_clip / (gnorm + 1e-6)));
+                sft_model_scale_grads(m, (float)(c->optim.grad_clip / (gnorm + 1e-6)));
             hp.lr = lr;
-            if ((st = kd_student_adamw_step(m, &hp, !c->optim.decay_norm_bias)))
+            if ((st = sft_model_adamw(m, &hp, !c->optim.decay_norm_bias)))
                 break;
         }
         pos.step++;
@@ -643,7 +645,7 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
         if (kd_is_dir(fin))
             st = kd_rmtree(fin); /* a resumed run that finishes again replaces its export */
         if (st == KD_OK)
-            st = kd_student_export(m, fin, &eo);
+            st = sft_model_export(m, fin, &eo);
         if (st == KD_OK)
             kd_info("sft: exported %s", fin);
     }
@@ -661,6 +663,6 @@ done:
     sft_source_close(&src);
     sft_source_close(&esrc);
     kd_tok_free(tk.tok);
-    kd_student_free(m);
+    sft_model_free(m);
     return st;
 }

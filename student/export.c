@@ -159,7 +159,7 @@ static json_t *eos_value_(const int64_t *ids, int n)
 /* ---- the documents of an export ----------------------------------------- */
 
 /* The source config.json, checked against the student, dtype set. */
-static int make_config_(const kd_student *m, const char *src_dir, kd_dtype dt, json_t **out)
+static int make_config_(const kd_model_config *s, const char *src_dir, kd_dtype dt, json_t **out)
 {
     char path[PATH_CAP], *text;
     size_t len;
@@ -175,16 +175,16 @@ static int make_config_(const kd_student *m, const char *src_dir, kd_dtype dt, j
     if (rc != KD_OK)
         return rc;
 
-    const kd_model_config *s = kd_student_config(m);
     if (strcmp(c.model_type, s->model_type) != 0)
-        rc = kd_err(KD_E_CONFIG, "'%s' does not describe the student: model_type is '%s', the student's '%s'",
+        rc = kd_err(KD_E_CONFIG, "'%s' does not describe the model: model_type is '%s', the model's '%s'",
                     path, c.model_type, s->model_type);
 #define SAME_(field)                                                                                          \
     else if (c.field != s->field)                                                                            \
-        rc = kd_err(KD_E_CONFIG, "'%s' does not describe the student: " #field " is %lld, the student's %lld", \
+        rc = kd_err(KD_E_CONFIG, "'%s' does not describe the model: " #field " is %lld, the model's %lld", \
                     path, (long long)c.field, (long long)s->field);
     SAME_(vocab_size) SAME_(hidden_size) SAME_(intermediate_size) SAME_(num_layers) SAME_(num_heads)
     SAME_(num_kv_heads) SAME_(head_dim) SAME_(tie_word_embeddings) SAME_(attention_bias) SAME_(mlp_bias)
+    SAME_(n_routed_experts) SAME_(kv_lora_rank) SAME_(q_lora_rank)
 #undef SAME_
 
     const char *name = dt == KD_BF16 ? "bfloat16" : "float32";
@@ -200,7 +200,7 @@ static int make_config_(const kd_student *m, const char *src_dir, kd_dtype dt, j
 }
 
 /* The source generation_config.json with the eos ids, or a new one. */
-static int make_generation_(const kd_student *m, const char *src_dir, const kd_export_opts *o, json_t **out)
+static int make_generation_(const kd_model_config *c, const char *src_dir, const kd_export_opts *o, json_t **out)
 {
     char path[PATH_CAP], *text;
     size_t len;
@@ -214,7 +214,6 @@ static int make_generation_(const kd_student *m, const char *src_dir, const kd_e
     }
     if (rc != KD_OK && rc != KD_E_NOTFOUND) /* absent: a new one */
         return rc;
-    const kd_model_config *c = kd_student_config(m);
     int bad = 0;
     if (!doc) {
         if (!(doc = json_object()))
@@ -234,26 +233,30 @@ static int make_generation_(const kd_student *m, const char *src_dir, const kd_e
     return KD_OK;
 }
 
-/* The parameters into `dir` in dtype `dt`. */
-static int write_weights_(kd_student *m, const char *dir, kd_dtype dt, uint64_t max_shard_bytes)
+/* The manifest's tensors (kd_model_tensors), got by name, into `dir` in dtype `dt`. */
+static int write_weights_(const kd_model_config *cfg, kd_export_get get, void *ctx, const char *dir,
+                          kd_dtype dt, uint64_t max_shard_bytes)
 {
-    kd_tensor_spec *specs = NULL; /* for the shapes; the same manifest as the student's names */
+    kd_tensor_spec *specs = NULL;
     size_t nspecs = 0;
-    KD_TRY(kd_model_tensors(kd_student_config(m), &specs, &nspecs));
-    const size_t np = kd_student_param_count(m);
+    KD_TRY(kd_model_tensors(cfg, &specs, &nspecs));
     int rc = KD_OK;
-    unsigned short *half = NULL; /* the bf16 copy of every parameter, one allocation */
+    unsigned short *half = NULL; /* the bf16 copy of every tensor, one allocation */
     kd_st_writer *w = NULL;
-    if (nspecs != np) {
-        rc = kd_err(KD_E_INTERNAL, "the manifest has %zu tensors, the student %zu", nspecs, np);
-        goto out;
-    }
     size_t total = 0;
-    for (size_t i = 0; i < np; i++) {
+    for (size_t i = 0; i < nspecs; i++) {
+        const kd_tensor_spec *sp = &specs[i];
         float *p;
-        size_t n;
-        if ((rc = kd_student_tensor(m, kd_student_param_name(m, i), 0, &p, &n)) != KD_OK)
+        size_t n, want = 1;
+        if ((rc = get(ctx, sp->name, &p, &n)) != KD_OK)
             goto out;
+        for (int d = 0; d < sp->ndim; d++)
+            want *= (size_t)sp->shape[d];
+        if (want != n) {
+            rc = kd_err(KD_E_INTERNAL, "tensor '%s': the manifest says %zu elements, the model %zu", sp->name,
+                        want, n);
+            goto out;
+        }
         total += n;
     }
     if (dt == KD_BF16 && !(half = malloc((total ? total : 1) * sizeof *half))) {
@@ -263,21 +266,12 @@ static int write_weights_(kd_student *m, const char *dir, kd_dtype dt, uint64_t 
     if ((rc = kd_st_writer_new(&w)) != KD_OK || (rc = kd_st_writer_meta(w, "format", "pt")) != KD_OK)
         goto out;
     size_t at = 0;
-    for (size_t i = 0; i < np; i++) {
-        const char *name = kd_student_param_name(m, i);
+    for (size_t i = 0; i < nspecs; i++) {
         const kd_tensor_spec *sp = &specs[i];
         float *p;
         size_t n;
-        if ((rc = kd_student_tensor(m, name, 0, &p, &n)) != KD_OK)
+        if ((rc = get(ctx, sp->name, &p, &n)) != KD_OK)
             goto out;
-        size_t want = 1;
-        for (int d = 0; d < sp->ndim; d++)
-            want *= (size_t)sp->shape[d];
-        if (strcmp(sp->name, name) != 0 || want != n) {
-            rc = kd_err(KD_E_INTERNAL, "tensor '%s': the manifest says '%s' of %zu elements, the student %zu",
-                        name, sp->name, want, n);
-            goto out;
-        }
         const void *data = p;
         if (half) {
             for (size_t j = 0; j < n; j++)
@@ -285,7 +279,7 @@ static int write_weights_(kd_student *m, const char *dir, kd_dtype dt, uint64_t 
             data = half + at;
             at += n;
         }
-        if ((rc = kd_st_writer_add(w, name, dt, sp->ndim, sp->shape, data)) != KD_OK)
+        if ((rc = kd_st_writer_add(w, sp->name, dt, sp->ndim, sp->shape, data)) != KD_OK)
             goto out;
     }
     rc = kd_st_writer_write_sharded(w, dir, "model", max_shard_bytes, NULL);
@@ -341,9 +335,10 @@ static int check_out_dir_(const char *dir)
     return KD_OK;
 }
 
-int kd_student_export(kd_student *m, const char *out_dir, const kd_export_opts *o)
+int kd_model_export(const kd_model_config *cfg, kd_export_get get, void *ctx, const char *out_dir,
+                    const kd_export_opts *o)
 {
-    assert(m && out_dir && o && o->src_dir && o->neos >= 0 && (o->neos == 0 || o->eos_ids));
+    assert(cfg && get && out_dir && o && o->src_dir && o->neos >= 0 && (o->neos == 0 || o->eos_ids));
     if (o->dtype != KD_F32 && o->dtype != KD_BF16)
         return kd_err(KD_E_DTYPE, "export dtype %s: the export writes F32 or BF16", kd_dtype_name(o->dtype));
     const char *tok_dir = o->tokenizer_dir ? o->tokenizer_dir : o->src_dir;
@@ -368,9 +363,9 @@ int kd_student_export(kd_student *m, const char *out_dir, const kd_export_opts *
                       tok_dir, strerror(e));
     }
     json_t *config = NULL, *gen = NULL;
-    int rc = make_config_(m, o->src_dir, o->dtype, &config);
+    int rc = make_config_(cfg, o->src_dir, o->dtype, &config);
     if (rc == KD_OK)
-        rc = make_generation_(m, o->src_dir, o, &gen);
+        rc = make_generation_(cfg, o->src_dir, o, &gen);
     if (rc != KD_OK)
         goto out;
 
@@ -395,7 +390,7 @@ int kd_student_export(kd_student *m, const char *out_dir, const kd_export_opts *
     if (rc == KD_OK)
         rc = write_json_(gen, tmp, "generation_config.json");
     if (rc == KD_OK)
-        rc = write_weights_(m, tmp, o->dtype, o->max_shard_bytes);
+        rc = write_weights_(cfg, get, ctx, tmp, o->dtype, o->max_shard_bytes);
     if (rc == KD_OK)
         rc = kd_copy_tokenizer_files(tok_dir, tmp);
     /* rename replaces out_dir only when it is (still) an empty folder */
@@ -421,4 +416,14 @@ out:
     json_decref(config);
     json_decref(gen);
     return rc;
+}
+
+static int student_get_(void *ctx, const char *name, float **data, size_t *numel)
+{
+    return kd_student_tensor(ctx, name, 0, data, numel);
+}
+
+int kd_student_export(kd_student *m, const char *out_dir, const kd_export_opts *o)
+{
+    return kd_model_export(kd_student_config(m), student_get_, m, out_dir, o);
 }

@@ -11,6 +11,7 @@
 #ifndef KD_STUDENT_EXPORT_H
 #define KD_STUDENT_EXPORT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/dtype.h"
@@ -65,6 +66,15 @@ typedef struct kd_export_opts {
  *   KD_E_IO, KD_E_NOMEM, KD_E_RANGE
  * On error out_dir is left as it was. */
 int kd_student_export(kd_student *m, const char *out_dir, const kd_export_opts *opts);
+
+/* The general form, for any model with a tensor manifest (kd_model_tensors):
+ * the student's above, the teacher's (teacher/train.h). get(ctx, name, ...)
+ * returns each manifest tensor's fp32 data and element count by HF name;
+ * config.json must describe cfg. Files, atomicity and errors as
+ * kd_student_export, plus get's errors. */
+typedef int (*kd_export_get)(void *ctx, const char *name, float **data, size_t *numel);
+int kd_model_export(const kd_model_config *cfg, kd_export_get get, void *ctx, const char *out_dir,
+                    const kd_export_opts *o);
 
 /* Copy the tokenizer files (the list above; tokenizer.json required) from
  * src_dir into the existing folder dst_dir, byte for byte, each atomically.

@@ -408,6 +408,22 @@ static int ensure_moments_(kd_teacher_train *m)
     return KD_OK;
 }
 
+int kd_teacher_train_set_step(kd_teacher_train *m, int64_t step)
+{
+    if (step < 0)
+        return kd_err(KD_E_RANGE, "optimizer step %lld", (long long)step);
+    if (step > 0)
+        KD_TRY(ensure_moments_(m));
+    m->step = step;
+    return KD_OK;
+}
+
+int kd_teacher_train_is_buffer(const kd_teacher_train *m, const char *name)
+{
+    const entry_ *e = find_(m, name);
+    return e && e->buffer;
+}
+
 int kd_teacher_train_tensor(kd_teacher_train *m, const char *name, int which, float **data, size_t *numel)
 {
     const entry_ *e = find_(m, name);
@@ -1001,8 +1017,8 @@ static int forward_loss_(kd_teacher_train *m, const int64_t *ids, const int64_t 
     return KD_OK;
 }
 
-int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, const int64_t *pos,
-                          int64_t B, int64_t T, float *loss, int64_t *count)
+int kd_teacher_train_loss_sum(kd_teacher_train *m, const int64_t *ids, const int64_t *labels,
+                              const int64_t *pos, int64_t B, int64_t T, double *loss_sum, int64_t *count)
 {
     if (B <= 0 || T <= 0)
         return kd_err(KD_E_RANGE, "batch %lld x %lld tokens", (long long)B, (long long)T);
@@ -1014,6 +1030,19 @@ int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t
     free(tgt);
     if (rc)
         return rc;
+    if (loss_sum)
+        *loss_sum = sum;
+    if (count)
+        *count = cnt;
+    return KD_OK;
+}
+
+int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, const int64_t *pos,
+                          int64_t B, int64_t T, float *loss, int64_t *count)
+{
+    double sum;
+    int64_t cnt;
+    KD_TRY(kd_teacher_train_loss_sum(m, ids, labels, pos, B, T, &sum, &cnt));
     *loss = (float)(cnt ? sum / (double)cnt : 0.0);
     if (count)
         *count = cnt;

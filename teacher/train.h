@@ -92,6 +92,11 @@ int kd_teacher_train_forward(kd_teacher_train *m, const int64_t *ids, const int6
 int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, const int64_t *pos,
                           int64_t B, int64_t T, float *loss, int64_t *count);
 
+/* The same, as kd_student_loss: *loss_sum (may be NULL) receives the sum of
+ * the counted token losses (double), *count the count. */
+int kd_teacher_train_loss_sum(kd_teacher_train *m, const int64_t *ids, const int64_t *labels,
+                              const int64_t *pos, int64_t B, int64_t T, double *loss_sum, int64_t *count);
+
 /* The training step's building block, as kd_student_backward: forward, the
  * loss and the backward, ACCUMULATING the gradient of scale * (sum of the
  * counted token losses) into the gradients (zero them at the start of an
@@ -128,6 +133,11 @@ void kd_teacher_train_scale_grads(kd_teacher_train *m, float s);
 /* Optimizer step count (0 before the first step), and elements in all
  * trainable parameters. */
 int64_t kd_teacher_train_step(const kd_teacher_train *m);
+/* Set the step count when a checkpoint is restored (allocates the moments
+ * if step > 0). Errors: KD_E_RANGE (negative), KD_E_NOMEM. */
+int kd_teacher_train_set_step(kd_teacher_train *m, int64_t step);
+/* 1 when NAME is a non-trainable buffer (a correction bias), else 0. */
+int kd_teacher_train_is_buffer(const kd_teacher_train *m, const char *name);
 size_t kd_teacher_train_numel(const kd_teacher_train *m);
 
 /* A tensor by HF name (fused or per-expert, see above): the parameter

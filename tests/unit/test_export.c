@@ -551,7 +551,7 @@ TEST(errors)
     CHECK_ERR(kd_student_export(m, TMP "/f16", &o), KD_E_DTYPE, "F16");
     o.dtype = KD_F32;
     o.src_dir = KD_TEST_FIXTURES "/tiny-llama3";
-    CHECK_ERR(kd_student_export(m, TMP "/mismatch", &o), KD_E_CONFIG, "model_type is 'llama', the student's 'qwen2'");
+    CHECK_ERR(kd_student_export(m, TMP "/mismatch", &o), KD_E_CONFIG, "model_type is 'llama', the model's 'qwen2'");
     o.src_dir = TMP "/tok-empty";
     CHECK_ERR(kd_student_export(m, TMP "/noconfig", &o), KD_E_NOTFOUND, "config.json");
     mkdir_(TMP "/badgen");

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# demo.sh DISTILL_BIN - what `make demo` runs. Until the pipeline demo exists
-# (teacher -> traces -> rejection -> student; issue 8 in docs/roadmap.md), it runs
-# the most complete path there is, on real components:
+# tour.sh DISTILL_BIN - what `make tour` runs: a walk through the commands one
+# by one on real components (`make demo` runs the whole distillation instead,
+# configs/demo.yaml):
 #   1. inspect a DeepSeek-V3-architecture model written by HF transformers;
 #   2. import R1-style traces with their verdicts into an LMDB dataset and show it;
 #   3. render one trace with the DeepSeek-R1 chat template and tokenize it with the
@@ -11,11 +11,11 @@
 #      SFT trainer, and inspect its HF export;
 #   6. sample traces from it for the imported problems with distill generate.
 set -euo pipefail
-bin=${1:?usage: demo.sh DISTILL_BIN}
+bin=${1:?usage: tour.sh DISTILL_BIN}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "$(dirname "$bin")" && pwd)
 fixtures=$build/fixtures
-work=$build/demo
+work=$build/tour
 rm -rf "$work" && mkdir -p "$work"
 say() { printf '\n== %s\n' "$*"; }
 

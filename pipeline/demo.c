@@ -1,0 +1,217 @@
+/* demo.c - the demo's quick mode and summary (see demo.h). */
+#include "pipeline/demo.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "core/log.h"
+#include "core/status.h"
+#include "core/util.h"
+#include "pipeline/eval.h"
+#include "pipeline/setup.h"
+#include "rejection/reject.h"
+#include "sft/sft.h"
+#include "teacher/generate.h"
+
+static const char *const names_[4] = {"teacher", "student", "baseline", "unfiltered"};
+
+static int64_t min64_(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static int cpus_(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+void kd_demo_quick(kd_pipeline_config *c)
+{
+    for (size_t i = 0; i < c->stages.n; i++) {
+        const char *kind = kd_pipeline_kind_name(c->stages.items[i].kind);
+        void *cfg = c->stages.items[i].cfg;
+        if (!strcmp(kind, "problems")) {
+            kd_problems_stage *p = cfg;
+            p->train = min64_(p->train, 300);
+            p->gen = min64_(p->gen, 24);
+            p->heldout = min64_(p->heldout, 16);
+        } else if (!strcmp(kind, "cold_start") || !strcmp(kind, "sft")) {
+            kd_sft_config *s = cfg;
+            s->train.max_steps = s->train.max_steps > 0 ? min64_(s->train.max_steps, 6) : 6;
+            s->output.save_every = 3;
+        } else if (!strcmp(kind, "generate")) {
+            kd_gen_config *g = cfg;
+            g->sampling.max_new_tokens = min64_(g->sampling.max_new_tokens, 48);
+        } else if (!strcmp(kind, "eval")) {
+            kd_eval_config *e = cfg;
+            e->k = min64_(e->k, 2);
+            e->sampling.max_new_tokens = min64_(e->sampling.max_new_tokens, 48);
+        }
+    }
+}
+
+/* The index of the eval stage labelled `name`, or -1. */
+static long eval_stage_(const kd_pipeline_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->stages.n; i++) {
+        if (strcmp(kd_pipeline_kind_name(c->stages.items[i].kind), "eval"))
+            continue;
+        char label[256];
+        if (!strcmp(kd_eval_label(c->stages.items[i].cfg, label, sizeof label), name))
+            return (long)i;
+    }
+    return -1;
+}
+
+static long reject_stage_(const kd_pipeline_config *c)
+{
+    for (size_t i = 0; i < c->stages.n; i++)
+        if (!strcmp(kd_pipeline_kind_name(c->stages.items[i].kind), "reject"))
+            return (long)i;
+    return -1;
+}
+
+static void bar_(kd_demo_result *r, int i, const char *bar, int pass, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void bar_(kd_demo_result *r, int i, const char *bar, int pass, const char *fmt, ...)
+{
+    r->bars[i].bar = bar;
+    r->bars[i].pass = pass;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->bars[i].detail, sizeof r->bars[i].detail, fmt, ap);
+    va_end(ap);
+    r->passed += pass;
+}
+
+static void bars_(kd_demo_result *r)
+{
+    const double t = r->teacher_pass1, s = r->student_pass1, b = r->baseline_pass1, u = r->unfiltered_pass1;
+    const double lo = t < s ? t : s;
+    bar_(r, 0, "teacher_pass1 >= 0.6", t >= 0.6, t >= 0.6 ? "%.3f" : "%.3f: the cold start did not teach the "
+         "teacher the task well enough (more cold_start steps or an easier problems config)", t);
+    bar_(r, 1, "student_pass1 >= 0.8 x teacher_pass1", s >= 0.8 * t,
+         s >= 0.8 * t ? "%.3f vs %.3f (ratio %.2f)" : "%.3f vs %.3f (ratio %.2f): the student has not caught up "
+         "(more sft steps, or more accepted traces)", s, t, t > 0 ? s / t : NAN);
+    bar_(r, 2, "baseline_pass1 <= 0.5 x min(teacher, student)", b <= 0.5 * lo,
+         "%.3f vs %.3f%s", b, lo, b <= 0.5 * lo ? "" : ": the untrained floor is not far below (the held-out "
+         "answers may be guessable, or the trained models are weak)");
+    bar_(r, 3, "student_pass1 > unfiltered_pass1", s > u,
+         s > u ? "%.3f vs %.3f" : "%.3f vs %.3f: training on the rejected traces too did not hurt here; with "
+         "acceptance %.2f the unfiltered set is mostly correct traces and has more of them for the same budget, "
+         "and a tiny student may learn the format from wrong answers as well as from right ones", s, u,
+         r->acceptance);
+    const int acc = r->acceptance >= 0.3 && r->acceptance <= 0.9;
+    bar_(r, 4, "0.3 <= acceptance <= 0.9", acc, "%.3f (%lld of %lld samples)%s", r->acceptance, r->accepted,
+         r->generated, acc ? "" : r->acceptance > 0.9 ? ": the task is too easy for rejection to matter"
+                                                        : ": the teacher is too weak for the task");
+    bar_(r, 5, "wall_seconds <= 600", r->wall_seconds <= 600, "%.1f s on %d CPUs%s", r->wall_seconds,
+         cpus_(), r->wall_seconds <= 600 ? "" : ": slower than the budget of a 2-core machine");
+}
+
+static double num_(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+int kd_demo_run(kd_pipeline_config *c, int quick, kd_demo_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->quick = quick;
+    long ev[4];
+    for (int i = 0; i < 4; i++)
+        if ((ev[i] = eval_stage_(c, names_[i])) < 0)
+            return kd_err(KD_E_CONFIG, "demo: no eval stage named '%s' (the demo needs teacher, student, "
+                          "baseline and unfiltered)", names_[i]);
+    const long rj = reject_stage_(c);
+    if (rj < 0)
+        return kd_err(KD_E_CONFIG, "demo: no reject stage");
+    if (quick)
+        kd_demo_quick(c);
+    kd_pipeline_result pr;
+    KD_TRY(kd_pipeline_run(c, &pr));
+    snprintf(res->report, sizeof res->report, "%s", pr.report);
+    json_error_t je;
+    json_t *rep = json_load_file(pr.report, 0, &je);
+    if (!rep)
+        return kd_err(KD_E_FORMAT, "'%s': %s", pr.report, je.text);
+    json_t *stages = json_object_get(rep, "stages"), *secs = json_array();
+    double *p1[4] = {&res->teacher_pass1, &res->student_pass1, &res->baseline_pass1, &res->unfiltered_pass1};
+    for (int i = 0; i < 4; i++)
+        *p1[i] = num_(json_object_get(json_array_get(stages, (size_t)ev[i]), "summary"), "pass1");
+    json_t *rs = json_object_get(json_array_get(stages, (size_t)rj), "summary");
+    res->generated = (long long)num_(rs, "samples");
+    res->accepted = (long long)num_(rs, "kept");
+    res->acceptance = res->generated ? (double)res->accepted / (double)res->generated : 0;
+    for (size_t i = 0; i < json_array_size(stages); i++) {
+        json_t *e = json_array_get(stages, i);
+        const double s = num_(e, "seconds");
+        res->wall_seconds += isfinite(s) ? s : 0;
+        json_array_append_new(secs, json_pack("{s:I, s:O, s:f}", "stage", (json_int_t)i + 1, "kind",
+                                              json_object_get(e, "kind"), "seconds", isfinite(s) ? s : 0.0));
+    }
+    bars_(res);
+    json_t *bars = json_array();
+    for (int i = 0; i < KD_DEMO_BARS; i++)
+        json_array_append_new(bars, json_pack("{s:s, s:b, s:s}", "bar", res->bars[i].bar, "pass", res->bars[i].pass,
+                                              "detail", res->bars[i].detail));
+    json_object_set_new(rep, "teacher_pass1", json_real(res->teacher_pass1));
+    json_object_set_new(rep, "student_pass1", json_real(res->student_pass1));
+    json_object_set_new(rep, "baseline_pass1", json_real(res->baseline_pass1));
+    json_object_set_new(rep, "unfiltered_pass1", json_real(res->unfiltered_pass1));
+    json_object_set_new(rep, "generated", json_integer(res->generated));
+    json_object_set_new(rep, "accepted", json_integer(res->accepted));
+    json_object_set_new(rep, "acceptance", json_real(res->acceptance));
+    json_object_set_new(rep, "wall_seconds", json_real(res->wall_seconds));
+    json_object_set_new(rep, "run_seconds", json_real(pr.seconds));
+    json_object_set_new(rep, "cpus", json_integer(cpus_()));
+    json_object_set_new(rep, "stage_seconds", secs);
+    json_object_set_new(rep, "bars", bars);
+    json_object_set_new(rep, "quick", json_boolean(quick));
+    int rc = kd_write_json_atomic(pr.report, rep, JSON_INDENT(2));
+    json_decref(rep);
+    if (rc)
+        return rc;
+    /* report.md: the demo's section after the runner's */
+    char md[1100], *text = NULL;
+    size_t len = 0;
+    snprintf(md, sizeof md, "%s/report.md", c->output);
+    char *old = NULL;
+    size_t olen = 0;
+    KD_TRY(kd_read_file(md, 1u << 26, &old, &olen));
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        free(old);
+        return kd_err(KD_E_NOMEM, "report.md");
+    }
+    fwrite(old, 1, olen, f);
+    free(old);
+    fprintf(f, "\n## The demo%s\n\n| model | pass@1 |\n|---|---|\n| teacher (DeepSeek-V3 MoE, cold-started) | %.3f |\n"
+               "| student (Qwen2, accepted traces) | %.3f |\n| baseline (untrained student) | %.3f |\n"
+               "| unfiltered (Qwen2, every trace) | %.3f |\n\n%lld of %lld samples accepted (%.1f%%); %.1f s of "
+               "stages on %d CPUs.\n\n| bar | | detail |\n|---|---|---|\n",
+            quick ? " (quick: far fewer steps; the bars are not expected to pass)" : "", res->teacher_pass1,
+            res->student_pass1, res->baseline_pass1, res->unfiltered_pass1, res->accepted, res->generated,
+            100 * res->acceptance, res->wall_seconds, cpus_());
+    for (int i = 0; i < KD_DEMO_BARS; i++)
+        fprintf(f, "| %s | %s | %s |\n", res->bars[i].bar, res->bars[i].pass ? "pass" : "FAIL", res->bars[i].detail);
+    fclose(f);
+    rc = kd_write_file_atomic(md, text, len);
+    free(text);
+    return rc;
+}
+
+void kd_demo_print(const kd_demo_result *r, FILE *out)
+{
+    fprintf(out, "\ndemo%s: pass@1 on held-out problems: teacher %.3f, student %.3f, untrained baseline %.3f, "
+                 "unfiltered student %.3f\n      %lld of %lld teacher samples accepted (%.1f%%); %.1f s of stages\n",
+            r->quick ? " (quick)" : "", r->teacher_pass1, r->student_pass1, r->baseline_pass1, r->unfiltered_pass1,
+            r->accepted, r->generated, 100 * r->acceptance, r->wall_seconds);
+    for (int i = 0; i < KD_DEMO_BARS; i++)
+        fprintf(out, "  %s  %-46s %s\n", r->bars[i].pass ? "pass" : "FAIL", r->bars[i].bar, r->bars[i].detail);
+    fprintf(out, "report: %s\n", r->report);
+}

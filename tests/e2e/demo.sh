@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# demo.sh DISTILL_BIN FIXTURES_DIR SCRATCH_DIR - the demo end to end, shortened:
+# `distill demo --quick` on configs/demo.yaml (its outputs moved to the scratch
+# folder) runs every stage (problems, init, cold start of the DeepSeek-V3
+# teacher, generate, reject, curate x2, init, sft x2, eval x4) and writes a
+# well-formed report.json and report.md with the demo's figures and bars; a
+# rerun skips every stage. Then a pipeline killed (SIGKILL) in the middle of
+# the teacher's cold start resumes from its last checkpoint when rerun, and
+# finishes with one loss line per step.
+set -euo pipefail
+if [ $# -ne 3 ]; then
+    echo "usage: $0 DISTILL_BIN FIXTURES_DIR SCRATCH_DIR" >&2
+    exit 2
+fi
+BIN=$1
+TMP=$3
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+rm -rf "$TMP" && mkdir -p "$TMP"
+failures=0
+fail() {
+    echo "FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+export DISTILL_PROGRESS_SECONDS=0
+
+# the demo's own config, its outputs under TMP and its inputs found from anywhere
+sed -e "s|runs/demo|$TMP/demo|g" -e "s|configs/demo/|$ROOT/configs/demo/|g" "$ROOT/configs/demo.yaml" >"$TMP/demo.yaml"
+
+if ! "$BIN" demo -c "$TMP/demo.yaml" --quick >"$TMP/demo.out" 2>"$TMP/demo.err"; then
+    fail "distill demo --quick failed"
+    tail -n 30 "$TMP/demo.err" >&2
+fi
+out=$(cat "$TMP/demo.out")
+case $out in *"report: $TMP/demo/report.json"*) ;; *) fail "the report's path is not printed: $out" ;; esac
+python3 - "$TMP/demo" <<'EOF' || fail "report.json"
+import json, os, sys
+d = sys.argv[1]
+r = json.load(open(os.path.join(d, "report.json")))
+kinds = [s["kind"] for s in r["stages"]]
+want = ["problems", "init", "cold_start", "generate", "reject", "curate", "curate", "init", "sft", "sft",
+        "eval", "eval", "eval", "eval"]
+assert kinds == want, kinds
+assert all(s["done"] for s in r["stages"]), [s["kind"] for s in r["stages"] if not s["done"]]
+for k in ("teacher_pass1", "student_pass1", "baseline_pass1", "unfiltered_pass1", "acceptance"):
+    assert isinstance(r[k], float) and 0 <= r[k] <= 1, (k, r[k])
+# quick: 24 generation prompts x 4 samples
+assert r["generated"] == 96, r["generated"]
+assert 0 <= r["accepted"] <= r["generated"], r["accepted"]
+assert abs(r["acceptance"] - r["accepted"] / r["generated"]) < 1e-12
+assert r["quick"] is True
+assert r["wall_seconds"] > 0 and len(r["stage_seconds"]) == 14
+assert abs(sum(s["seconds"] for s in r["stage_seconds"]) - r["wall_seconds"]) < 1e-6
+assert len(r["bars"]) == 6 and all(isinstance(b["pass"], bool) and b["detail"] for b in r["bars"])
+# each eval's pass@1 is the one its own eval.json holds
+names = {"teacher": "teacher_pass1", "student": "student_pass1", "baseline": "baseline_pass1",
+         "unfiltered": "unfiltered_pass1"}
+for s in r["stages"]:
+    if s["kind"] == "eval":
+        e = json.load(open(s["summary"]["report"]))
+        assert e["name"] == s["summary"]["name"] and abs(e["pass1"] - r[names[e["name"]]]) < 1e-12, e["name"]
+# the teacher's cold start trained the DeepSeek model: its export is a deepseek_v3 folder
+c = json.load(open(os.path.join(d, "teacher", "final", "config.json")))
+assert c["model_type"] == "deepseek_v3", c["model_type"]
+for p in ("loss", "acceptance", "lengths", "pass1"):
+    assert os.path.getsize(os.path.join(d, "plots", p + ".svg")) > 0, p
+md = open(os.path.join(d, "report.md")).read()
+assert "## The demo" in md and "| teacher (DeepSeek-V3 MoE, cold-started) |" in md
+EOF
+# the student saw only accepted traces: its examples number the accepted samples
+acc=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$TMP/demo/report.json" 2>/dev/null || echo x)
+stats=$("$BIN" data stats "$TMP/demo/sft-accepted/final" 2>/dev/null || true)
+case $stats in *"examples"*) ;; *) fail "no examples in the accepted set: $stats" ;; esac
+case $stats in *"examples   $acc"* | *"examples $acc"* | *"examples: $acc"*) ;; *)
+    n=$(printf '%s\n' "$stats" | grep -Eo 'examples[^0-9]*[0-9]+' | head -n1 | grep -Eo '[0-9]+$' || true)
+    [ "$n" = "$acc" ] || fail "accepted set has '$n' examples, report says $acc accepted" ;;
+esac
+
+# a rerun skips everything
+"$BIN" demo -c "$TMP/demo.yaml" --quick >"$TMP/demo2.out" 2>&1 || fail "demo rerun"
+rerun=$(cat "$TMP/demo2.out")
+case $rerun in *"14 stages, 0 ran, 14 skipped"*) ;; *) fail "the rerun ran stages: $(grep 'stages,' "$TMP/demo2.out")" ;; esac
+
+# killed in the middle of the cold start, then resumed
+cat >"$TMP/kill.yaml" <<EOF
+output: $TMP/kill
+stages:
+  - problems: {output: $TMP/kill/data, seed: 3, steps_min: 2, steps_max: 3, max_operand: 20, max_factor: 5,
+               train: 300, gen: 8, heldout: 8}
+  - init: {config: $ROOT/configs/demo/teacher, tokenizer: $ROOT/configs/demo/tokenizer, output: $TMP/kill/t0}
+  - cold_start:
+      model: $TMP/kill/t0
+      data: {train: $TMP/kill/data/train_chats.jsonl, template: deepseek_r1, max_len: 256}
+      train: {max_steps: 24, micro_batch: 2}
+      output: {dir: $TMP/kill/teacher, save_every: 4, log_every: 1, progress: false}
+runtime: {threads: 1}
+EOF
+"$BIN" run "$TMP/kill.yaml" >"$TMP/kill1.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+    [ -d "$TMP/kill/teacher/checkpoints/step-00000008" ] && break
+    sleep 0.1
+done
+kill -9 "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+if [ -d "$TMP/kill/teacher/final" ]; then
+    fail "the cold start finished before the kill (too fast to test the resume)"
+else
+    "$BIN" run "$TMP/kill.yaml" >"$TMP/kill2.out" 2>&1 || fail "the resumed run failed"
+    log=$(cat "$TMP/kill2.out")
+    case $log in *"stage 1 (problems) finished before"*) ;; *) fail "problems not skipped on resume" ;; esac
+    case $log in *"sft: resuming from $TMP/kill/teacher/checkpoints/step-"*) ;; *) fail "cold start did not resume: $log" ;; esac
+    python3 - "$TMP/kill/teacher/metrics.jsonl" <<'EOF' || fail "metrics after the resume"
+import json, sys
+steps = [json.loads(l)["step"] for l in open(sys.argv[1]) if "loss" in json.loads(l)]
+assert steps == list(range(1, 25)), (steps[:5], len(steps))
+EOF
+    [ -f "$TMP/kill/teacher/final/model.safetensors" ] || fail "no export after the resume"
+fi
+
+if [ "$failures" -ne 0 ]; then
+    echo "demo: $failures failure(s)" >&2
+    exit 1
+fi
+echo "demo: ok"
