@@ -11,7 +11,7 @@ static void usage_(FILE *f)
 {
     fprintf(f, "usage: distill data problems DIR [--seed N] [--steps-min N] [--steps-max N]\n"
                "                          [--max-operand N] [--max-factor N] [--train N] [--gen N]\n"
-               "                          [--heldout N] [--files-only]\n\n"
+               "                          [--heldout N] [--restate] [--files-only]\n\n"
                "Generates multi-step arithmetic word problems with integer answers, in three\n"
                "disjoint splits (by the problems' math, not their wording), with cold-start\n"
                "chain-of-thought written by a solver in R1's format (<think> steps </think>, then\n"
@@ -27,19 +27,21 @@ static void usage_(FILE *f)
                "      --train N        cold-start chats [2000]\n"
                "      --gen N          prompts for the teacher to answer [2000]\n"
                "      --heldout N      held-out prompts for evaluation [500]\n"
+               "      --restate        the solutions quote each event before working it out\n"
                "      --files-only     write the JSONL files, import nothing\n"
                "  -h, --help           this help\n");
 }
 
 int cmd_data_problems(int argc, char **argv)
 {
-    enum { O_SEED = 0x3000, O_SMIN, O_SMAX, O_OPER, O_FACT, O_TRAIN, O_GEN, O_HELD, O_FILES };
+    enum { O_SEED = 0x3000, O_SMIN, O_SMAX, O_OPER, O_FACT, O_TRAIN, O_GEN, O_HELD, O_FILES, O_RESTATE };
     static const struct option longopts[] = {
         {"seed", required_argument, NULL, O_SEED},        {"steps-min", required_argument, NULL, O_SMIN},
         {"steps-max", required_argument, NULL, O_SMAX},   {"max-operand", required_argument, NULL, O_OPER},
         {"max-factor", required_argument, NULL, O_FACT},  {"train", required_argument, NULL, O_TRAIN},
         {"gen", required_argument, NULL, O_GEN},          {"heldout", required_argument, NULL, O_HELD},
         {"files-only", no_argument, NULL, O_FILES},       {"help", no_argument, NULL, 'h'},
+        {"restate", no_argument, NULL, O_RESTATE},
         {NULL, 0, NULL, 0},
     };
     kd_problems_cfg c;
@@ -50,6 +52,10 @@ int cmd_data_problems(int argc, char **argv)
         if (opt == 'h') {
             usage_(stdout);
             return 0;
+        }
+        if (opt == O_RESTATE) {
+            c.restate = 1;
+            continue;
         }
         if (opt == O_FILES) {
             files_only = 1;

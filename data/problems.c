@@ -178,11 +178,17 @@ __attribute__((format(printf, 4, 5))) static void sentence(gen *g, kd_rng *r, in
     va_list ap;
     va_start(ap, fmt);
     int k = vsnprintf(body, sizeof body, fmt, ap);
+    (void)k;
     va_end(ap);
     assert(k > 0 && (size_t)k < sizeof body);
     if (!conn[0] && body[0] >= 'a' && body[0] <= 'z')
         body[0] = (char)(body[0] - 'a' + 'A');
     sb_printf(&g->text, " %s%s", conn, body);
+    if (g->c->restate) { /* the solution quotes the event before working it out */
+        if (body[0] >= 'a' && body[0] <= 'z')
+            body[0] = (char)(body[0] - 'a' + 'A');
+        sb_printf(&g->cot, "%s\n", body);
+    }
 }
 
 /* Draw the parameters of event `ev` (which fits), tell it, solve it, and

@@ -26,6 +26,16 @@
  *
  *     The answer is \boxed{36}.
  *
+ * With restate, each event's sentence comes first, on its own line (the
+ * demo's setting):
+ *
+ *     <think>
+ *     Start with 23 apples.
+ *     She buys 4 bags with 7 apples each.
+ *     4 bags of 7 is 4 * 7 = 28.
+ *     23 + 28 = 51.
+ *     ...
+ *
  * Operators are ASCII (+ - * /): one byte and one token in every tokenizer,
  * and easy to read back. Every arithmetic line is "a op b = c." at its end,
  * exactly `steps` of them, the last giving the answer.
@@ -77,6 +87,10 @@ typedef struct kd_problems_cfg {
     uint64_t n_train;       /* >= 1, default 2000: cold-start SFT chats */
     uint64_t n_gen;         /* >= 1, default 2000: prompts for the teacher to answer */
     uint64_t n_heldout;     /* >= 1, default 500: held-out evaluation prompts */
+    int restate;            /* 0 or 1, default 0: the solution quotes each event's sentence
+                               (without its connector) on a line of its own before its
+                               arithmetic: easier for a small model, which then copies the
+                               next event instead of finding it */
 } kd_problems_cfg;
 
 /* Fill c with the defaults above. */

@@ -20,6 +20,7 @@ static const kd_cfg_field problems_fields_[] = {
     KD_CFG_INT(kd_problems_stage, train, "2000", 1, 10000000, "cold-start chats (solver-written R1 traces)"),
     KD_CFG_INT(kd_problems_stage, gen, "2000", 1, 10000000, "prompts for the teacher to answer"),
     KD_CFG_INT(kd_problems_stage, heldout, "500", 1, 10000000, "held-out prompts for evaluation"),
+    KD_CFG_BOOL(kd_problems_stage, restate, "false", "the solutions quote each event before working it out"),
     KD_CFG_END};
 
 const kd_cfg_schema kd_problems_schema = {"problems", problems_fields_, sizeof(kd_problems_stage)};
@@ -38,6 +39,7 @@ int kd_problems_stage_run(const kd_problems_stage *c)
     p.n_train = (uint64_t)c->train;
     p.n_gen = (uint64_t)c->gen;
     p.n_heldout = (uint64_t)c->heldout;
+    p.restate = c->restate;
     KD_TRY(kd_problems_cfg_check(&p));
     return kd_problems_import(&p, c->output, 1);
 }

@@ -22,6 +22,7 @@ extern "C" {
 typedef struct kd_problems_stage {
     char *output;
     int64_t seed, steps_min, steps_max, max_operand, max_factor, train, gen, heldout;
+    int restate;
 } kd_problems_stage;
 
 extern const kd_cfg_schema kd_problems_schema;

@@ -368,6 +368,60 @@ TEST(solutions)
     kd_math_thread_release();
 }
 
+/* restate: the same problems, and the same solution once the quoted event
+ * lines are taken out; each quoted line is a sentence of the problem (its
+ * connector dropped, the first letter capitalised), in the problem's order,
+ * one per event and just before the event's arithmetic. */
+TEST(restate)
+{
+    kd_problems_cfg c = small_cfg(77), r = c;
+    r.restate = 1;
+    for (int s = 0; s < KD_SPLIT_COUNT; s++) {
+        plist a = split_of(&c, s), b = split_of(&r, s);
+        CHECK(a.n == b.n);
+        for (size_t i = 0; i < a.n && i < b.n; i++) {
+            const kd_problem *x = &a.p[i], *y = &b.p[i];
+            CHECK(!strcmp(x->text, y->text) && x->answer == y->answer && x->signature == y->signature);
+            char plain[KD_PROBLEM_COT_MAX] = "";
+            size_t at = 0;
+            int quoted = 0;
+            const char *from = y->text; /* quotes appear in the text's order */
+            for (const char *line = y->cot; *line;) {
+                const char *nl = strchr(line, '\n');
+                size_t n = nl ? (size_t)(nl - line) + 1 : strlen(line);
+                int is_quote = !memchr(line, '=', n) && strncmp(line, "<think>", 7) && strncmp(line, "Start with", 10) &&
+                               strncmp(line, "</think>", 8) && n > 1 && strncmp(line, "The answer", 10);
+                if (is_quote) {
+                    char q[256];
+                    snprintf(q, sizeof q, "%.*s", (int)n - 1, line);
+                    /* found in the text, after the previous quote, maybe lower-cased after a connector */
+                    const char *hit = strstr(from, q);
+                    if (!hit) {
+                        q[0] = (char)(q[0] - 'A' + 'a');
+                        hit = strstr(from, q);
+                    }
+                    CHECK(hit != NULL);
+                    if (!hit)
+                        break;
+                    from = hit + strlen(q);
+                    quoted++;
+                    /* the next line is arithmetic */
+                    CHECK(nl && memchr(nl + 1, '=', strcspn(nl + 1, "\n")));
+                } else {
+                    memcpy(plain + at, line, n);
+                    at += n;
+                    plain[at] = 0;
+                }
+                line += n;
+            }
+            CHECK(quoted >= 1 && quoted <= y->steps);
+            CHECK(!strcmp(plain, x->cot));
+        }
+        free(a.p);
+        free(b.p);
+    }
+}
+
 TEST(planted_fault)
 {
     long long a, b, r;
@@ -546,6 +600,7 @@ int main(void)
     RUN(deterministic);
     RUN(disjoint);
     RUN(solutions);
+    RUN(restate);
     RUN(planted_fault);
     RUN(too_few);
     RUN(write_and_import);
