@@ -12,9 +12,9 @@
  *   wall_seconds                       the stages' seconds, summed
  *   stage_seconds                      [{stage, kind, seconds}] in order
  *   bars                               [{bar, pass, detail}]: teacher pass@1 >=
- *                                      0.6; student >= 0.8 x teacher; the
- *                                      baseline far below both (at most half
- *                                      of the lower); filtered student above
+ *                                      0.6; student >= 0.8 x teacher (and
+ *                                      above 0); the baseline far below both
+ *                                      (under half of the lower); filtered student above
  *                                      unfiltered; acceptance in [0.3, 0.9];
  *                                      wall time <= 600 s; each failed bar's
  *                                      detail says by how much and why
@@ -23,7 +23,8 @@
  *
  * quick: the same stages with far fewer problems, steps and samples (for CI):
  * every problems count capped (train 300, gen 24, heldout 16), every sft and
- * cold start at most 6 optimizer steps, generate and eval at most 48 new
+ * cold start at most 6 optimizer steps (an sft stage with no accepted sample
+ * exports its model unchanged: data.allow_empty), generate and eval at most 48 new
  * tokens, eval k at most 2. */
 #ifndef KD_PIPELINE_DEMO_H
 #define KD_PIPELINE_DEMO_H
@@ -49,6 +50,7 @@ typedef struct kd_demo_result {
     long long generated, accepted;
     double acceptance, wall_seconds;
     int quick, passed;
+    int stages, ran, skipped; /* the runner's counts for this run */
     kd_demo_bar bars[KD_DEMO_BARS];
     char report[1024]; /* report.json's path */
 } kd_demo_result;

@@ -63,6 +63,8 @@ typedef struct kd_sft_data {
     int64_t max_len;
     int overlong;         /* KD_SFT_TRUNCATE | KD_SFT_DROP */
     int loss_on;          /* KD_SFT_LOSS_ASSISTANT | KD_SFT_LOSS_ALL */
+    int allow_empty;      /* no usable training example: export the model unchanged
+                             (warned) instead of failing */
 } kd_sft_data;
 
 typedef struct kd_sft_optim {

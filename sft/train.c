@@ -36,6 +36,8 @@ static const kd_cfg_field data_fields_[] = {
     KD_CFG_ENUM(kd_sft_data, overlong, "truncate", "truncate|drop", "examples longer than max_len"),
     KD_CFG_ENUM(kd_sft_data, loss_on, "assistant", "assistant|all",
                 "tokens that count in the loss: assistant turns with their end-of-turn, or all"),
+    KD_CFG_BOOL(kd_sft_data, allow_empty, "false",
+                "no usable training example: export the model unchanged (warned) instead of failing"),
     KD_CFG_END};
 
 static const kd_cfg_field optim_fields_[] = {
@@ -375,6 +377,35 @@ static int open_tok_(const kd_sft_config *c, sft_tok *tk)
     return KD_OK;
 }
 
+/* The HF export into OUTPUT/final (replacing an older one). */
+static int export_(const kd_sft_config *c, sft_model *m, const sft_tok *tk)
+{
+    int st = KD_OK;
+    char fin[4200];
+    snprintf(fin, sizeof fin, "%s/final", c->output.dir);
+    int64_t eos[2];
+    int neos = 0;
+    if (tk->tok) {
+        int32_t e = kd_tok_token_to_id(tk->tok, kd_chat_template_eot(tk->tpl));
+        if (e >= 0)
+            eos[neos++] = e;
+        int32_t e2 = kd_tok_eos_id(tk->tok);
+        if (e2 >= 0 && e2 != e)
+            eos[neos++] = e2;
+    }
+    kd_export_opts eo = {.src_dir = c->model, .tokenizer_dir = c->data.tokenizer,
+                         .dtype = c->output.export_dtype == KD_SFT_EXPORT_F32 ? KD_F32 : KD_BF16,
+                         .max_shard_bytes = (uint64_t)c->output.shard_mb * 1000000ull,
+                         .eos_ids = eos, .neos = neos};
+    if (kd_is_dir(fin))
+        st = kd_rmtree(fin); /* a resumed run that finishes again replaces its export */
+    if (st == KD_OK)
+        st = sft_model_export(m, fin, &eo);
+    if (st == KD_OK)
+        kd_info("sft: exported %s", fin);
+    return st;
+}
+
 int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
 {
     memset(res, 0, sizeof *res);
@@ -412,6 +443,15 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
                 c->data.train);
     if (st == KD_OK)
         st = sft_docs_prepare(&train, &c->data, V, "train", res);
+    if (st == KD_E_NOTFOUND && c->data.allow_empty && train.n == 0) {
+        kd_warn("sft: no usable training example in '%s' (data.allow_empty): nothing to train; the model "
+                "is exported unchanged", c->data.train);
+        kd_err_clear();
+        st = kd_mkdirs(c->output.dir);
+        if (st == KD_OK && c->output.do_export)
+            st = export_(c, m, &tk);
+        goto done;
+    }
     if (st == KD_OK && c->data.eval) {
         st = sft_source_open(&esrc, c->data.eval, &tk, c->data.messages_field, &ev);
         if (st == KD_OK && esrc.has_fingerprint && tk.tok && esrc.fingerprint != tk.fingerprint)
@@ -625,30 +665,8 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
     if (st == KD_OK && pos.step < total)
         kd_info("sft: stopped after %lld steps (train.stop_after); --resume continues",
                 (long long)done_here);
-    if (st == KD_OK && c->output.do_export && pos.step == total) {
-        char fin[4200];
-        snprintf(fin, sizeof fin, "%s/final", c->output.dir);
-        int64_t eos[2];
-        int neos = 0;
-        if (tk.tok) {
-            int32_t e = kd_tok_token_to_id(tk.tok, kd_chat_template_eot(tk.tpl));
-            if (e >= 0)
-                eos[neos++] = e;
-            int32_t e2 = kd_tok_eos_id(tk.tok);
-            if (e2 >= 0 && e2 != e)
-                eos[neos++] = e2;
-        }
-        kd_export_opts eo = {.src_dir = c->model, .tokenizer_dir = c->data.tokenizer,
-                             .dtype = c->output.export_dtype == KD_SFT_EXPORT_F32 ? KD_F32 : KD_BF16,
-                             .max_shard_bytes = (uint64_t)c->output.shard_mb * 1000000ull,
-                             .eos_ids = eos, .neos = neos};
-        if (kd_is_dir(fin))
-            st = kd_rmtree(fin); /* a resumed run that finishes again replaces its export */
-        if (st == KD_OK)
-            st = sft_model_export(m, fin, &eo);
-        if (st == KD_OK)
-            kd_info("sft: exported %s", fin);
-    }
+    if (st == KD_OK && c->output.do_export && pos.step == total)
+        st = export_(c, m, &tk);
 done_e:
     free(epoch_steps);
 done:

@@ -69,11 +69,22 @@ EOF
 # the student saw only accepted traces: its examples number the accepted samples
 acc=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$TMP/demo/report.json" 2>/dev/null || echo x)
 stats=$("$BIN" data stats "$TMP/demo/sft-accepted/final" 2>/dev/null || true)
-case $stats in *"examples"*) ;; *) fail "no examples in the accepted set: $stats" ;; esac
-case $stats in *"examples   $acc"* | *"examples $acc"* | *"examples: $acc"*) ;; *)
-    n=$(printf '%s\n' "$stats" | grep -Eo 'examples[^0-9]*[0-9]+' | head -n1 | grep -Eo '[0-9]+$' || true)
-    [ "$n" = "$acc" ] || fail "accepted set has '$n' examples, report says $acc accepted" ;;
-esac
+n=$(printf '%s\n' "$stats" | grep -E '^  examples +[0-9]+' | head -n1 | grep -Eo '[0-9]+$' || true)
+[ -n "$n" ] && [ "$n" = "$acc" ] || fail "the accepted set has '$n' examples, the report says $acc accepted"
+
+# an sft stage with nothing to learn fails, unless data.allow_empty (then the model is exported unchanged)
+printf '%s\n' '{"messages": [{"role": "user", "content": "What is 1 + 1?"}]}' >"$TMP/none.jsonl"
+SFT=(sft "$ROOT/configs/sft/tiny_cpu.yaml" --set "model=$TMP/demo/models/student-init" --set "data.train=$TMP/none.jsonl"
+     --set data.template=qwen3 --set "data.tokenizer=$ROOT/configs/demo/tokenizer" --set output.progress=false)
+if "$BIN" "${SFT[@]}" --set "output.dir=$TMP/empty1" >"$TMP/empty1.out" 2>&1; then
+    fail "sft trained on nothing without data.allow_empty"
+fi
+err=$(cat "$TMP/empty1.out")
+case $err in *"no usable train example"*) ;; *) fail "empty training set: unclear error: $err" ;; esac
+"$BIN" "${SFT[@]}" --set "output.dir=$TMP/empty2" --set data.allow_empty=true >"$TMP/empty2.out" 2>&1 ||
+    fail "sft with data.allow_empty failed: $(cat "$TMP/empty2.out")"
+cmp -s "$TMP/empty2/final/model.safetensors" "$TMP/demo/models/student-init/model.safetensors" ||
+    fail "data.allow_empty did not export the model unchanged"
 
 # a rerun skips everything
 "$BIN" demo -c "$TMP/demo.yaml" --quick >"$TMP/demo2.out" 2>&1 || fail "demo rerun"
