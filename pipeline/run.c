@@ -267,6 +267,7 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
         return kd_err(KD_E_NOMEM, "pipeline state");
     const double t0 = kd_now();
     int rc = KD_OK, running = 0;
+    char failed_msg[1200] = "";
     res->stages = (int)c->stages.n;
     for (size_t i = 0; i < c->stages.n && rc == KD_OK; i++) {
         const kd_cfg_step *s = &c->stages.items[i];
@@ -318,6 +319,10 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
         if (rc == KD_OK)
             rc = run_stage_(s->kind, s->cfg, &sum);
         const double secs = kd_now() - ts;
+        if (rc != KD_OK) { /* keep the stage's message: the state and report writes below may record others */
+            const char *m = kd_strerror(rc), *colon = strstr(m, ": ");
+            snprintf(failed_msg, sizeof failed_msg, "run: stage %zu (%s): %s", i + 1, k->name, colon ? colon + 2 : m);
+        }
         json_array_append_new(a, json_pack("{s:s, s:s, s:b, s:f, s:o?}", "kind", k->name, "hash", hash, "done",
                                            rc == KD_OK, "seconds", secs, "summary", sum));
         int w = kd_write_json_atomic(state_path, st, JSON_INDENT(2));
@@ -331,5 +336,7 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
     res->seconds = kd_now() - t0;
     int w = write_report_(c, st, res->seconds, res);
     json_decref(st);
+    if (rc && failed_msg[0])
+        return kd_err(rc, "%s", failed_msg);
     return rc ? rc : w;
 }
