@@ -35,22 +35,22 @@ void kd_demo_quick(kd_pipeline_config *c)
         void *cfg = c->stages.items[i].cfg;
         if (!strcmp(kind, "problems")) {
             kd_problems_stage *p = cfg;
-            p->train = min64_(p->train, 300);
-            p->gen = min64_(p->gen, 24);
-            p->heldout = min64_(p->heldout, 16);
+            p->train = min64_(p->train, 200);
+            p->gen = min64_(p->gen, 12);
+            p->heldout = min64_(p->heldout, 8);
         } else if (!strcmp(kind, "cold_start") || !strcmp(kind, "sft")) {
             kd_sft_config *s = cfg;
-            s->train.max_steps = s->train.max_steps > 0 ? min64_(s->train.max_steps, 6) : 6;
-            s->output.save_every = 3;
+            s->train.max_steps = s->train.max_steps > 0 ? min64_(s->train.max_steps, 4) : 4;
+            s->output.save_every = 2;
             if (!strcmp(kind, "sft")) /* a teacher of 6 steps may have no sample accepted */
                 s->data.allow_empty = 1;
         } else if (!strcmp(kind, "generate")) {
             kd_gen_config *g = cfg;
-            g->sampling.max_new_tokens = min64_(g->sampling.max_new_tokens, 48);
+            g->sampling.max_new_tokens = min64_(g->sampling.max_new_tokens, 40);
         } else if (!strcmp(kind, "eval")) {
             kd_eval_config *e = cfg;
             e->k = min64_(e->k, 2);
-            e->sampling.max_new_tokens = min64_(e->sampling.max_new_tokens, 48);
+            e->sampling.max_new_tokens = min64_(e->sampling.max_new_tokens, 40);
         }
     }
 }

@@ -22,9 +22,9 @@
  *                                      to pass)
  *
  * quick: the same stages with far fewer problems, steps and samples (for CI):
- * every problems count capped (train 300, gen 24, heldout 16), every sft and
- * cold start at most 6 optimizer steps (an sft stage with no accepted sample
- * exports its model unchanged: data.allow_empty), generate and eval at most 48 new
+ * every problems count capped (train 200, gen 12, heldout 8), every sft and
+ * cold start at most 4 optimizer steps (an sft stage with no accepted sample
+ * exports its model unchanged: data.allow_empty), generate and eval at most 40 new
  * tokens, eval k at most 2. */
 #ifndef KD_PIPELINE_DEMO_H
 #define KD_PIPELINE_DEMO_H
