@@ -263,6 +263,11 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
     KD_TRY(kd_mkdirs(path));
     snprintf(state_path, sizeof state_path, "%s/pipeline.json", c->output);
     json_t *st = load_state_(state_path);
+    json_t *prev = st ? json_deep_copy(st) : NULL;
+    if (st && !prev) {
+        json_decref(st);
+        st = NULL;
+    }
     if (!st)
         return kd_err(KD_E_NOMEM, "pipeline state");
     const double t0 = kd_now();
@@ -274,7 +279,8 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
         const kd_cfg_step_kind *k = &stage_kinds_[s->kind];
         char hash[20];
         snprintf(hash, sizeof hash, "%016" PRIx64, kd_cfg_hash(k->schema, s->cfg));
-        json_t *e = state_entry_(st, i);
+        json_t *e = state_entry_(prev, i); /* as the previous run left it: the state drops later entries as
+                                             stages rerun, but a later stage that ran before must be redone */
         const int done = e && json_is_true(json_object_get(e, "done")) &&
                          !strcmp(k->name, json_string_value(json_object_get(e, "kind")) ?: "") &&
                          !strcmp(hash, json_string_value(json_object_get(e, "hash")) ?: "");
@@ -336,6 +342,7 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
     res->seconds = kd_now() - t0;
     int w = write_report_(c, st, res->seconds, res);
     json_decref(st);
+    json_decref(prev);
     if (rc && failed_msg[0])
         return kd_err(rc, "%s", failed_msg);
     return rc ? rc : w;

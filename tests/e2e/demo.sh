@@ -91,6 +91,24 @@ cmp -s "$TMP/empty2/final/model.safetensors" "$TMP/demo/models/student-init/mode
 rerun=$(cat "$TMP/demo2.out")
 case $rerun in *"14 stages, 0 ran, 14 skipped"*) ;; *) fail "the rerun ran stages: $(grep 'stages,' "$TMP/demo2.out")" ;; esac
 
+# a changed config of both students: those stages and the later ones rerun, each from scratch
+# (the old checkpoints of the second student do not match its new batch and must be cleared)
+python3 - "$TMP/demo.yaml" <<'EOF'
+import re, sys
+lines = open(sys.argv[1]).read().split("\n")
+kind = None
+for i, l in enumerate(lines):
+    m = re.match(r"  - (\w+):", l)
+    if m:
+        kind = m.group(1)
+    if kind == "sft":
+        lines[i] = re.sub(r"micro_batch: (\d+)", lambda m: "micro_batch: %d" % (int(m.group(1)) + 1), l)
+open(sys.argv[1], "w").write("\n".join(lines))
+EOF
+"$BIN" demo -c "$TMP/demo.yaml" --quick >"$TMP/demo3.out" 2>&1 || fail "demo after a student change: $(tail -n 3 "$TMP/demo3.out")"
+changed=$(cat "$TMP/demo3.out")
+case $changed in *"14 stages, 6 ran, 8 skipped"*) ;; *) fail "a student change did not rerun stages 9-14 only: $(grep 'stages,' "$TMP/demo3.out")" ;; esac
+
 # killed in the middle of the cold start, then resumed
 cat >"$TMP/kill.yaml" <<EOF
 output: $TMP/kill
