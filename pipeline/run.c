@@ -264,6 +264,9 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
     snprintf(state_path, sizeof state_path, "%s/pipeline.json", c->output);
     json_t *st = load_state_(state_path);
     json_t *prev = st ? json_deep_copy(st) : NULL;
+    /* a folder with history: a stage the state no longer lists (an interrupted run dropped it)
+     * may still have outputs from before, stale once an earlier stage ran again */
+    const int had_state = json_array_size(json_object_get(st, "stages")) > 0;
     if (st && !prev) {
         json_decref(st);
         st = NULL;
@@ -284,6 +287,7 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
         const int done = e && json_is_true(json_object_get(e, "done")) &&
                          !strcmp(k->name, json_string_value(json_object_get(e, "kind")) ?: "") &&
                          !strcmp(hash, json_string_value(json_object_get(e, "hash")) ?: "");
+        const int earlier_ran = running; /* a stage before this one ran in this invocation */
         if (i >= from)
             running = 1;
         if (done && !running) {
@@ -321,7 +325,7 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
             rc = kd_runtime_apply(rt);
         }
         if (rc == KD_OK)
-            rc = prepare_(s->kind, s->cfg, e != NULL && !resume);
+            rc = prepare_(s->kind, s->cfg, !resume && (e != NULL || (had_state && earlier_ran)));
         if (rc == KD_OK)
             rc = run_stage_(s->kind, s->cfg, &sum);
         const double secs = kd_now() - ts;

@@ -2,6 +2,8 @@
  *
  *     output: runs/pipe              # the runner's folder: state, stage configs, report
  *     stages:
+ *       - problems: {...}            # kd_problems_schema (pipeline/setup.h; optional)
+ *       - init: {...}                # kd_init_schema (pipeline/setup.h; optional)
  *       - cold_start: {...}          # an sft config (the teacher's cold start; optional)
  *       - generate: {...}            # kd_gen_schema
  *       - reject: {...}              # kd_reject_schema
@@ -17,7 +19,9 @@
  * stage before it was skipped too; from the first stage that runs, every
  * later stage runs. A stage killed midway resumes through its own resume
  * (generate keeps finished samples, sft its checkpoints, curate its finished
- * steps). `from` (--from NAME|N) reruns stage N (1-based) or the first stage
+ * steps). Any other rerun of a stage is a redo: its own outputs are cleared
+ * first, also for a stage the state no longer lists (an interrupted run
+ * dropped it) once an earlier stage ran again in a folder with history. `from` (--from NAME|N) reruns stage N (1-based) or the first stage
  * of that kind, and everything after it.
  *
  * Every stage's effective config is written to OUTPUT/stages/NN-kind.yaml
