@@ -1,4 +1,4 @@
-/* cmd_sft.c - `distill sft CONFIG.yaml`: fine-tune a dense student, and
+/* cmd_sft.c - `distill sft CONFIG.yaml`: fine-tune a student or a DeepSeek teacher, and
  * `distill init CONFIG_DIR OUT_DIR`: a model with random weights. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +16,9 @@ static void usage_(FILE *f)
 {
     fprintf(f, "usage: distill sft [CONFIG.yaml] [-c CONFIG.yaml] [--set KEY=VALUE]... [--resume]\n"
                "                  [--max-steps N] [--print-config]\n\n"
-               "Fine-tunes a Qwen2/Qwen2.5 or Llama 3.x student on packed examples: a dataset\n"
-               "of tokenized examples (read in place) or a .jsonl of chats. Writes\n"
+               "Fine-tunes a Qwen2/Qwen2.5 or Llama 3.x student, or a DeepSeek-V3/V2 model\n"
+               "(the teacher's cold start), on packed examples: a dataset of tokenized\n"
+               "examples (read in place) or a .jsonl of chats. Writes\n"
                "OUT/metrics.jsonl, OUT/checkpoints/step-N/ (model, optimizer, trainer state)\n"
                "and the HF export OUT/final/. Every key is documented in configs/sft/.\n\n"
                "options:\n" KD_CLI_CONFIG_HELP

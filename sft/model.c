@@ -4,27 +4,18 @@
  * between them, so that every part of the loop is written once. */
 #include "sft/sft_impl.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #include "core/hfconfig.h"
 #include "core/status.h"
-#include "core/util.h"
 #include "student/export.h"
 
 int sft_model_load(const char *dir, sft_model *m)
 {
     memset(m, 0, sizeof *m);
-    char path[4096], *text = NULL;
-    size_t len = 0;
-    KD_TRY(kd_path_join(path, sizeof path, dir, "config.json"));
-    KD_TRY(kd_read_file(path, 64u << 20, &text, &len));
     kd_model_config c;
-    int st = kd_model_config_parse(text, len, path, &c);
-    free(text);
-    if (st)
-        return st;
-    if (!strcmp(c.model_type, "deepseek_v3") || !strcmp(c.model_type, "deepseek_v2"))
+    KD_TRY(kd_model_config_load(dir, &c));
+    if (c.arch == KD_ARCH_DEEPSEEK_V3 || c.arch == KD_ARCH_DEEPSEEK_V2)
         return kd_teacher_train_new(dir, &m->t);
     return kd_student_load(dir, &m->s);
 }

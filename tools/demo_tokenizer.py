@@ -8,12 +8,15 @@ small byte-level BPE vocabulary on the demo's own problems, in the exact
 tokenizer.json format of Qwen2/Qwen3 (the same pre-tokenizer regex, so digits
 are single tokens; the ByteLevel byte map; NFC), and writes it with
 tokenizer_config.json to configs/demo/tokenizer/. It is run once and its
-output committed; any HF-compatible implementation loads the files (the unit
-test tokenizer.demo checks ours against @lenml/tokenizers' ids).
+output committed; any HF-compatible implementation loads the files (the e2e
+test tokenizer_js checks `distill tokenize` against @lenml/tokenizers on it).
 
-Usage (stdlib only):
-    distill data problems /tmp/p --seed 99 --train 4000
-    tools/demo_tokenizer.py /tmp/p/train_chats.jsonl configs/demo/tokenizer --vocab 640
+The committed files were made with exactly these commands (rerunning them
+gives the same bytes):
+    distill data problems /tmp/pp --steps-min 2 --steps-max 3 --max-operand 20 \
+        --max-factor 5 --train 6000 --files-only
+    tools/demo_tokenizer.py /tmp/pp/train_chats.jsonl /tmp/pp/gen_prompts.jsonl \
+        configs/demo/tokenizer --vocab 640
 """
 import argparse
 import collections

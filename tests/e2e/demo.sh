@@ -109,6 +109,23 @@ EOF
 changed=$(cat "$TMP/demo3.out")
 case $changed in *"14 stages, 6 ran, 8 skipped"*) ;; *) fail "a student change did not rerun stages 9-14 only: $(grep 'stages,' "$TMP/demo3.out")" ;; esac
 
+# an interrupted run left the state listing stages 1-10 only (10 unfinished) while the evals'
+# outputs stayed: the rerun resumes stage 10, then must redo the evals from scratch, not reuse
+# the old samples
+python3 - "$TMP/demo/pipeline.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+s["stages"] = s["stages"][:10]
+s["stages"][9]["done"] = False
+json.dump(s, open(sys.argv[1], "w"))
+EOF
+"$BIN" demo -c "$TMP/demo.yaml" --quick >"$TMP/demo4.out" 2>&1 || fail "demo after an interrupted run: $(tail -n 3 "$TMP/demo4.out")"
+again=$(cat "$TMP/demo4.out")
+case $again in *"14 stages, 5 ran, 9 skipped"*) ;; *) fail "after the interruption: $(grep 'stages,' "$TMP/demo4.out")" ;; esac
+if grep -Eq '\(([1-9][0-9]*) already there\)' "$TMP/demo4.out"; then
+    fail "an eval reused samples of the earlier run: $(grep -E 'already there' "$TMP/demo4.out")"
+fi
+
 # killed in the middle of the cold start, then resumed
 cat >"$TMP/kill.yaml" <<EOF
 output: $TMP/kill
@@ -144,6 +161,16 @@ steps = [json.loads(l)["step"] for l in open(sys.argv[1]) if "loss" in json.load
 assert steps == list(range(1, 17)), (steps[:5], len(steps))
 EOF
     [ -f "$TMP/kill/teacher/final/model.safetensors" ] || fail "no export after the resume"
+    # the same cold start uninterrupted: every loss and the exported teacher bit for bit
+    "$BIN" sft "$TMP/kill/stages/03-cold_start.yaml" --set "output.dir=$TMP/kill-ref" >"$TMP/ref.out" 2>&1 ||
+        fail "uninterrupted cold start: $(tail -n 3 "$TMP/ref.out")"
+    python3 - "$TMP/kill/teacher/metrics.jsonl" "$TMP/kill-ref/metrics.jsonl" <<'EOF' || fail "resumed losses differ"
+import json, sys
+a, b = ([json.loads(l)["loss"] for l in open(f) if "loss" in json.loads(l)] for f in sys.argv[1:])
+assert a == b, [(i, x, y) for i, (x, y) in enumerate(zip(a, b)) if x != y][:3]
+EOF
+    cmp -s "$TMP/kill/teacher/final/model.safetensors" "$TMP/kill-ref/final/model.safetensors" ||
+        fail "the resumed teacher differs from the uninterrupted one"
 fi
 
 if [ "$failures" -ne 0 ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tokenizer_js.sh DISTILL_BIN FIXTURES_DIR SCRATCH_DIR - differential test of `distill tokenize`
 # against the JavaScript port of HF tokenizers (@lenml/tokenizers, in tests/js), on 2000 seeded
-# random Unicode strings for each of the Qwen3, Llama 3.1 and DeepSeek-V3 tokenizers.
+# random Unicode strings for each of the Qwen3, Llama 3.1 and DeepSeek-V3 tokenizers, and for
+# the demo's small BPE (configs/demo/tokenizer).
 # Every difference is printed with the string that caused it; any difference fails the test.
 # See tests/js/tokdiff.mjs for what it checks and the one documented class of JS bugs it excuses.
 #
@@ -20,5 +21,9 @@ command -v node >/dev/null || fail "node is not installed: run scripts/setup.sh"
 [ -x "$bin" ] || fail "'$bin' is not an executable"
 
 mkdir -p "$scratch"
-exec node "$root/tests/js/tokdiff.mjs" --distill "$bin" --scratch "$scratch" \
+node "$root/tests/js/tokdiff.mjs" --distill "$bin" --scratch "$scratch" \
+  --fixtures "$root/tests/fixtures/tokenizer" --n "${TOKDIFF_N:-2000}" --seed "${TOKDIFF_SEED:-1}"
+# the demo's own small BPE (configs/demo/tokenizer, made by tools/demo_tokenizer.py)
+exec node "$root/tests/js/tokdiff.mjs" --distill "$bin" --scratch "$scratch/demo" \
+  --tokenizers "$root/configs/demo" --names tokenizer \
   --fixtures "$root/tests/fixtures/tokenizer" --n "${TOKDIFF_N:-2000}" --seed "${TOKDIFF_SEED:-1}"
