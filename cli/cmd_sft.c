@@ -20,7 +20,11 @@ static void usage_(FILE *f)
                "(the teacher's cold start), on packed examples: a dataset of tokenized\n"
                "examples (read in place) or a .jsonl of chats. Writes\n"
                "OUT/metrics.jsonl, OUT/checkpoints/step-N/ (model, optimizer, trainer state)\n"
-               "and the HF export OUT/final/. Every key is documented in configs/sft/.\n\n"
+               "and the HF export OUT/final/. runtime.device picks the backend: cpu (fp32, the\n"
+               "reference), cuda (a dense student on one GPU in bf16, fp32 master weights;\n"
+               "the planned peak memory is logged first; train.recompute for long rows), or\n"
+               "auto (cuda when this build and machine have a GPU). Every key is documented\n"
+               "in configs/sft/.\n\n"
                "options:\n" KD_CLI_CONFIG_HELP
                "      --resume         continue from the newest checkpoint (output.resume=true)\n"
                "      --max-steps N    stop after N optimizer steps (train.max_steps=N)\n"
@@ -71,13 +75,8 @@ int cmd_sft(int argc, char **argv)
     kd_sft_config cfg = {0};
     int printed = 0;
     int st = kd_cli_config_build(&cc, &kd_sft_schema, &cfg, &printed);
-    if (st == KD_OK && !printed && cfg.runtime.device == KD_DEVICE_CUDA)
-        st = kd_err(KD_E_UNSUPPORTED, "sft runs on the CPU reference backend for now "
-                    "(runtime.device: cpu or auto)");
-    if (st == KD_OK && !printed) {
-        cfg.runtime.device = KD_DEVICE_CPU; /* auto: the CPU until the CUDA trainer lands */
+    if (st == KD_OK && !printed) /* auto: CUDA when this build and machine have it */
         st = kd_runtime_apply(&cfg.runtime);
-    }
     if (st == KD_OK && !printed) {
         kd_sft_result res;
         st = kd_sft_run(&cfg, &res);

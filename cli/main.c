@@ -29,7 +29,7 @@ static const command commands[] = {
     {"run", cmd_run, "run a pipeline of stages from YAML (generate, reject, curate, sft, eval), resumable"},
     {"demo", cmd_demo, "distillation end to end on the CPU in minutes (configs/demo.yaml)"},
     {"eval", cmd_eval, "pass@1, cons@k and pass@k of a model on held-out prompts"},
-    {"sft", cmd_sft, "fine-tune a student (or cold-start a DeepSeek teacher) on packed examples (CPU)"},
+    {"sft", cmd_sft, "fine-tune a student (or cold-start a DeepSeek teacher) on packed examples (CPU or one GPU)"},
     {"init", cmd_init, "write a model with random weights from a config.json"},
     {"logits", cmd_logits, "write the logits of a token sequence for any supported model"},
     {"version", cmd_version, "print the version and build options"},

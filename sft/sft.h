@@ -85,6 +85,7 @@ typedef struct kd_sft_train {
     int nonfinite;        /* KD_SFT_NONFINITE_STOP | SKIP */
     int64_t stop_after;   /* > 0: this process stops after this many steps (the schedule
                              still spans every step); resume continues */
+    int recompute;        /* CUDA: activation checkpointing per layer */
 } kd_sft_train;
 
 typedef struct kd_sft_output {

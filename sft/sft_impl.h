@@ -9,6 +9,7 @@
 #include "core/tokenizer.h"
 #include "data/store.h"
 #include "sft/sft.h"
+#include "student/cuda.h"
 #include "student/export.h"
 #include "student/model.h"
 #include "teacher/train.h"
@@ -93,20 +94,38 @@ void sft_batch_free(sft_batch *b);
  * teacher's (teacher/train.h) of the same name; sft_model_loss returns the
  * loss sum and count. Tensors are named as kd_model_tensors lists them; a
  * buffer (sft_model_is_buffer: the teacher's correction biases) has a value
- * but no gradient or moments. */
+ * but no gradient or moments.
+ *
+ * On CUDA (a dense student only), g trains on the GPU and s is its host
+ * copy: sft_model_tensor downloads into s and returns s's memory, and
+ * sft_model_push uploads what a checkpoint restore wrote there. A step is
+ * zero_grad, backward per micro-batch (the loss sum stays on the GPU:
+ * *sum is 0), then sft_model_gpu_step, which clips, updates (or skips a
+ * non-finite step) and reads the step's loss sum and gradient norm back. */
 typedef struct sft_model {
     kd_student *s;
     kd_teacher_train *t;
+    kd_cu_student *g;
 } sft_model;
 
-int sft_model_load(const char *dir, sft_model *m);
+typedef struct sft_model_opts {
+    int cuda;            /* train a dense student on the GPU */
+    int64_t max_tokens;  /* micro_batch * max_len */
+    int64_t max_T;       /* max_len */
+    int recompute;       /* activation checkpointing (CUDA) */
+} sft_model_opts;
+
+int sft_model_load(const char *dir, const sft_model_opts *o, sft_model *m);
+int sft_model_push(sft_model *m);
+int sft_model_gpu_step(sft_model *m, const kd_adamw *hp, int no_decay_norm_bias, double clip, double *loss_sum,
+                       double *grad_norm);
 void sft_model_free(sft_model *m);
 const kd_model_config *sft_model_config(const sft_model *m);
 int sft_model_loss(sft_model *m, const int64_t *ids, const int64_t *labels, const int64_t *pos, int64_t B,
                    int64_t T, double *sum, int64_t *count);
 int sft_model_backward(sft_model *m, const int64_t *ids, const int64_t *labels, const int64_t *pos, int64_t B,
                        int64_t T, double scale, double *sum, int64_t *count);
-void sft_model_zero_grad(sft_model *m);
+int sft_model_zero_grad(sft_model *m);
 double sft_model_grad_norm(const sft_model *m);
 void sft_model_scale_grads(sft_model *m, float s);
 int sft_model_adamw(sft_model *m, const kd_adamw *hp, int no_decay_norm_bias);

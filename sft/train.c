@@ -63,6 +63,8 @@ static const kd_cfg_field train_fields_[] = {
                 "a nan/inf loss or gradient: stop the run, or skip the step with a warning"),
     KD_CFG_INT(kd_sft_train, stop_after, "0", 0, 1e12,
                "stop this process after N steps, checkpointing (a time-limited job); 0 = off"),
+    KD_CFG_BOOL(kd_sft_train, recompute, "false",
+                "CUDA: activation checkpointing per layer (keep layer inputs, redo the forward in the backward)"),
     KD_CFG_END};
 
 static const kd_cfg_field output_fields_[] = {
@@ -330,6 +332,8 @@ done:
     free(specs);
     kd_st_free(w);
     kd_st_free(o);
+    if (st == KD_OK)
+        st = sft_model_push(m); /* to the GPU, when training there */
     if (st == KD_OK) {
         *found = 1;
         kd_info("sft: resuming from %s (step %lld)", cdir, (long long)pos->step);
@@ -424,7 +428,11 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
     FILE *metrics = NULL;
     kd_progress pb;
     int pb_on = 0;
-    int st = sft_model_load(c->model, m);
+    const sft_model_opts mo = {.cuda = c->runtime.device == KD_DEVICE_CUDA,
+                               .max_tokens = c->train.micro_batch * c->data.max_len,
+                               .max_T = c->data.max_len,
+                               .recompute = c->train.recompute};
+    int st = sft_model_load(c->model, &mo, m);
     if (st == KD_OK)
         st = open_tok_(c, &tk);
     const int64_t V = st == KD_OK ? sft_model_config(m)->vocab_size : 0;
@@ -588,7 +596,7 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
             }
         const double t_step = kd_now();
         double loss_sum = 0;
-        sft_model_zero_grad(m);
+        st = sft_model_zero_grad(m);
         for (int64_t r = r0; r < r1 && st == KD_OK; r += c->train.micro_batch) {
             int64_t n = r1 - r < c->train.micro_batch ? r1 - r : c->train.micro_batch;
             double s = 0;
@@ -600,9 +608,16 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
         }
         if (st)
             break;
-        const double loss = loss_sum / (double)targets;
-        double gnorm = sft_model_grad_norm(m);
         const double lr = kd_sft_lr(&c->optim, pos.step, total);
+        double gnorm;
+        if (m->g) { /* clip, update (a non-finite step is skipped there) and read the figures back */
+            hp.lr = lr;
+            if ((st = sft_model_gpu_step(m, &hp, !c->optim.decay_norm_bias, c->optim.grad_clip, &loss_sum, &gnorm)))
+                break;
+        } else {
+            gnorm = sft_model_grad_norm(m);
+        }
+        const double loss = loss_sum / (double)targets;
         int skipped = 0;
         if (!isfinite(loss) || !isfinite(gnorm)) {
             if (c->train.nonfinite == KD_SFT_NONFINITE_STOP) {
@@ -615,7 +630,7 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
             pos.steps_skipped++;
             kd_warn("sft: step %lld: loss %g, gradient norm %g: step skipped (%lld so far)",
                     (long long)pos.step + 1, loss, gnorm, (long long)pos.steps_skipped);
-        } else {
+        } else if (!m->g) {
             if (c->optim.grad_clip > 0 && gnorm > c->optim.grad_clip) /* torch clip_grad_norm_ */
                 sft_model_scale_grads(m, (float)(c->optim.grad_clip / (gnorm + 1e-6)));
             hp.lr = lr;

@@ -1,7 +1,9 @@
 /* parity.h - check the student against a HF reference fixture directory
  * (the format of FIXTURES.md): logits and greedy generation from
  * ref_infer.safetensors; loss, every gradient and one AdamW step from
- * ref_train.safetensors, each against FIXTURES.md's CPU fp32 tolerances.
+ * ref_train.safetensors, each against FIXTURES.md's CPU fp32 tolerances;
+ * with the CUDA device, the CUDA student (student/cuda.h) against its bf16
+ * tolerances (2e-2 for logits, the loss and gradients).
  */
 #ifndef KD_STUDENT_PARITY_H
 #define KD_STUDENT_PARITY_H
@@ -23,8 +25,8 @@ typedef enum { KD_PARITY_CPU = 0, KD_PARITY_CUDA } kd_parity_device;
  * with the measured error; "info ..." and "skip ..." lines do not count).
  * *failed receives the number of failed checks. Returns KD_OK when the checks
  * ran (look at *failed), or: KD_E_UNSUPPORTED (a model_type other than
- * qwen2/llama, e.g. DeepSeek, or the CUDA device, which has no student
- * backend yet), KD_E_NOTFOUND (dir, config.json, the weights, or neither
+ * qwen2/llama, e.g. DeepSeek; KD_E_CUDA for the CUDA device in a build or
+ * on a machine without one), KD_E_NOTFOUND (dir, config.json, the weights, or neither
  * reference file), KD_E_FORMAT / KD_E_SHAPE / KD_E_DTYPE (a malformed or
  * mismatched reference tensor), KD_E_NOMEM, and what kd_student_load returns.
  * The caller reports the status with kd_strerror. */
@@ -38,6 +40,15 @@ typedef struct kd_parity_model {
     int (*logits)(void *m, const int64_t *ids, int64_t T, float *out);
     int (*generate)(void *m, const int64_t *prompt, int64_t P, int64_t N, const int64_t *suppress,
                     int nsuppress, int64_t *out, float *step_logits);
+    /* bf16 backends (all zero for the CPU): the logits tolerance; no_kvcache
+     * when generate recomputes the full forward (the kvcache check does not
+     * apply); and a CPU reference model, whose top-2 logits at a greedy
+     * mismatch say whether it is within bf16 rounding (margin <= tol_margin
+     * times the larger logit's magnitude, at least 1). */
+    double tol_logits, tol_margin;
+    int no_kvcache;
+    void *ref;
+    int (*ref_logits)(void *ref, const int64_t *ids, int64_t T, float *out);
 } kd_parity_model;
 
 /* The checks of ref_infer.safetensors `file` in fixture `dir` for any model:

@@ -1,0 +1,182 @@
+/* cuops.h - the CUDA backend's ops: the set of core/ops.h, on device memory.
+ *
+ * Every function here is the GPU twin of a CPU op in core/ops.h (same math,
+ * same dimension letters: B batch, T tokens per row, N = B*T, C hidden,
+ * H query heads, K kv heads, D head dim, F mlp width, V vocab). What differs:
+ *   - activations and weights are bf16 (kd_bf16, the raw 16 bits), master
+ *     weights, gradients of weights, optimizer moments and every reduction
+ *     are fp32;
+ *   - pointers are device pointers; sizes are int64_t, row counts fit int32;
+ *   - work is queued on the stream of the context (kd_cu) and nothing waits
+ *     for the GPU unless the function says so (no host syncs in a step);
+ *   - an op WRITES its activation gradient outputs (dx, dq, ...) unless its
+ *     comment says it accumulates; weight gradients (fp32) ACCUMULATE, so
+ *     that gradient accumulation over micro-batches needs no extra pass.
+ * Positions of packed rows are int32 (B, T) as in kd_attention_forward: a 0
+ * starts the next document, NULL is one document per row.
+ *
+ * Only compiled with KD_HAVE_CUDA; the launchers return KD_E_CUDA with the
+ * failing call's message, and kernels are checked with cudaGetLastError.
+ */
+#ifndef KD_CUOPS_H
+#define KD_CUOPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint16_t kd_bf16; /* a bfloat16's bits (the top half of an fp32) */
+
+/* The backend context: stream, cuBLASLt handle and workspace, the cache of
+ * GEMM plans, and a scratch buffer for the ops' deterministic two-pass
+ * reductions (ops on one stream run in order, so they share it). */
+typedef struct kd_cu {
+    void *stream;     /* cudaStream_t */
+    void *lt;         /* cublasLtHandle_t */
+    void *ws;         /* cuBLASLt workspace (device) */
+    size_t ws_size;
+    void *plans;      /* GEMM plans by shape (ops.cu) */
+    float *scratch;   /* device, KD_CU_SCRATCH floats */
+    void *ring;       /* pinned staging buffers of kd_cu_upload_async */
+    int device, sms;
+} kd_cu;
+#define KD_CU_SCRATCH (8u << 20)
+int kd_cu_init(kd_cu *cu, int device);
+void kd_cu_free(kd_cu *cu);
+/* Wait for the stream; KD_E_CUDA with the first asynchronous error, if any. */
+int kd_cu_sync(kd_cu *cu);
+
+/* ---- memory ------------------------------------------------------------------ */
+int kd_cu_malloc(void **p, size_t bytes);
+void kd_cu_free_ptr(void *p);
+int kd_cu_upload(void *dst, const void *src, size_t bytes, kd_cu *cu);   /* synchronous */
+int kd_cu_download(void *dst, const void *src, size_t bytes, kd_cu *cu); /* synchronous */
+int kd_cu_memset0(void *p, size_t bytes, kd_cu *cu);
+/* Device memory in use (by every process, the CUDA context included) and the
+ * device's total, from cudaMemGetInfo. */
+int kd_cu_mem_info(size_t *used, size_t *total);
+/* Queue a copy of src (host, any memory) to dst without waiting for the GPU:
+ * src is first copied into one of a ring of pinned buffers, so the caller may
+ * reuse it at once. */
+int kd_cu_upload_async(void *dst, const void *src, size_t bytes, kd_cu *cu);
+/* Conversions, elementwise over n: fp32 <-> bf16 (round to nearest even). */
+int kd_cu_f32_to_bf16(kd_bf16 *y, const float *x, int64_t n, kd_cu *cu);
+int kd_cu_bf16_to_f32(float *y, const kd_bf16 *x, int64_t n, kd_cu *cu);
+/* (Host-side conversions: kd_f32_to_bf16 and kd_bf16_to_f32 in core/dtype.h.) */
+
+/* ---- GEMM (cuBLASLt), row-major as torch.nn.Linear ----------------------------
+ * Forward:  y (N, O) = x (N, I) W^T + b;  W (O, I) and x, y bf16; b bf16 or NULL.
+ * Backward: dx (N, I) = dy W (written, bf16; dx may be NULL), or += when
+ *           accumulate_dx (fp32 accumulation in the GEMM, then rounded);
+ *           dW (O, I) += dy^T x in fp32; db (O) += column sums of dy (fp32).
+ * fp32 accumulation throughout (CUBLAS_COMPUTE_32F). */
+int kd_cu_linear_forward(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const kd_bf16 *b, int64_t N,
+                         int64_t nI, int64_t nO, kd_cu *cu);
+int kd_cu_linear_backward(kd_bf16 *dx, float *dw, float *db, const kd_bf16 *dy, const kd_bf16 *x,
+                          const kd_bf16 *w, int64_t N, int64_t nI, int64_t nO, int accumulate_dx, kd_cu *cu);
+/* db (O) += column sums of dy (N, O) given in fp32 (a bias gradient from an
+ * fp32 copy of dy). */
+int kd_cu_colsum_f32(float *db, const float *dy, int64_t N, int64_t nO, kd_cu *cu);
+/* The general form under both: D (m, n) = alpha * op(A) op(B) + beta * C, all
+ * row-major, A (m, k) or (k, m) when ta, B (k, n) or (n, k) when tb. A, B are
+ * bf16; C and D share a type: bf16 (d_f32 = 0) or fp32 (d_f32 = 1); C == D
+ * or C NULL (beta ignored). bias (n, bf16) is added by the epilogue, or NULL. */
+int kd_cu_gemm(void *d, int d_f32, const kd_bf16 *a, int ta, const kd_bf16 *b, int tb, const kd_bf16 *bias,
+               int64_t m, int64_t n, int64_t k, float alpha, float beta, kd_cu *cu);
+
+/* ---- embedding -------------------------------------------------------------------
+ * out (N, C) = wte[ids[n]] (bf16); dwte (V, C) fp32 += scatter of dout. */
+int kd_cu_embedding_forward(kd_bf16 *out, const int32_t *ids, const kd_bf16 *wte, int64_t N, int64_t C,
+                            kd_cu *cu);
+int kd_cu_embedding_backward(float *dwte, const kd_bf16 *dout, const int32_t *ids, int64_t N, int64_t C,
+                             kd_cu *cu);
+
+/* ---- RMSNorm, fused with the residual add ------------------------------------------
+ * res (N, C) = a + b when b is not NULL (res may alias a), else res = a (no
+ * copy when res == a); out = res * rstd * w with rstd (N) fp32 =
+ * 1/sqrt(mean(res^2) + eps) (fp32 sums). w bf16. */
+int kd_cu_rmsnorm_forward(kd_bf16 *out, float *rstd, kd_bf16 *res, const kd_bf16 *a, const kd_bf16 *b,
+                          const kd_bf16 *w, int64_t N, int64_t C, float eps, kd_cu *cu);
+/* dx (N, C) = dres_in (may be NULL: 0) + d(norm)/dx of dout; dx may alias
+ * dres_in. dw (C) fp32 += sum_n dout * x * rstd (x is the forward's res). */
+int kd_cu_rmsnorm_backward(kd_bf16 *dx, float *dw, const kd_bf16 *dres_in, const kd_bf16 *dout, const kd_bf16 *x,
+                           const kd_bf16 *w, const float *rstd, int64_t N, int64_t C, kd_cu *cu);
+
+/* ---- fused q/k/v split + RoPE (halves, as HF Llama / Qwen2) ------------------------
+ * qkv (N, (H + 2K) D) is the fused projection's output; q (N, H D), k, v
+ * (N, K D) receive the split, q and k rotated by the angle of pos[n] (or t
+ * when pos is NULL): cos, sin (P, D/2) fp32 tables (kd_rope_table), P > any
+ * position. The backward is the transpose: dqkv (bf16, for the GEMMs) from
+ * the attention's fp32 dq, dk (rotated back) and dv, and the same in fp32 in
+ * dqkv32 when not NULL (for the bias gradients, which sum many rows whose
+ * terms cancel: bf16 rounding there costs percents). */
+int kd_cu_qkv_rope_forward(kd_bf16 *q, kd_bf16 *k, kd_bf16 *v, const kd_bf16 *qkv, const float *cos_,
+                           const float *sin_, const int32_t *pos, int64_t B, int64_t T, int64_t H, int64_t K,
+                           int64_t D, kd_cu *cu);
+int kd_cu_qkv_rope_backward(kd_bf16 *dqkv, float *dqkv32, const float *dq, const float *dk, const float *dv,
+                            const float *cos_, const float *sin_, const int32_t *pos, int64_t B, int64_t T,
+                            int64_t H, int64_t K, int64_t D, kd_cu *cu);
+
+/* ---- SwiGLU on the fused gate/up projection -------------------------------------------
+ * gu (N, 2F): gate in columns [0, F), up in [F, 2F). out (N, F) = silu(gate) up.
+ * dgu (N, 2F) from dout (N, F). */
+int kd_cu_swiglu_forward(kd_bf16 *out, const kd_bf16 *gu, int64_t N, int64_t F, kd_cu *cu);
+int kd_cu_swiglu_backward(kd_bf16 *dgu, const kd_bf16 *dout, const kd_bf16 *gu, int64_t N, int64_t F, kd_cu *cu);
+
+/* ---- causal GQA attention over packed rows (core/cuda/attention.cu) ------------------
+ * q (B, T, H, D), k, v (B, T, K, D), out (B, T, H, D) bf16; lse (B, H, T) fp32
+ * (natural log of the softmax denominators of the scaled scores). The query
+ * at t sees keys t - pos[t] .. t (its own document). D <= 128, D % 8 == 0.
+ * The backward writes dq, dk, dv in fp32 (their consumers sum over rows, see
+ * kd_cu_qkv_rope_backward); ws is a device workspace of at least
+ * kd_cu_attention_ws_bytes(B, T, H, K, D) bytes. Deterministic. */
+int kd_cu_attention_forward(kd_bf16 *out, float *lse, const kd_bf16 *q, const kd_bf16 *k, const kd_bf16 *v,
+                            const int32_t *pos, int64_t B, int64_t T, int64_t H, int64_t K, int64_t D,
+                            float scale, kd_cu *cu);
+size_t kd_cu_attention_ws_bytes(int64_t B, int64_t T, int64_t H, int64_t K, int64_t D);
+int kd_cu_attention_backward(float *dq, float *dk, float *dv, const kd_bf16 *dout, const kd_bf16 *q,
+                             const kd_bf16 *k, const kd_bf16 *v, const kd_bf16 *out, const float *lse,
+                             const int32_t *pos, int64_t B, int64_t T, int64_t H, int64_t K, int64_t D,
+                             float scale, void *ws, kd_cu *cu);
+
+/* ---- fused, chunked linear + cross-entropy -------------------------------------------
+ * The loss of logits = x (N, C) W^T (W (V, C), the lm head) against targets
+ * (N, int32, -100 = not counted), without the full (N, V) logits: rows go
+ * through in chunks of `chunk` rows, each chunk's logits (fp32, in ws) are
+ * made, turned into dlogits = scale (softmax - onehot) in place, and used
+ * for dx (N, C) (written, bf16; NULL skips) and dW (V, C) fp32 +=. The SUM
+ * of the counted rows' losses is added to *loss_sum (fp32 device scalar,
+ * accumulated in fp64 per chunk). ws holds
+ * kd_cu_xent_ws_bytes(chunk, V) bytes. With dx and dw NULL it is the
+ * forward only (evaluation). */
+size_t kd_cu_xent_ws_bytes(int64_t chunk, int64_t V);
+int kd_cu_linear_xent(float *loss_sum, kd_bf16 *dx, float *dw, const kd_bf16 *x, const kd_bf16 *w,
+                      const int32_t *targets, int64_t N, int64_t C, int64_t V, float scale, int64_t chunk,
+                      void *ws, kd_cu *cu);
+
+/* ---- the optimizer -----------------------------------------------------------------------
+ * All parameters live in one flat fp32 master buffer, with their gradients,
+ * moments and bf16 copy in parallel flat buffers; a segment is one tensor
+ * [off, off + n) with its weight decay. kd_cu_grad_norm2 writes the squared
+ * L2 norm of g (n) to *out (device fp32; a deterministic two-level sum). The
+ * update clips by max_norm (0 = off) using that device value, so no host
+ * sync is needed, then runs AdamW as kd_adamw_update and writes the bf16
+ * copy in the same pass; a non-finite norm skips the update (the host sees
+ * the norm when it next reads it). lr and step come from the host. */
+typedef struct kd_cu_seg {
+    int64_t off, n;
+    float weight_decay;
+} kd_cu_seg;
+size_t kd_cu_norm_ws_bytes(int64_t n);
+int kd_cu_grad_norm2(float *out, const float *g, int64_t n, void *ws, kd_cu *cu);
+int kd_cu_adamw(float *p, kd_bf16 *p16, const float *g, float *m, float *v, const kd_cu_seg *segs_dev,
+                int nseg, int64_t n, float lr, float beta1, float beta2, float eps, int64_t step,
+                const float *norm2_dev, float max_norm, kd_cu *cu);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
