@@ -27,7 +27,8 @@ static void usage_(FILE *f)
                "warm-up steps, then N steps timed together (no host sync between them);\n"
                "prints tokens/s, MFU and the peak device memory. MFU counts 6 x params +\n"
                "6 x layers x hidden x (the tokens each token attends to, causal) FLOPs per\n"
-               "token, against 989 TFLOP/s (H100 SXM dense bf16), as tools/bench_sft_peer.py.\n\n"
+               "token, against 989 TFLOP/s (H100 SXM dense bf16), as tools/bench_sft_peer.py.\n"
+               "With DISTILL_PROFILE=1, one more step timed op by op (to stderr).\n\n"
                "options:\n"
                "      --model-config DIR  folder with config.json (e.g. configs/models/qwen2.5-1.5b)\n"
                "      --device D          cpu (default) or cuda\n"
@@ -136,6 +137,17 @@ static int bench_cuda_(const char *dir, long B, long T, long docs, long N, int r
     if (st == KD_OK)
         st = kd_cu_student_read(m, &sum, &gnorm);
     double dt = (kd_now() - t0) / (double)N;
+    if (st == KD_OK && getenv("DISTILL_PROFILE")) { /* one more step, timed op by op (not in the figures) */
+        st = kd_cu_student_prof_on(m);
+        if (st == KD_OK)
+            st = kd_cu_student_zero_grad(m);
+        if (st == KD_OK)
+            st = kd_cu_student_backward(m, ids, ids, docs > 1 ? pos : NULL, B, T, 1.0 / (double)targets);
+        if (st == KD_OK)
+            st = kd_cu_student_adamw(m, &hp, 1, 1.0);
+        if (st == KD_OK)
+            st = kd_cu_student_prof_report(m, stderr);
+    }
     size_t used = 0;
     if (st == KD_OK)
         st = kd_cu_student_mem_used(m, &used);

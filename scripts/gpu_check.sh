@@ -6,8 +6,11 @@
 #   scripts/gpu_check.sh pack              # here: pack build-cuda's binaries
 #   scripts/gpu_check.sh tests             # there: gpu tests, parity --device cuda,
 #                                          #        the tiny recipe on CPU and CUDA
-#   scripts/gpu_check.sh bench [RUNS...]   # there: distill bench sft (CUDA) and the
-#                                          #        PyTorch peer on the same shapes
+#   scripts/gpu_check.sh bench [RUNS...]   # there: distill bench sft (CUDA), e.g. 8192x1,
+#                                          #        16384x1:recompute, 8192x1:docs8
+#   scripts/gpu_check.sh peer [RUNS...]    # there: the PyTorch peer (tools/bench_sft_peer.py),
+#                                          #        e.g. 8192x1, 8192x1:compile, 16384x1:ckpt
+#   scripts/gpu_check.sh profile [SEQ]     # there: GPU time by kind of op, one step
 # Logs and JSON go to $OUT (or /tmp/gpu_check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -79,23 +82,10 @@ if [ "$what" = bench ]; then
   exit 0
 fi
 
-if [ "$what" = profile ]; then # the top kernels of one configuration, by GPU time
+if [ "$what" = profile ]; then # GPU time by kind of op, one step of one configuration
   seq=${1:-8192}
-  if command -v nsys >/dev/null; then
-    nsys profile -o /tmp/prof -f true -t cuda --stats=false $BIN bench sft --model-config configs/models/qwen2.5-1.5b \
-      --device cuda --seq "$seq" --steps 2 > /dev/null 2>&1
-    nsys stats -r cuda_gpu_kern_sum -f csv -o /tmp/prof_k /tmp/prof.nsys-rep > /dev/null 2>&1
-    python3 - /tmp/prof_k_cuda_gpu_kern_sum.csv <<'PY' | tee "$OUT/profile_$seq.txt"
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-tot = sum(float(r["Total Time (ns)"]) for r in rows)
-print(f"GPU kernel time {tot/1e6:.1f} ms over 4 steps (2 warm-up + 2)")
-for r in rows[:15]:
-    print(f'{float(r["Time (%)"]):5.1f}%  {float(r["Total Time (ns)"])/1e6:9.1f} ms  {int(r["Instances"]):6d}x  {r["Name"][:110]}')
-PY
-  else
-    echo "no nsys on this machine"
-  fi
+  DISTILL_PROFILE=1 $BIN bench sft --model-config configs/models/qwen2.5-1.5b --device cuda --seq "$seq" --steps 2 \
+    2>&1 | grep "^profile\|^bench" | tee "$OUT/profile_$seq.txt"
   exit 0
 fi
 

@@ -68,6 +68,8 @@ int kd_cu_student_set(kd_cu_student *m, const char *name, int which, const float
 int64_t kd_cu_student_step(const kd_cu_student *m) { return (void)m, 0; }
 void kd_cu_student_set_step(kd_cu_student *m, int64_t step) { (void)m, (void)step; }
 int64_t kd_cu_student_numel(const kd_cu_student *m) { return (void)m, 0; }
+int kd_cu_student_prof_on(kd_cu_student *m) { return (void)m, NO_CUDA_; }
+int kd_cu_student_prof_report(kd_cu_student *m, void *out) { return (void)m, (void)out, NO_CUDA_; }
 int kd_cu_student_mem_used(const kd_cu_student *m, size_t *used)
 {
     (void)m, (void)used;
@@ -452,21 +454,32 @@ static int layer_forward_(kd_cu_student *m, int64_t l, int64_t B, int64_t T, int
     acts_ *a = &m->sets[m->o.recompute ? 0 : l];
     kd_cu *cu = &m->cu;
     const float eps = (float)c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
-    if (l == 0 || recompute)
+    if (l == 0 || recompute) {
+        kd_cu_prof_mark(&m->cu, "rmsnorm fwd");
         KD_TRY(kd_cu_rmsnorm_forward(a->ln1, a->rstd1, m->x[l], m->x[l], NULL, W16_(o[S_LN1]), N, C, eps, cu));
-    else {
+    } else {
         const acts_ *p = &m->sets[m->o.recompute ? 0 : l - 1];
+        kd_cu_prof_mark(&m->cu, "rmsnorm fwd");
         KD_TRY(kd_cu_rmsnorm_forward(a->ln1, a->rstd1, m->x[l], p->res1, m->tmp, W16_(o[S_LN1]), N, C, eps, cu));
     }
+    kd_cu_prof_mark(&m->cu, "gemm fwd qkv");
     KD_TRY(kd_cu_linear_forward(m->qkv, a->ln1, W16_(o[S_QW]), OPT16_(o[S_QB]), N, C, Q + 2 * R, cu));
+    kd_cu_prof_mark(&m->cu, "qkv split+rope fwd");
     KD_TRY(kd_cu_qkv_rope_forward(a->q, a->k, a->v, m->qkv, m->rope_cos, m->rope_sin, m->pos, B, T, H, K, D, cu));
+    kd_cu_prof_mark(&m->cu, "attention fwd");
     KD_TRY(kd_cu_attention_forward(a->atty, a->lse, a->q, a->k, a->v, m->pos, B, T, H, K, D, scale, cu));
+    kd_cu_prof_mark(&m->cu, "gemm fwd o");
     KD_TRY(kd_cu_linear_forward(m->tmp, a->atty, W16_(o[S_OW]), OPT16_(o[S_OB]), N, Q, C, cu));
+    kd_cu_prof_mark(&m->cu, "rmsnorm fwd");
     KD_TRY(kd_cu_rmsnorm_forward(a->ln2, a->rstd2, a->res1, m->x[l], m->tmp, W16_(o[S_LN2]), N, C, eps, cu));
+    kd_cu_prof_mark(&m->cu, "gemm fwd gate/up");
     KD_TRY(kd_cu_linear_forward(a->gu, a->ln2, W16_(o[S_GW]), OPT16_(o[S_GB]), N, C, 2 * F, cu));
+    kd_cu_prof_mark(&m->cu, "swiglu fwd");
     KD_TRY(kd_cu_swiglu_forward(a->act, a->gu, N, F, cu));
-    if (!recompute) /* the mlp's output, for the next layer's residual add */
+    if (!recompute) { /* the mlp's output, for the next layer's residual add */
+        kd_cu_prof_mark(&m->cu, "gemm fwd down");
         KD_TRY(kd_cu_linear_forward(m->tmp, a->act, W16_(o[S_DW]), OPT16_(o[S_DB]), N, F, C, cu));
+    }
     return KD_OK;
 }
 
@@ -509,10 +522,12 @@ static int forward_(kd_cu_student *m, int64_t B, int64_t T)
     const kd_model_config *c = &m->cfg;
     const int64_t N = B * T, C = c->hidden_size, L = c->num_layers;
     kd_cu *cu = &m->cu;
+    kd_cu_prof_mark(&m->cu, "embedding fwd");
     KD_TRY(kd_cu_embedding_forward(m->x[0], m->ids, W16_(m->lay.wte), N, C, cu));
     for (int64_t l = 0; l < L; l++)
         KD_TRY(layer_forward_(m, l, B, T, 0));
     const acts_ *p = &m->sets[m->o.recompute ? 0 : L - 1];
+    kd_cu_prof_mark(&m->cu, "rmsnorm fwd");
     return kd_cu_rmsnorm_forward(m->lnf, m->rstdf, m->x[L], p->res1, m->tmp, W16_(m->lay.lnf), N, C,
                                  (float)c->rms_norm_eps, cu);
 }
@@ -522,6 +537,7 @@ static int forward_loss_(kd_cu_student *m, int64_t B, int64_t T, double scale, i
 {
     const kd_model_config *c = &m->cfg;
     KD_TRY(forward_(m, B, T));
+    kd_cu_prof_mark(&m->cu, "lm head + loss (fwd+bwd)");
     return kd_cu_linear_xent(m->loss, grads ? m->dln : NULL, grads ? m->g + m->lay.lmh : NULL, m->lnf,
                              W16_(m->lay.lmh), m->tgt, B * T, c->hidden_size, c->vocab_size, (float)scale,
                              m->o.xent_chunk, m->xent_ws, &m->cu);
@@ -566,6 +582,7 @@ int kd_cu_student_backward(kd_cu_student *m, const int64_t *ids, const int64_t *
                       (long long)T);
     KD_TRY(forward_loss_(m, B, T, scale, 1));
     /* dlnf (in dln) -> d x[L] */
+    kd_cu_prof_mark(&m->cu, "rmsnorm bwd");
     KD_TRY(kd_cu_rmsnorm_backward(m->dres, m->g + m->lay.lnf, NULL, m->dln, m->x[L], W16_(m->lay.lnf), m->rstdf, N,
                                   C, cu));
     for (int64_t l = L - 1; l >= 0; l--) {
@@ -573,26 +590,38 @@ int kd_cu_student_backward(kd_cu_student *m, const int64_t *ids, const int64_t *
         acts_ *a = &m->sets[m->o.recompute ? 0 : l];
         if (m->o.recompute)
             KD_TRY(layer_forward_(m, l, B, T, 1));
+        kd_cu_prof_mark(&m->cu, "gemm bwd down");
         KD_TRY(kd_cu_linear_backward(m->dact, G32_(o[S_DW]), G32_(o[S_DB]), m->dres, a->act, W16_(o[S_DW]), N, F, C,
                                      0, cu));
+        kd_cu_prof_mark(&m->cu, "swiglu bwd");
         KD_TRY(kd_cu_swiglu_backward(m->dgu, m->dact, a->gu, N, F, cu));
+        kd_cu_prof_mark(&m->cu, "gemm bwd gate/up");
         KD_TRY(kd_cu_linear_backward(m->dln, G32_(o[S_GW]), G32_(o[S_GB]), m->dgu, a->ln2, W16_(o[S_GW]), N, C,
                                      2 * F, 0, cu));
+        kd_cu_prof_mark(&m->cu, "rmsnorm bwd");
         KD_TRY(kd_cu_rmsnorm_backward(m->dres, G32_(o[S_LN2]), m->dres, m->dln, a->res1, W16_(o[S_LN2]), a->rstd2,
                                       N, C, cu));
+        kd_cu_prof_mark(&m->cu, "gemm bwd o");
         KD_TRY(kd_cu_linear_backward(m->datty, G32_(o[S_OW]), G32_(o[S_OB]), m->dres, a->atty, W16_(o[S_OW]), N, Q,
                                      C, 0, cu));
+        kd_cu_prof_mark(&m->cu, "attention bwd");
         KD_TRY(kd_cu_attention_backward(m->dq, m->dk, m->dv, m->datty, a->q, a->k, a->v, a->atty, a->lse, m->pos, B,
                                         T, H, K, D, scale_qk, m->attn_ws, cu));
+        kd_cu_prof_mark(&m->cu, "qkv split+rope bwd");
         KD_TRY(kd_cu_qkv_rope_backward(m->dqkv, o[S_QB] >= 0 ? m->dqkv32 : NULL, m->dq, m->dk, m->dv, m->rope_cos,
                                        m->rope_sin, m->pos, B, T, H, K, D, cu));
+        kd_cu_prof_mark(&m->cu, "gemm bwd qkv");
         KD_TRY(kd_cu_linear_backward(m->dln, G32_(o[S_QW]), NULL, m->dqkv, a->ln1, W16_(o[S_QW]), N, C, Q + 2 * R, 0,
                                      cu));
-        if (o[S_QB] >= 0)
+        if (o[S_QB] >= 0) {
+            kd_cu_prof_mark(&m->cu, "bias grads (fp32)");
             KD_TRY(kd_cu_colsum_f32(m->g + o[S_QB], m->dqkv32, N, Q + 2 * R, cu));
+        }
+        kd_cu_prof_mark(&m->cu, "rmsnorm bwd");
         KD_TRY(kd_cu_rmsnorm_backward(m->dres, G32_(o[S_LN1]), m->dres, m->dln, m->x[l], W16_(o[S_LN1]), a->rstd1,
                                       N, C, cu));
     }
+    kd_cu_prof_mark(&m->cu, "embedding bwd");
     return kd_cu_embedding_backward(m->g + m->lay.wte, m->dres, m->ids, N, C, cu);
 }
 
@@ -600,6 +629,7 @@ int kd_cu_student_backward(kd_cu_student *m, const int64_t *ids, const int64_t *
 
 int kd_cu_student_zero_grad(kd_cu_student *m)
 {
+    kd_cu_prof_mark(&m->cu, "zero grads");
     KD_TRY(kd_cu_memset0(m->g, (size_t)m->lay.total * 4, &m->cu));
     return kd_cu_memset0(m->loss, 4, &m->cu);
 }
@@ -622,9 +652,11 @@ int kd_cu_student_adamw(kd_cu_student *m, const kd_adamw *hp, int no_decay_norm_
         m->seg_wd = (float)hp->weight_decay;
         m->seg_nd = no_decay_norm_bias;
     }
+    kd_cu_prof_mark(&m->cu, "grad norm");
     KD_TRY(kd_cu_grad_norm2(m->norm2, m->g, m->lay.total, m->norm_ws, &m->cu));
     m->step++;
     /* the padding between tensors has zero gradient, moments and weights: it stays 0 */
+    kd_cu_prof_mark(&m->cu, "adamw");
     return kd_cu_adamw(m->p, m->p16, m->g, m->m, m->v, m->segs, m->lay.nt, m->lay.total, (float)hp->lr,
                        (float)hp->beta1, (float)hp->beta2, (float)hp->eps, m->step, m->norm2, (float)max_norm,
                        &m->cu);
@@ -680,6 +712,9 @@ int kd_cu_student_set(kd_cu_student *m, const char *name, int which, const float
 
 int64_t kd_cu_student_step(const kd_cu_student *m) { return m->step; }
 void kd_cu_student_set_step(kd_cu_student *m, int64_t step) { m->step = step; }
+
+int kd_cu_student_prof_on(kd_cu_student *m) { return kd_cu_prof_on(&m->cu); }
+int kd_cu_student_prof_report(kd_cu_student *m, void *out) { return kd_cu_prof_report(&m->cu, out); }
 
 int64_t kd_cu_student_numel(const kd_cu_student *m)
 {

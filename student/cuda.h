@@ -91,6 +91,10 @@ void kd_cu_student_set_step(kd_cu_student *m, int64_t step);
  * allocated after kd_cu_student_new but the library's own workspaces). */
 int64_t kd_cu_student_numel(const kd_cu_student *m);
 int kd_cu_student_mem_used(const kd_cu_student *m, size_t *used);
+/* GPU time by kind of op (core/cuda/cuops.h's kd_cu_prof_*): on, then a
+ * report of what ran since, to out (a FILE *). */
+int kd_cu_student_prof_on(kd_cu_student *m);
+int kd_cu_student_prof_report(kd_cu_student *m, void *out);
 /* Print the peak memory the plan expects, by kind, as one info line. */
 void kd_cu_mem_log(const kd_cu_mem *mem, const char *what);
 

@@ -166,7 +166,8 @@ __global__ void __launch_bounds__(128) attn_fwd_kernel(bf16 *out, float *lse, co
     extern __shared__ __align__(16) unsigned char smem_[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem_), *sKV = sQ + BR * ST; /* then K0 V0 K1 V1 */
     __shared__ int sDs[BR];
-    const int q0 = blockIdx.x * BR, h = blockIdx.y, b = blockIdx.z, kh = h / (H / K);
+    /* the last query tiles see the most keys: they start first, so the tail is short */
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * BR, h = blockIdx.y, b = blockIdx.z, kh = h / (H / K);
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
     load_tile_<DP>(sQ, q, b, q0, h, T, H, D);
     if (threadIdx.x < BR)
@@ -307,6 +308,21 @@ __global__ void attn_delta_kernel(float *delta, const bf16 *dout, const bf16 *ou
     }
 }
 
+/* dk (B, T, K, D) = the sum over g of part (B, T, H, D) at head kh*G + g, in order. */
+__global__ void attn_gqa_sum_kernel(float *dk, const float *part, int64_t BT, int H, int K, int D)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= BT * K * D)
+        return;
+    const int G = H / K, d = (int)(i % D);
+    const int64_t kh = (i / D) % K, bt = i / ((int64_t)D * K);
+    const float *p = part + (bt * H + kh * G) * D + d;
+    float s = 0.0f;
+    for (int g = 0; g < G; g++)
+        s += p[(int64_t)g * D];
+    dk[i] = s;
+}
+
 /* dQ: one block per 64 queries of one head, over the key tiles the forward visited. */
 template <int DP>
 __global__ void __launch_bounds__(128) attn_dq_kernel(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
@@ -318,7 +334,7 @@ __global__ void __launch_bounds__(128) attn_dq_kernel(float *dq, const bf16 *dou
     extern __shared__ __align__(16) unsigned char smem_[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem_), *sO = sQ + BR * ST, *sKV = sO + BR * ST; /* then K0 V0 K1 V1 */
     __shared__ int sDs[BR];
-    const int q0 = blockIdx.x * BR, h = blockIdx.y, b = blockIdx.z, kh = h / (H / K);
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * BR, h = blockIdx.y, b = blockIdx.z, kh = h / (H / K);
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
     load_tile_<DP>(sQ, q, b, q0, h, T, H, D);
     load_tile_<DP>(sO, dout, b, q0, h, T, H, D);
@@ -397,9 +413,12 @@ __global__ void __launch_bounds__(128) attn_dq_kernel(float *dq, const bf16 *dou
     }
 }
 
-/* dK, dV: one block per 64 keys of one kv head, over the query heads of its
- * group and the query tiles whose documents reach these keys. Scores are
- * computed transposed (keys as rows), so P^T and dS^T are A fragments. */
+/* dK, dV: one block per 64 keys and one query head, over the query tiles
+ * whose documents reach these keys. With GQA (G = H/K > 1) each block writes
+ * its head's share to the workspace (fp32, (B, T, H, D)) and attn_gqa_sum
+ * adds the G shares in order; a block per kv head doing all G would leave
+ * too few, too unequal blocks. Scores are computed transposed (keys as
+ * rows), so P^T and dS^T are A fragments. */
 template <int DP>
 __global__ void __launch_bounds__(128) attn_dkdv_kernel(float *dk, float *dv, const bf16 *dout, const bf16 *q,
                                                         const bf16 *k, const bf16 *v, const float *lse,
@@ -411,7 +430,7 @@ __global__ void __launch_bounds__(128) attn_dkdv_kernel(float *dk, float *dv, co
     bf16 *sK = reinterpret_cast<bf16 *>(smem_), *sV = sK + BC * ST, *sQO = sV + BC * ST; /* then Q0 O0 Q1 O1 */
     __shared__ int sDs[2][BR];
     __shared__ float sL[2][BR], sD[2][BR];
-    const int k0 = blockIdx.x * BC, kh = blockIdx.y, b = blockIdx.z, G = H / K;
+    const int k0 = blockIdx.x * BC, h = blockIdx.y, b = blockIdx.z, G = H / K, kh = h / G;
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
     load_tile_<DP>(sK, k, b, k0, kh, T, K, D);
     load_tile_<DP>(sV, v, b, k0, kh, T, K, D);
@@ -426,10 +445,10 @@ __global__ void __launch_bounds__(128) attn_dkdv_kernel(float *dk, float *dv, co
     int nq = 0;
     while (qfirst + nq * BR < T && ds_(pos, b, qfirst + nq * BR, T) <= k0 + BC - 1)
         nq++;
-    const int steps = G * nq;
+    const int steps = nq;
     /* stage step j's Q, dO (cp.async) and its per-query values into buffer j & 1 */
     auto stage = [&](int j) {
-        const int h = kh * G + j / nq, q0 = qfirst + (j % nq) * BR, u = j & 1;
+        const int q0 = qfirst + j * BR, u = j & 1;
         load_tile_async_<DP>(sQO + u * 2 * BR * ST, q, b, q0, h, T, H, D);
         load_tile_async_<DP>(sQO + u * 2 * BR * ST + BR * ST, dout, b, q0, h, T, H, D);
         if (threadIdx.x < BR) {
@@ -444,7 +463,7 @@ __global__ void __launch_bounds__(128) attn_dkdv_kernel(float *dk, float *dv, co
     if (steps > 0)
         stage(0);
     for (int j = 0; j < steps; j++) {
-        const int q0 = qfirst + (j % nq) * BR, u = j & 1;
+        const int q0 = qfirst + j * BR, u = j & 1;
         const bf16 *sQ = sQO + u * 2 * BR * ST, *sO = sQ + BR * ST;
         if (j + 1 < steps) {
             stage(j + 1);
@@ -516,13 +535,15 @@ __global__ void __launch_bounds__(128) attn_dkdv_kernel(float *dk, float *dv, co
 #pragma unroll
     for (int d = 0; d < DP / 8; d++) {
         const int c = d * 8 + (l & 3) * 2;
+        /* GQA: this head's share, in (B, T, H, D); else the result, in (B, T, K, D) */
+        const int64_t NH = G > 1 ? H : K, hh = G > 1 ? h : kh;
         if (c < D && ka < T) {
-            const int64_t o = (((int64_t)b * T + ka) * K + kh) * D + c;
+            const int64_t o = (((int64_t)b * T + ka) * NH + hh) * D + c;
             *reinterpret_cast<float2 *>(dk + o) = make_float2(ak[d][0] * scale, ak[d][1] * scale);
             *reinterpret_cast<float2 *>(dv + o) = make_float2(av[d][0], av[d][1]);
         }
         if (c < D && kb < T) {
-            const int64_t o = (((int64_t)b * T + kb) * K + kh) * D + c;
+            const int64_t o = (((int64_t)b * T + kb) * NH + hh) * D + c;
             *reinterpret_cast<float2 *>(dk + o) = make_float2(ak[d][2] * scale, ak[d][3] * scale);
             *reinterpret_cast<float2 *>(dv + o) = make_float2(av[d][2], av[d][3]);
         }
@@ -564,19 +585,27 @@ static int fwd_(kd_bf16 *out, float *lse, const kd_bf16 *q, const kd_bf16 *k, co
 template <int DP>
 static int bwd_(float *dq, float *dk, float *dv, const kd_bf16 *dout, const kd_bf16 *q, const kd_bf16 *k,
                 const kd_bf16 *v, const float *lse, const float *delta, const int32_t *pos, int B, int T, int H, int K,
-                int D, float scale, cudaStream_t s)
+                int D, float scale, float *part, cudaStream_t s)
 {
     const size_t shm = (size_t)(2 * BR + 4 * BC) * (DP + 8) * sizeof(bf16); /* two tiles, two buffers of two */
     CUDA_TRY(cudaFuncSetAttribute(attn_dq_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
     CUDA_TRY(cudaFuncSetAttribute(attn_dkdv_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-    dim3 gq((T + BR - 1) / BR, H, B), gk((T + BC - 1) / BC, K, B);
+    dim3 gq((T + BR - 1) / BR, H, B), gk((T + BC - 1) / BC, H, B);
+    const int G = H / K;
+    const int64_t n = (int64_t)B * T * H * D;
     attn_dq_kernel<DP><<<gq, 128, shm, s>>>(dq, (const bf16 *)dout, (const bf16 *)q, (const bf16 *)k,
                                              (const bf16 *)v, lse, delta, pos, T, H, K, D, scale, scale * LOG2E);
     CUDA_TRY(cudaGetLastError());
-    attn_dkdv_kernel<DP><<<gk, 128, shm, s>>>(dk, dv, (const bf16 *)dout, (const bf16 *)q,
-                                               (const bf16 *)k, (const bf16 *)v, lse, delta, pos, T, H, K, D, scale,
-                                               scale * LOG2E);
+    attn_dkdv_kernel<DP><<<gk, 128, shm, s>>>(G > 1 ? part : dk, G > 1 ? part + n : dv, (const bf16 *)dout,
+                                               (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, lse, delta, pos, T,
+                                               H, K, D, scale, scale * LOG2E);
     CUDA_TRY(cudaGetLastError());
+    if (G > 1) {
+        const int64_t m = (int64_t)B * T * K * D;
+        attn_gqa_sum_kernel<<<(unsigned)((m + 255) / 256), 256, 0, s>>>(dk, part, (int64_t)B * T, H, K, D);
+        attn_gqa_sum_kernel<<<(unsigned)((m + 255) / 256), 256, 0, s>>>(dv, part + n, (int64_t)B * T, H, K, D);
+        CUDA_TRY(cudaGetLastError());
+    }
     return KD_OK;
 }
 
@@ -596,10 +625,12 @@ extern "C" int kd_cu_attention_forward(kd_bf16 *out, float *lse, const kd_bf16 *
     }
 }
 
+/* ws: delta (B, H, T), then with GQA the heads' shares of dK and dV (B, T, H, D) each */
+static size_t delta_bytes_(int64_t B, int64_t T, int64_t H) { return ((size_t)(B * H * T) * sizeof(float) + 255) & ~(size_t)255; }
+
 extern "C" size_t kd_cu_attention_ws_bytes(int64_t B, int64_t T, int64_t H, int64_t K, int64_t D)
 {
-    (void)K, (void)D;
-    return (size_t)(B * H * T) * sizeof(float); /* delta */
+    return delta_bytes_(B, T, H) + (H > K ? 2 * (size_t)(B * T * H * D) * sizeof(float) : 0);
 }
 
 extern "C" int kd_cu_attention_backward(float *dq, float *dk, float *dv, const kd_bf16 *dout,
@@ -611,15 +642,15 @@ extern "C" int kd_cu_attention_backward(float *dq, float *dk, float *dv, const k
     if (B * T == 0)
         return KD_OK;
     cudaStream_t s = (cudaStream_t)cu->stream;
-    float *delta = (float *)ws;
+    float *delta = (float *)ws, *part = (float *)((char *)ws + delta_bytes_(B, T, H));
     const int64_t rows = B * T * H;
     attn_delta_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, s>>>(delta, (const bf16 *)dout, (const bf16 *)out, (int)B,
                                                                   (int)T, (int)H, (int)D);
     CUDA_TRY(cudaGetLastError());
     switch (dp_(D)) {
-    case 16: return bwd_<16>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, s);
-    case 32: return bwd_<32>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, s);
-    case 64: return bwd_<64>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, s);
-    default: return bwd_<128>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, s);
+    case 16: return bwd_<16>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, s);
+    case 32: return bwd_<32>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, s);
+    case 64: return bwd_<64>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, s);
+    default: return bwd_<128>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, s);
     }
 }

@@ -41,6 +41,7 @@ typedef struct kd_cu {
     void *plans;      /* GEMM plans by shape (ops.cu) */
     float *scratch;   /* device, KD_CU_SCRATCH floats */
     void *ring;       /* pinned staging buffers of kd_cu_upload_async */
+    void *prof;       /* kd_cu_prof_* timing, when on */
     int device, sms;
 } kd_cu;
 #define KD_CU_SCRATCH (8u << 20)
@@ -48,6 +49,15 @@ int kd_cu_init(kd_cu *cu, int device);
 void kd_cu_free(kd_cu *cu);
 /* Wait for the stream; KD_E_CUDA with the first asynchronous error, if any. */
 int kd_cu_sync(kd_cu *cu);
+
+/* GPU time by kind of op, for profiles (DISTILL_PROFILE=1 in `bench sft`):
+ * kd_cu_prof_mark records an event on the stream that ends the span of the
+ * previous mark's kind and starts one of `kind` (a string that outlives the
+ * report); kd_cu_prof_report waits, prints the totals by kind, largest first,
+ * and starts over. Off (marks cost nothing) until kd_cu_prof_on. */
+int kd_cu_prof_on(kd_cu *cu);
+void kd_cu_prof_mark(kd_cu *cu, const char *kind);
+int kd_cu_prof_report(kd_cu *cu, void *file);
 
 /* ---- memory ------------------------------------------------------------------ */
 int kd_cu_malloc(void **p, size_t bytes);

@@ -601,6 +601,72 @@ extern "C" int kd_cu_upload_async(void *dst, const void *src, size_t bytes, kd_c
     return KD_OK;
 }
 
+/* ---- the op profile ------------------------------------------------------------------------- */
+
+enum { PROF_MAX = 1 << 15 };
+typedef struct {
+    cudaEvent_t ev[PROF_MAX];
+    const char *kind[PROF_MAX];
+    int n, made;
+} op_prof;
+
+extern "C" int kd_cu_prof_on(kd_cu *cu)
+{
+    if (!cu->prof && !(cu->prof = calloc(1, sizeof(op_prof))))
+        return kd_err(KD_E_NOMEM, "profile");
+    return KD_OK;
+}
+
+extern "C" void kd_cu_prof_mark(kd_cu *cu, const char *kind)
+{
+    op_prof *p = (op_prof *)cu->prof;
+    if (!p || p->n == PROF_MAX)
+        return;
+    if (p->n == p->made && cudaEventCreate(&p->ev[p->made]) == cudaSuccess)
+        p->made++;
+    if (p->n < p->made) {
+        cudaEventRecord(p->ev[p->n], STREAM(cu));
+        p->kind[p->n++] = kind;
+    }
+}
+
+extern "C" int kd_cu_prof_report(kd_cu *cu, void *file)
+{
+    op_prof *p = (op_prof *)cu->prof;
+    FILE *f = (FILE *)file;
+    if (!p)
+        return KD_OK;
+    kd_cu_prof_mark(cu, "(end)");
+    KD_TRY(kd_cu_sync(cu));
+    const char *names[64];
+    double ms[64], total = 0;
+    int nk = 0;
+    for (int i = 0; i + 1 < p->n; i++) {
+        float t = 0;
+        CUDA_TRY(cudaEventElapsedTime(&t, p->ev[i], p->ev[i + 1]));
+        int k = 0;
+        while (k < nk && strcmp(names[k], p->kind[i]) != 0)
+            k++;
+        if (k == nk && nk < 64)
+            names[nk] = p->kind[i], ms[nk++] = 0;
+        if (k < nk)
+            ms[k] += t;
+        total += t;
+    }
+    for (int a = 0; a < nk; a++) /* largest first */
+        for (int b = a + 1; b < nk; b++)
+            if (ms[b] > ms[a]) {
+                double t = ms[a];
+                const char *s = names[a];
+                ms[a] = ms[b], names[a] = names[b], ms[b] = t, names[b] = s;
+            }
+    fprintf(f, "profile: %.1f ms of GPU time between the marks\n", total);
+    for (int k = 0; k < nk; k++)
+        fprintf(f, "profile: %-28s %9.2f ms %5.1f%%\n", names[k], ms[k], total > 0 ? 100 * ms[k] / total : 0.0);
+    p->n = 0;
+    return KD_OK;
+}
+
 /* ---- context and memory ----------------------------------------------------------------------------- */
 
 extern "C" int kd_cu_init(kd_cu *cu, int device)
@@ -639,6 +705,12 @@ extern "C" void kd_cu_free(kd_cu *cu)
         return;
     plans_free((plan_cache *)cu->plans);
     ring_free((upload_ring *)cu->ring);
+    if (cu->prof) {
+        op_prof *p = (op_prof *)cu->prof;
+        for (int i = 0; i < p->made; i++)
+            cudaEventDestroy(p->ev[i]);
+        free(p);
+    }
     if (cu->lt)
         cublasLtDestroy((cublasLtHandle_t)cu->lt);
     cudaFree(cu->ws);
