@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "core/device.h"
 #include "core/hfconfig.h"
 #include "core/log.h"
 #include "core/rng.h"
@@ -81,6 +82,9 @@ static int bench_cuda_(const char *dir, long B, long T, long docs, long N, int r
 {
     kd_model_config c;
     int st = kd_model_config_load(dir, &c);
+    if (st == KD_OK && kd_cuda_device_count() == 0)
+        st = kd_err(KD_E_CUDA, "--device cuda: %s", kd_cuda_built() ? "no CUDA device is visible"
+                                                                     : "this build has no CUDA backend");
     if (st)
         return kd_cli_fail(st);
     kd_cu_student_opts o = {.device = 0, .max_tokens = B * T, .max_T = T, .recompute = recompute};

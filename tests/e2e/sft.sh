@@ -116,6 +116,19 @@ run "$BIN" sft --bogus
 [ "$rc" -eq 2 ] || fail "bad option: exit $rc"
 run "$BIN" sft --help
 [ "$rc" -eq 0 ] && grep -q -- "--resume" "$TMP/out" || fail "--help"
+grep -q "runtime.device picks the backend" "$TMP/out" || fail "--help names the device"
+# the CUDA trainer where there is no GPU (CI): a clear error, nothing trained
+if ! "$BIN" version 2>/dev/null | grep -q "cuda:0"; then
+    run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" "${common[@]}" --set "output.dir=$TMP/g" --set runtime.device=cuda
+    [ "$rc" -eq 1 ] && grep -q "KD_E_CUDA" "$TMP/err" && [ ! -e "$TMP/g/metrics.jsonl" ] \
+        || fail "sft on cuda without a GPU: $rc $(cat "$TMP/err")"
+    run "$BIN" bench sft --model-config "$ROOT/configs/models/tiny-qwen2" --device cuda --seq 64
+    [ "$rc" -eq 1 ] && grep -q "KD_E_CUDA" "$TMP/err" || fail "bench sft --device cuda without a GPU: $rc $(cat "$TMP/err")"
+fi
+run "$BIN" bench sft --model-config "$ROOT/configs/models/tiny-qwen2" --device tpu
+[ "$rc" -eq 2 ] && grep -q "cpu or cuda" "$TMP/err" || fail "bench sft --device tpu: $rc $(cat "$TMP/err")"
+run "$BIN" bench sft --model-config "$ROOT/configs/models/tiny-qwen2" --docs 4 --seq 64
+[ "$rc" -eq 2 ] && grep -q "device cuda" "$TMP/err" || fail "bench sft --docs on the CPU: $rc $(cat "$TMP/err")"
 run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" --print-config
 [ "$rc" -eq 0 ] && grep -q "grad_clip: 1" "$TMP/out" || fail "--print-config"
 run "$BIN" init "$ROOT/configs/models/tiny-qwen2"
