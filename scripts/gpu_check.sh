@@ -66,6 +66,17 @@ if [ "$what" = tests ]; then
     echo "== tiny recipe on $dev"; grep -v "^progress" "$OUT/tiny_$dev.log" | tail -n 4
   done
   python3 tools/compare_curves.py "$OUT/tiny_cpu.jsonl" "$OUT/tiny_cuda.jsonl" | tee "$OUT/tiny_curves.txt" || rc=1
+  # stop after 9 steps on CUDA, resume from the checkpoint: the same curve as one run (to rounding:
+  # the embedding backward adds with atomics), and the same again resuming a CPU checkpoint on CUDA
+  for from in cuda cpu; do
+    rm -rf /tmp/tiny-r-$from
+    $BIN sft configs/sft/tiny_cpu.yaml --set model=/tmp/tiny-model --set output.dir=/tmp/tiny-r-$from \
+      --set runtime.device=$from --set output.progress=false --set train.stop_after=9 > /dev/null 2>&1 || rc=1
+    $BIN sft configs/sft/tiny_cpu.yaml --set model=/tmp/tiny-model --set output.dir=/tmp/tiny-r-$from \
+      --set runtime.device=cuda --set output.progress=false --resume > /dev/null 2>&1 || rc=1
+    echo "== resume on cuda from a $from checkpoint at step 9"
+    python3 tools/compare_curves.py --tol 1e-3 /tmp/tiny-cuda/metrics.jsonl /tmp/tiny-r-$from/metrics.jsonl | tail -n 1 || rc=1
+  done
   exit $rc
 fi
 
