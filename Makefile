@@ -9,11 +9,13 @@
 #   make cuda       build with the CUDA backend (static non-CUDA deps) in build-cuda/,
 #                   the tree that is copied to the GPU machine
 #   make gpu-test   on a machine with a GPU: run the tests labelled gpu from build-cuda/
+#   make device-pack  pack build-cuda's binary and gpu tests into .device/ for
+#                   tools/device_run.sh on the GPU machine
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 BUILD ?= build
 
-.PHONY: setup configure build test demo tour sanitize fuzz cuda gpu-test clean
+.PHONY: setup configure build test demo tour sanitize fuzz cuda gpu-test device-pack clean
 
 setup:
 	./scripts/setup.sh
@@ -50,6 +52,13 @@ cuda: setup
 
 gpu-test:
 	cd build-cuda && ctest --output-on-failure -L gpu
+
+# the CUDA build's binary and gpu tests for tools/device_run.sh on the GPU machine,
+# xz-compressed into the git-ignored .device/ (the transfer is capped at 64 MiB)
+device-pack:
+	mkdir -p .device/tests
+	xz -T0 -6 -c build-cuda/distill > .device/distill.xz
+	for t in build-cuda/tests/gpu_test_*; do xz -T0 -6 -c $$t > .device/tests/$$(basename $$t).xz; done
 
 clean:
 	rm -rf build build-asan build-fuzz build-cuda

@@ -5,9 +5,12 @@
 #                                      optionally xz-compressed (NAME.xz)
 #   .device/tokenizers.tgz             the tokenizers/ folder of the setup cache
 #   .device/corpus.repaired.jsonl      (optional) a corpus to make reference ids for
-# Writes logs and reference files under $OUT. Needs python3 with `tokenizers`.
-# STEPS (default "gpu tokref bench") picks the parts to run; also exportcheck,
-# sftbench, teacherbench.
+# (`make device-pack` makes the binaries part.) Writes logs and reference files
+# under $OUT. Needs python3 with `tokenizers` (and torch + transformers for the
+# peers). STEPS (default "gpu tokref bench") picks the parts to run; also
+# exportcheck, sftbench, teacherbench, gpusft (the CUDA trainer's benchmark and
+# its PyTorch peer: GPU_SFT_RUNS, GPU_SFT_PEER) and gpuprofile (its GPU time by
+# op at GPU_PROFILE_SEQ tokens).
 set -uo pipefail
 : "${OUT:?OUT must be set}"
 root=$PWD
@@ -32,9 +35,25 @@ STEPS=${STEPS:-gpu tokref bench}
 has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
 if has gpu; then
 echo "== GPU tests"
-$b/tests/gpu_test_device
+for t in $b/tests/gpu_test_*; do $t >/tmp/t.log 2>&1 && echo "ok   $(basename $t)" || echo "FAIL $(basename $t)"; grep -v "^ok\|^  linear\|^  rmsnorm\|^  rope\|^  swiglu\|^  emb\|^  resid\|^  qkv\|^  adamw\|^  grad norm\|^  column" /tmp/t.log | tail -40; done
+echo "== distill parity --device cuda, every dense fixture"
+for fx in tiny-qwen2 tiny-qwen2-untied tiny-qwen2-mha tiny-qwen2-bf16 tiny-llama3 tiny-llama32-tied tiny-llama-norope; do
+  $b/distill parity $b/fixtures/$fx --device cuda >/tmp/p.log 2>&1; tail -1 /tmp/p.log; grep "^FAIL" /tmp/p.log
+done
+echo "== the tiny recipe on the CPU and on CUDA, and a CUDA run stopped at step 9 and resumed (from a CUDA and from a CPU checkpoint)"
+x=/tmp/kdc && rm -rf $x && mkdir -p $x
+$b/distill -q init configs/models/tiny-qwen2 $x/model --tokenizer /tmp/kdcache/tokenizers/qwen3
+tiny() { $b/distill sft configs/sft/tiny_cpu.yaml --set model=$x/model --set output.progress=false "$@" 2>&1 | grep "^sft:\|error"; }
+tiny --set output.dir=$x/cpu --set runtime.device=cpu
+tiny --set output.dir=$x/cuda --set runtime.device=cuda
+python3 tools/compare_curves.py $x/cpu/metrics.jsonl $x/cuda/metrics.jsonl | tail -n 1
+for from in cuda cpu; do
+  tiny --set output.dir=$x/r-$from --set runtime.device=$from --set train.stop_after=9
+  tiny --set output.dir=$x/r-$from --set runtime.device=cuda --resume
+  echo "-- resumed on cuda from a $from checkpoint"; python3 tools/compare_curves.py --tol 1e-3 $x/cuda/metrics.jsonl $x/r-$from/metrics.jsonl | tail -n 1
+done
 echo "== unit tests of the CUDA build (CPU paths, run here)"
-for t in $b/tests/test_*; do $t >/tmp/t.log 2>&1 && echo "ok   $(basename $t)" || { echo "FAIL $(basename $t)"; tail -20 /tmp/t.log; }; done
+for t in $b/tests/test_*; do [ -e "$t" ] || continue; $t >/tmp/t.log 2>&1 && echo "ok   $(basename $t)" || { echo "FAIL $(basename $t)"; tail -20 /tmp/t.log; }; done
 echo "== distill version / inspect"
 $b/distill version
 $b/distill inspect $b/fixtures/tiny-deepseek-v3 | head -5
@@ -96,5 +115,20 @@ for spec in ${TEACHER_MODELS:-"tiny-deepseek-v3:128:32" "tiny-qwen2:128:32" "qwe
     OMP_NUM_THREADS=$thr python3 tools/bench_teacher_cpu.py $x/$name --prompt $P --new $N --batch ${TEACHER_BATCH:-1,4,16}
   done
 done
+fi
+if has gpusft; then
+echo "== training-step throughput on the GPU: distill (CUDA) vs PyTorch + transformers, Qwen2.5-1.5B shape, same machine"
+for r in ${GPU_SFT_RUNS:-4096x2 8192x1 16384x1:recompute 32768x1:recompute 8192x1:docs8}; do
+  seq=${r%%x*}; rest=${r#*x}; bsz=${rest%%:*}; extra=()
+  case $r in *recompute*) extra+=(--recompute) ;; esac
+  case $r in *docs8*) extra+=(--docs 8) ;; esac
+  $b/distill bench sft --model-config configs/models/qwen2.5-1.5b --device cuda --seq $seq --batch $bsz --steps 5 --json "${extra[@]}" 2>&1 | grep "^{\|error"
+done
+peer=(); for r in ${GPU_SFT_PEER:-4096x2 8192x1 8192x1:compile 16384x1:ckpt 32768x1}; do peer+=(--run $r); done
+PYTHONUNBUFFERED=1 python3 tools/bench_sft_peer.py --model-config configs/models/qwen2.5-1.5b "${peer[@]}" --out $OUT/bench_sft_peer.json 2>&1 | grep "^{"
+fi
+if has gpuprofile; then
+echo "== GPU time by op, one step at ${GPU_PROFILE_SEQ:-8192} tokens"
+DISTILL_PROFILE=1 $b/distill bench sft --model-config configs/models/qwen2.5-1.5b --device cuda --seq ${GPU_PROFILE_SEQ:-8192} --steps 2 2>&1 | grep "^profile\|^bench"
 fi
 echo "== done $(date -u +%FT%TZ)"
