@@ -458,9 +458,14 @@ static int plan_make(gemm_plan *p, kd_cu *cu)
     int found = 0;
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found);
     cublasLtMatmulPreferenceDestroy(pref);
-    if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+        cublasLtMatmulDescDestroy(p->op);
+        cublasLtMatrixLayoutDestroy(p->la);
+        cublasLtMatrixLayoutDestroy(p->lb);
+        cublasLtMatrixLayoutDestroy(p->lc);
         return kd_err(KD_E_CUDA, "cuBLASLt has no algorithm for a %lld x %lld x %lld GEMM (status %d)",
                       (long long)p->m, (long long)p->n, (long long)p->k, (int)st);
+    }
     p->algo = res.algo;
     return KD_OK;
 }
