@@ -36,10 +36,17 @@ extern "C" {
 #endif
 
 /* ---- linear: y = x W^T + b ------------------------------------------------
- * y (N, O) is overwritten; x (N, I); w (O, I); b (O) or NULL. Row-invariant:
- * a row's result is bitwise the same whatever N is and wherever the row
- * sits, so a sequence's logits do not depend on what else is in the batch. */
+ * y (N, O) is overwritten; x (N, I); w (O, I); b (O) or NULL. Through
+ * OpenBLAS: fast, but a row's bits may depend on the rows around it (its
+ * kernels for AVX2 CPUs sum the rows at some tile positions in another
+ * order). Training uses it. */
 void kd_matmul_forward(float *y, const float *x, const float *w, const float *b,
+                       int64_t N, int64_t nI, int64_t nO);
+/* The same product, row-invariant: a row's result is bitwise the same
+ * whatever N is and wherever the row sits (a fixed-order vector loop, the
+ * same on every x86-64 CPU), so a sequence's logits do not depend on what
+ * else is in the batch. Generation uses it. */
+void kd_matmul_rowwise(float *y, const float *x, const float *w, const float *b,
                        int64_t N, int64_t nI, int64_t nO);
 /* dx (N, I) += dy W; dw (O, I) += dy^T x; db (O) += sum_n dy. */
 void kd_matmul_backward(float *dx, float *dw, float *db, const float *dy, const float *x,

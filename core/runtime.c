@@ -10,6 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 const kd_cfg_field kd_runtime_fields[] = {
     KD_CFG_INT(kd_runtime_config, seed, "1234", 0, 9.2e18,
                "base seed; every random stream derives from it (sampling per prompt and sample)"),
@@ -38,7 +42,12 @@ int kd_runtime_apply(kd_runtime_config *rt)
     setenv("DISTILL_PROGRESS_SECONDS", buf, 1);
     if (rt->threads > 0) {
         snprintf(buf, sizeof buf, "%lld", (long long)rt->threads);
-        setenv("OMP_NUM_THREADS", buf, 0);
+        setenv("OMP_NUM_THREADS", buf, 0); /* for child processes */
+#ifdef _OPENMP
+        /* libgomp read the environment when it loaded; OpenBLAS's OpenMP build
+         * follows omp_get_max_threads() on each call */
+        omp_set_num_threads((int)rt->threads);
+#endif
     }
     if (rt->device == KD_DEVICE_AUTO)
         rt->device = kd_cuda_device_count() > 0 ? KD_DEVICE_CUDA : KD_DEVICE_CPU;

@@ -15,33 +15,74 @@
 
 /* ---- linear ---------------------------------------------------------------- */
 
-/* OpenBLAS runs a product of fewer than about 10^6 multiply-adds (M x N x K)
- * with its small-matrix kernels, which sum in another order than its
- * regular ones: a row's result would then depend on how many rows came with
- * it. A product under this size is padded with zero rows up to it, so every
- * call takes the regular kernels, whose rows do not depend on the others;
- * weights under KD_MATMUL_LOOP_W elements, where padding would multiply the
- * work, take a plain fixed-order loop instead (tests/unit/test_ops.c checks
- * both, bitwise, for every batch size). */
-#define KD_MATMUL_MIN_MNK ((int64_t)1 << 20)
-#define KD_MATMUL_LOOP_W ((int64_t)1 << 16)
+/* The plain loop, in blocks of 4 rows x 2 outputs held in 8-float vectors
+ * (GCC vector extensions: AVX2 where the CPU has it, SSE otherwise, chosen
+ * at load time). Every element is summed the same way whatever the block,
+ * the batch or the instruction set: lane k of its accumulator takes inputs
+ * k, k + 8, ... (one multiply and one add each, never fused), the tail
+ * past the last multiple of 8 goes to lane 0 in order, and the lanes are
+ * added pairwise: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)). The
+ * file is built with -ffp-contract=off (CMakeLists.txt). */
+#pragma GCC diagnostic ignored "-Wpsabi" /* 32-byte vectors passed between our static functions */
+typedef float kd_v8 __attribute__((vector_size(32)));
 
-static void matmul_loop_(float *y, const float *x, const float *w, const float *b, int64_t N, int64_t nI,
-                         int64_t nO)
+static inline kd_v8 ld8_(const float *p)
 {
+    kd_v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* y[r][o] for the rows r < nr (<= 4) of x and the outputs o < no (<= 2) of w;
+ * the accumulators are named so that they stay in registers */
+__attribute__((target_clones("avx2", "default"))) static void
+matmul_block_(float *y, const float *x, const float *w, const float *b, int64_t nI, int64_t ldy, int nr, int no)
+{
+    const float *x0 = x, *x1 = x + (nr > 1) * nI, *x2 = x + (nr > 2) * 2 * nI, *x3 = x + (nr > 3) * 3 * nI;
+    const float *w0 = w, *w1 = w + (no > 1) * nI; /* rows past nr, no repeat row 0 and are not stored */
+    kd_v8 a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};
+    int64_t i = 0;
+    for (; i + 8 <= nI; i += 8) {
+        kd_v8 u = ld8_(w0 + i), v = ld8_(w1 + i), t;
+        t = ld8_(x0 + i), a00 += t * u, a01 += t * v;
+        t = ld8_(x1 + i), a10 += t * u, a11 += t * v;
+        t = ld8_(x2 + i), a20 += t * u, a21 += t * v;
+        t = ld8_(x3 + i), a30 += t * u, a31 += t * v;
+    }
+    for (; i < nI; i++) {
+        a00[0] += x0[i] * w0[i], a01[0] += x0[i] * w1[i];
+        a10[0] += x1[i] * w0[i], a11[0] += x1[i] * w1[i];
+        a20[0] += x2[i] * w0[i], a21[0] += x2[i] * w1[i];
+        a30[0] += x3[i] * w0[i], a31[0] += x3[i] * w1[i];
+    }
+    /* the 8 folds at once, each as above: pairs of lanes, then pairs of
+     * those, then the two halves; sums[r*2 + o] */
+#define EV_ 0, 2, 4, 6, 8, 10, 12, 14
+#define OD_ 1, 3, 5, 7, 9, 11, 13, 15
+    kd_v8 p0 = __builtin_shufflevector(a00, a01, EV_) + __builtin_shufflevector(a00, a01, OD_);
+    kd_v8 p1 = __builtin_shufflevector(a10, a11, EV_) + __builtin_shufflevector(a10, a11, OD_);
+    kd_v8 p2 = __builtin_shufflevector(a20, a21, EV_) + __builtin_shufflevector(a20, a21, OD_);
+    kd_v8 p3 = __builtin_shufflevector(a30, a31, EV_) + __builtin_shufflevector(a30, a31, OD_);
+    kd_v8 q0 = __builtin_shufflevector(p0, p1, EV_) + __builtin_shufflevector(p0, p1, OD_);
+    kd_v8 q1 = __builtin_shufflevector(p2, p3, EV_) + __builtin_shufflevector(p2, p3, OD_);
+    kd_v8 sums = __builtin_shufflevector(q0, q1, EV_) + __builtin_shufflevector(q0, q1, OD_);
+#undef EV_
+#undef OD_
+    for (int r = 0; r < nr; r++)
+        for (int o = 0; o < no; o++)
+            y[r * ldy + o] = b ? b[o] + sums[r * 2 + o] : sums[r * 2 + o];
+}
+
+void kd_matmul_rowwise(float *y, const float *x, const float *w, const float *b, int64_t N, int64_t nI, int64_t nO)
+{
+    assert(y && x && w && N >= 0 && nI > 0 && nO > 0);
+    const int64_t nb = (N + 3) / 4, ob = (nO + 1) / 2;
 #pragma omp parallel for collapse(2) if (N * nO * nI > 262144)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t o = 0; o < nO; o++) {
-            const float *xr = x + n * nI, *wr = w + o * nI;
-            float acc[8] = {0};
-            int64_t i = 0;
-            for (; i + 8 <= nI; i += 8)
-                for (int k = 0; k < 8; k++)
-                    acc[k] += xr[i + k] * wr[i + k];
-            for (; i < nI; i++)
-                acc[0] += xr[i] * wr[i];
-            float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-            y[n * nO + o] = b ? b[o] + s : s;
+    for (int64_t n = 0; n < nb; n++)
+        for (int64_t o = 0; o < ob; o++) {
+            const int nr = (int)(N - 4 * n < 4 ? N - 4 * n : 4), no = (int)(nO - 2 * o < 2 ? nO - 2 * o : 2);
+            matmul_block_(y + 4 * n * nO + 2 * o, x + 4 * n * nI, w + 2 * o * nI, b ? b + 2 * o : NULL, nI, nO,
+                          nr, no);
         }
 }
 
@@ -51,39 +92,15 @@ void kd_matmul_forward(float *y, const float *x, const float *w, const float *b,
     assert(y && x && w && N >= 0 && nI > 0 && nO > 0);
     if (N == 0)
         return;
-    if (nO * nI < KD_MATMUL_LOOP_W) {
-        matmul_loop_(y, x, w, b, N, nI, nO);
-        return;
-    }
-    int64_t M = N;
-    float *xp = NULL, *yp = NULL;
-    if (N * nO * nI < KD_MATMUL_MIN_MNK) {
-        M = (KD_MATMUL_MIN_MNK + nO * nI - 1) / (nO * nI);
-        xp = calloc((size_t)(M * nI), sizeof(float));
-        yp = malloc((size_t)(M * nO) * sizeof(float));
-        if (xp && yp) {
-            memcpy(xp, x, (size_t)(N * nI) * sizeof(float));
-        } else { /* no memory for the padding: unpadded (still correct, maybe not row-invariant) */
-            free(xp);
-            free(yp);
-            xp = yp = NULL;
-            M = N;
-        }
-    }
-    float *yo = yp ? yp : y;
     float beta = 0.0f;
     if (b) {
-#pragma omp parallel for if (M * nO > 65536)
-        for (int64_t n = 0; n < M; n++)
-            memcpy(yo + n * nO, b, (size_t)nO * sizeof(float));
+#pragma omp parallel for if (N * nO > 65536)
+        for (int64_t n = 0; n < N; n++)
+            memcpy(y + n * nO, b, (size_t)nO * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nO, (int)nI, 1.0f, xp ? xp : x, (int)nI,
-                w, (int)nI, beta, yo, (int)nO);
-    if (yp)
-        memcpy(y, yp, (size_t)(N * nO) * sizeof(float));
-    free(xp);
-    free(yp);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)nO, (int)nI, 1.0f, x, (int)nI, w, (int)nI,
+                beta, y, (int)nO);
 }
 
 void kd_matmul_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
@@ -350,12 +367,91 @@ static float attend_row_(float *o, const float *qr, const float *k, const float 
     return mx + logf(sum);
 }
 
+/* ---- the vector kernels of the attention ----
+ * Keys, values, queries and output gradients are first transposed per head
+ * to (D, T), so that a query's scores against 8 consecutive keys are one
+ * vector sum over i; each score is still summed over i in order, and each
+ * output over j in order, exactly as attend_row_ does (so the training
+ * forward, the backward's rebuilt probabilities and the cached generation
+ * agree to the bit). */
+
+/* xt ((B, K, D, T)) = x ((B, T, K, D)) */
+static float *heads_t_(const float *x, int64_t B, int64_t T, int64_t K, int64_t D)
+{
+    float *xt = malloc((size_t)(B * K * D * T) * sizeof(float));
+    assert(xt);
+#pragma omp parallel for collapse(2) if (B * T * K * D > 65536)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < K; h++)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t i = 0; i < D; i++)
+                    xt[((b * K + h) * D + i) * T + t] = x[((b * T + t) * K + h) * D + i];
+    return xt;
+}
+
+/* s[j] = scale * sum_i a[i] * xt[i*T + j], for j in first..last */
+__attribute__((target_clones("avx2", "default"))) static void
+dots_t_(float *s, const float *a, const float *xt, int64_t T, int64_t first, int64_t last, int64_t D, float scale)
+{
+    int64_t j = first;
+    for (; j + 32 <= last + 1; j += 32) {
+        kd_v8 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+        for (int64_t i = 0; i < D; i++) {
+            const float *r = xt + i * T + j;
+            const float ai = a[i];
+            c0 += ai * ld8_(r), c1 += ai * ld8_(r + 8), c2 += ai * ld8_(r + 16), c3 += ai * ld8_(r + 24);
+        }
+        c0 *= scale, c1 *= scale, c2 *= scale, c3 *= scale;
+        memcpy(s + j, &c0, 32), memcpy(s + j + 8, &c1, 32), memcpy(s + j + 16, &c2, 32), memcpy(s + j + 24, &c3, 32);
+    }
+    for (; j + 8 <= last + 1; j += 8) {
+        kd_v8 c = {0};
+        for (int64_t i = 0; i < D; i++)
+            c += a[i] * ld8_(xt + i * T + j);
+        c *= scale;
+        memcpy(s + j, &c, 32);
+    }
+    for (; j <= last; j++) {
+        float d = 0.0f;
+        for (int64_t i = 0; i < D; i++)
+            d += a[i] * xt[i * T + j];
+        s[j] = d * scale;
+    }
+}
+
+/* o[i] (+)= sum over j in first..last, then g < G, in that order, of
+ * p[j*G + g] * x[j*ldx + g*ldg + i], for i < D; add: o is accumulated into,
+ * else overwritten */
+__attribute__((target_clones("avx2", "default"))) static void
+axpys_(float *o, const float *p, const float *x, int64_t ldx, int64_t ldg, int64_t G, int64_t first, int64_t last,
+       int64_t D, int add)
+{
+    int64_t i = 0;
+    for (; i + 8 <= D; i += 8) {
+        kd_v8 c = {0};
+        if (add)
+            c = ld8_(o + i);
+        for (int64_t j = first; j <= last; j++)
+            for (int64_t g = 0; g < G; g++)
+                c += p[j * G + g] * ld8_(x + j * ldx + g * ldg + i);
+        memcpy(o + i, &c, 32);
+    }
+    for (; i < D; i++) {
+        float c = add ? o[i] : 0.0f;
+        for (int64_t j = first; j <= last; j++)
+            for (int64_t g = 0; g < G; g++)
+                c += p[j * G + g] * x[j * ldx + g * ldg + i];
+        o[i] = c;
+    }
+}
+
 void kd_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                           const int64_t *pos, int64_t B, int64_t T, int64_t H, int64_t K, int64_t D,
                           float scale)
 {
     assert(H % K == 0);
     const int64_t G = H / K;
+    float *kt = heads_t_(k, B, T, K, D);
 #pragma omp parallel
     {
         float *s = malloc((size_t)T * sizeof(float));
@@ -364,14 +460,27 @@ void kd_attention_forward(float *out, float *lse, const float *q, const float *k
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++)
                 for (int64_t t = 0; t < T; t++) {
-                    const int64_t off = (b * T * K + h / G) * D;
-                    lse[(b * H + h) * T + t] = attend_row_(out + ((b * T + t) * H + h) * D,
-                                                           q + ((b * T + t) * H + h) * D, k + off, v + off,
-                                                           K * D, K * D, pos ? t - pos[b * T + t] : 0, t, D, D,
-                                                           scale, s);
+                    const int64_t first = pos ? t - pos[b * T + t] : 0;
+                    float *o = out + ((b * T + t) * H + h) * D;
+                    dots_t_(s, q + ((b * T + t) * H + h) * D, kt + (b * K + h / G) * D * T, T, first, t, D, scale);
+                    float mx = -INFINITY;
+                    for (int64_t j = first; j <= t; j++)
+                        if (s[j] > mx)
+                            mx = s[j];
+                    float sum = 0.0f;
+                    for (int64_t j = first; j <= t; j++) {
+                        s[j] = expf(s[j] - mx);
+                        sum += s[j];
+                    }
+                    const float inv = 1.0f / sum;
+                    for (int64_t j = first; j <= t; j++)
+                        s[j] *= inv;
+                    axpys_(o, s, v + (b * T * K + h / G) * D, K * D, 0, 1, first, t, D, 0);
+                    lse[(b * H + h) * T + t] = mx + logf(sum);
                 }
         free(s);
     }
+    free(kt);
 }
 
 void kd_attention_cached(float *out, const float *q, const float *kc, const float *vc, int64_t ldk,
@@ -398,64 +507,71 @@ void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
      * one thread in a fixed order (deterministic):
      *   1. per query row (b, h, t): delta = dout . out, and dq;
      *   2. per key row (b, kv head, j): dk, dv over the queries that see j
-     *      (t >= j in j's document), rebuilding the probabilities from lse. */
+     *      (t >= j in j's document, then each head of the group), rebuilding the
+     *      probabilities from lse. */
     float *delta = malloc((size_t)(B * H * T) * sizeof(float));
+    float *kt = heads_t_(k, B, T, K, D), *vt = heads_t_(v, B, T, K, D);
     assert(delta);
-#pragma omp parallel for collapse(3) schedule(dynamic, 16)
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++)
-            for (int64_t t = 0; t < T; t++) {
-                const int64_t kh = h / G;
-                const float *qr = q + ((b * T + t) * H + h) * D;
-                const float *go = dout + ((b * T + t) * H + h) * D;
-                const float *orow = out + ((b * T + t) * H + h) * D;
-                float *gq = dq + ((b * T + t) * H + h) * D;
-                const float L = lse[(b * H + h) * T + t];
-                float dl = 0.0f;
-                for (int64_t i = 0; i < D; i++)
-                    dl += go[i] * orow[i];
-                delta[(b * H + h) * T + t] = dl;
-                for (int64_t j = pos ? t - pos[b * T + t] : 0; j <= t; j++) {
+#pragma omp parallel
+    {
+        float *sc = malloc((size_t)(3 * T) * sizeof(float)), *dp = sc + T, *ds = dp + T;
+        assert(sc);
+#pragma omp for collapse(3) schedule(dynamic, 16)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t t = 0; t < T; t++) {
+                    const int64_t first = pos ? t - pos[b * T + t] : 0, off = (b * K + h / G) * D * T;
+                    const float *go = dout + ((b * T + t) * H + h) * D;
+                    const float *orow = out + ((b * T + t) * H + h) * D;
+                    const float L = lse[(b * H + h) * T + t];
+                    float dl = 0.0f;
+                    for (int64_t i = 0; i < D; i++)
+                        dl += go[i] * orow[i];
+                    delta[(b * H + h) * T + t] = dl;
+                    dots_t_(sc, q + ((b * T + t) * H + h) * D, kt + off, T, first, t, D, 1.0f);
+                    dots_t_(dp, go, vt + off, T, first, t, D, 1.0f);
+                    for (int64_t j = first; j <= t; j++)
+                        ds[j] = expf(sc[j] * scale - L) * (dp[j] - dl) * scale;
+                    axpys_(dq + ((b * T + t) * H + h) * D, ds, k + (b * T * K + h / G) * D, K * D, 0, 1, first, t, D, 1);
+                }
+        free(sc);
+    }
+    float *qt = heads_t_(q, B, T, H, D), *gt = heads_t_(dout, B, T, H, D);
+#pragma omp parallel
+    {
+        /* sc, dp per head of the group over t; then p, ds interleaved as (t, head) */
+        float *sc = malloc((size_t)(4 * G * T) * sizeof(float)), *dp = sc + G * T, *pp = dp + G * T, *ds = pp + G * T;
+        assert(sc);
+#pragma omp for collapse(3) schedule(dynamic, 16)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t kh = 0; kh < K; kh++)
+                for (int64_t j = 0; j < T; j++) {
+                    int64_t end = j + 1; /* one past the last query that sees j */
+                    while (end < T && !(pos && pos[b * T + end] == 0))
+                        end++;
                     const float *kr = k + ((b * T + j) * K + kh) * D;
                     const float *vr = v + ((b * T + j) * K + kh) * D;
-                    float sc = 0.0f, dp = 0.0f;
-                    for (int64_t i = 0; i < D; i++) {
-                        sc += qr[i] * kr[i];
-                        dp += go[i] * vr[i];
+                    for (int64_t g = 0; g < G; g++) {
+                        const int64_t h = kh * G + g;
+                        dots_t_(sc + g * T, kr, qt + (b * H + h) * D * T, T, j, end - 1, D, 1.0f);
+                        dots_t_(dp + g * T, vr, gt + (b * H + h) * D * T, T, j, end - 1, D, 1.0f);
                     }
-                    const float ds = expf(sc * scale - L) * (dp - dl) * scale;
-                    for (int64_t i = 0; i < D; i++)
-                        gq[i] += ds * kr[i];
-                }
-            }
-#pragma omp parallel for collapse(3) schedule(dynamic, 16)
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t kh = 0; kh < K; kh++)
-            for (int64_t j = 0; j < T; j++) {
-                const float *kr = k + ((b * T + j) * K + kh) * D;
-                const float *vr = v + ((b * T + j) * K + kh) * D;
-                float *gk = dk + ((b * T + j) * K + kh) * D;
-                float *gv = dv + ((b * T + j) * K + kh) * D;
-                for (int64_t t = j; t < T; t++) {
-                    if (pos && t > j && pos[b * T + t] == 0)
-                        break; /* the next document: it does not see j */
-                    for (int64_t h = kh * G; h < (kh + 1) * G; h++) {
-                        const float *qr = q + ((b * T + t) * H + h) * D;
-                        const float *go = dout + ((b * T + t) * H + h) * D;
-                        float sc = 0.0f, dp = 0.0f;
-                        for (int64_t i = 0; i < D; i++) {
-                            sc += qr[i] * kr[i];
-                            dp += go[i] * vr[i];
+                    for (int64_t t = j; t < end; t++)
+                        for (int64_t g = 0; g < G; g++) {
+                            const int64_t h = kh * G + g, e = (t - j) * G + g;
+                            pp[e] = expf(sc[g * T + t] * scale - lse[(b * H + h) * T + t]);
+                            ds[e] = pp[e] * (dp[g * T + t] - delta[(b * H + h) * T + t]) * scale;
                         }
-                        const float p = expf(sc * scale - lse[(b * H + h) * T + t]);
-                        const float ds = p * (dp - delta[(b * H + h) * T + t]) * scale;
-                        for (int64_t i = 0; i < D; i++) {
-                            gk[i] += ds * qr[i];
-                            gv[i] += p * go[i];
-                        }
-                    }
+                    const int64_t row0 = ((b * T + j) * H + kh * G) * D; /* q, dout at (t = j, head kh G) */
+                    axpys_(dk + ((b * T + j) * K + kh) * D, ds, q + row0, H * D, D, G, 0, end - j - 1, D, 1);
+                    axpys_(dv + ((b * T + j) * K + kh) * D, pp, dout + row0, H * D, D, G, 0, end - j - 1, D, 1);
                 }
-            }
+        free(sc);
+    }
+    free(qt);
+    free(gt);
+    free(kt);
+    free(vt);
     free(delta);
 }
 

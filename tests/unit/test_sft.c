@@ -191,7 +191,10 @@ TEST(accumulation)
            lb / (double)total, la / (double)total, gr, pr);
     CHECK_NEAR(lb, la, 1e-6 * la);
     CHECK(gr < 1e-6);
-    CHECK(pr < 1e-6);
+    /* the first AdamW step moves each weight by about lr * g / |g|, so a gradient
+     * element at rounding level (the two batches sum rows in another order
+     * through OpenBLAS) can move its weight by up to 2 lr: looser than gr */
+    CHECK(pr < 5e-5);
     kd_student_free(a);
     kd_student_free(b);
 }
