@@ -754,9 +754,9 @@ int kd_student_step_paged(kd_student *m, kd_kvpool *pool, kd_kvseq *const *seqs,
     for (int64_t l = 0; l < L; l++) {
 #define W(p, sz) (slot_(P, m, p) ? slot_(P, m, p) + l * (sz) : NULL)
         kd_rmsnorm_forward(ln, NULL, x, W(P_LN1, C), N, C, c->rms_norm_eps);
-        kd_matmul_forward(q, ln, W(P_QW, Q * C), W(P_QB, Q), N, C, Q);
-        kd_matmul_forward(k, ln, W(P_KW, R * C), W(P_KB, R), N, C, R);
-        kd_matmul_forward(v, ln, W(P_VW, R * C), W(P_VB, R), N, C, R);
+        kd_matmul_rowwise(q, ln, W(P_QW, Q * C), W(P_QB, Q), N, C, Q);
+        kd_matmul_rowwise(k, ln, W(P_KW, R * C), W(P_KB, R), N, C, R);
+        kd_matmul_rowwise(v, ln, W(P_VW, R * C), W(P_VB, R), N, C, R);
         /* each row rotated at its own position; its [k | v] into its block */
         for (int i = 0, r = 0; i < nseq; i++)
             for (int64_t t = 0; t < nn[i]; t++, r++) {
@@ -774,13 +774,13 @@ int kd_student_step_paged(kd_student *m, kd_kvpool *pool, kd_kvseq *const *seqs,
             kd_attention_cached(att + off * Q, q + off * Q, kv, kv + R, 2 * R, 2 * R, p0, nn[i], H, K, D, D,
                                 scale, s);
         }
-        kd_matmul_forward(ln, att, W(P_OW, C * Q), W(P_OB, C), N, Q, C);
+        kd_matmul_rowwise(ln, att, W(P_OW, C * Q), W(P_OB, C), N, Q, C);
         kd_residual_forward(x, x, ln, N * C);
         kd_rmsnorm_forward(ln, NULL, x, W(P_LN2, C), N, C, c->rms_norm_eps);
-        kd_matmul_forward(gate, ln, W(P_GW, F * C), W(P_GB, F), N, C, F);
-        kd_matmul_forward(up, ln, W(P_UW, F * C), W(P_UB, F), N, C, F);
+        kd_matmul_rowwise(gate, ln, W(P_GW, F * C), W(P_GB, F), N, C, F);
+        kd_matmul_rowwise(up, ln, W(P_UW, F * C), W(P_UB, F), N, C, F);
         kd_swiglu_forward(gate, gate, up, N * F);
-        kd_matmul_forward(ln, gate, W(P_DW, C * F), W(P_DB, C), N, F, C);
+        kd_matmul_rowwise(ln, gate, W(P_DW, C * F), W(P_DB, C), N, F, C);
         kd_residual_forward(x, x, ln, N * C);
 #undef W
     }
@@ -793,7 +793,7 @@ int kd_student_step_paged(kd_student *m, kd_kvpool *pool, kd_kvseq *const *seqs,
         seqs[i]->len += nn[i];
     }
     if (nout)
-        kd_matmul_forward(logits, ln, slot_(P, m, P_LMH), NULL, nout, C, V);
+        kd_matmul_rowwise(logits, ln, slot_(P, m, P_LMH), NULL, nout, C, V);
     free(mem);
     free(pos);
     return KD_OK;

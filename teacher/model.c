@@ -371,10 +371,10 @@ static void mlp_(float *out, const float *x, const float *g, const float *u, con
                  int64_t C, int64_t F, float *scratch)
 {
     float *a = scratch, *b = scratch + n * F;
-    kd_matmul_forward(a, x, g, NULL, n, C, F);
-    kd_matmul_forward(b, x, u, NULL, n, C, F);
+    kd_matmul_rowwise(a, x, g, NULL, n, C, F);
+    kd_matmul_rowwise(b, x, u, NULL, n, C, F);
     kd_swiglu_forward(a, a, b, n * F);
-    kd_matmul_forward(out, a, d, NULL, n, F, C);
+    kd_matmul_rowwise(out, a, d, NULL, n, F, C);
 }
 
 /* Route one token: the k experts (idx) and their weights (wt) from the
@@ -486,7 +486,7 @@ static int moe_(const kd_teacher *m, const layer_ *y, float *out, const float *x
         rc = kd_err(KD_E_NOMEM, "moe scratch");
         goto done;
     }
-    kd_matmul_forward(logits, x, y->router, NULL, n, C, E);
+    kd_matmul_rowwise(logits, x, y->router, NULL, n, C, E);
     for (int64_t t = 0; t < n; t++)
         route_(c, logits + t * E, y->router_bias, idx + t * k, wt + t * k, rs);
     memset(out, 0, (size_t)(n * C) * sizeof(float));
@@ -594,11 +594,11 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
         kd_rmsnorm_forward(ln, NULL, x, y->ln1, N, C, c->rms_norm_eps);
         /* q (N, H, Dn + Dr), its rope part rotated at its position */
         if (Qr > 0) {
-            kd_matmul_forward(qa, ln, y->q_a, y->q_a_b, N, C, Qr);
+            kd_matmul_rowwise(qa, ln, y->q_a, y->q_a_b, N, C, Qr);
             kd_rmsnorm_forward(qa, NULL, qa, y->q_a_ln, N, Qr, c->rms_norm_eps);
-            kd_matmul_forward(q, qa, y->q_b, NULL, N, Qr, H * Dq);
+            kd_matmul_rowwise(q, qa, y->q_b, NULL, N, Qr, H * Dq);
         } else {
-            kd_matmul_forward(q, ln, y->q_proj, NULL, N, C, H * Dq);
+            kd_matmul_rowwise(q, ln, y->q_proj, NULL, N, C, H * Dq);
         }
         for (int64_t r = 0; r < N; r++)
             for (int64_t h = 0; h < H; h++) {
@@ -608,7 +608,7 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
                 kd_rope_forward(qr, kd_kvpool_cos(pool, pos[r]), kd_kvpool_sin(pool, pos[r]), NULL, 1, 1, 1, Dr);
             }
         /* the new tokens' latents [norm(c) | rope(kr)] into their blocks */
-        kd_matmul_forward(ckv, ln, y->kv_a, y->kv_a_b, N, C, R + Dr);
+        kd_matmul_rowwise(ckv, ln, y->kv_a, y->kv_a_b, N, C, R + Dr);
         for (int i = 0, r = 0; i < nseq; i++)
             for (int64_t k = 0; k < nn[i]; k++, r++) {
                 float *dst = kd_kvpool_at(pool, seqs[i], l, pos[r]);
@@ -641,7 +641,7 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
                 /* keys [k_nope_h | kr] and values of every position, decompressed */
                 for (int64_t t = 0; t < T; t++)
                     memcpy(cl + t * R, glat + t * row, (size_t)R * sizeof(float));
-                kd_matmul_forward(kvb, cl, y->kv_b, NULL, T, R, H * (Dn + Dv));
+                kd_matmul_rowwise(kvb, cl, y->kv_b, NULL, T, R, H * (Dn + Dv));
                 for (int64_t t = 0; t < T; t++)
                     for (int64_t h = 0; h < H; h++) {
                         const float *src = kvb + (t * H + h) * (Dn + Dv);
@@ -669,7 +669,7 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
                         ov[v] = a;
                     }
                 }
-        kd_matmul_forward(mo, attv, y->o, y->o_b, N, H * Dv, C);
+        kd_matmul_rowwise(mo, attv, y->o, y->o_b, N, H * Dv, C);
         kd_residual_forward(x, x, mo, N * C);
         kd_rmsnorm_forward(ln, NULL, x, y->ln2, N, C, c->rms_norm_eps);
         if (y->moe)
@@ -688,7 +688,7 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
             seqs[i]->len += nn[i];
         }
         if (nout)
-            kd_matmul_forward(logits, ln, m->lm_head, NULL, nout, C, V);
+            kd_matmul_rowwise(logits, ln, m->lm_head, NULL, nout, C, V);
     }
     free(mem);
     free(pos);
