@@ -152,6 +152,9 @@ TEST(against_cpu)
         case_(1, 200, 12, 2, dims[i], 1);
     }
     case_(2, 300, 12, 2, 128, 0);
+    /* long enough for many key tiles per query block and query steps per key block */
+    case_(1, 1000, 4, 2, 128, 0);
+    case_(1, 1000, 4, 2, 128, 1);
 }
 
 TEST(errors)
@@ -160,6 +163,8 @@ TEST(errors)
               "multiple of K");
     CHECK_ERR(kd_cu_attention_forward(NULL, NULL, NULL, NULL, NULL, NULL, 1, 8, 4, 4, 12, 1.0f, &cu), KD_E_CUDA,
               "multiple of 8");
+    CHECK_ERR(kd_cu_attention_forward(NULL, NULL, NULL, NULL, NULL, NULL, 1, 8, 4, 4, 64, -1.0f, &cu), KD_E_CUDA,
+              "need > 0");
 }
 
 /* FLOPs of causal attention: 2 matmuls of T^2/2 x D per head forward, 5 in the backward */
