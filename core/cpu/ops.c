@@ -23,15 +23,16 @@
  * past the last multiple of 8 goes to lane 0 in order, and the lanes are
  * added pairwise: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)). The
  * file is built with -ffp-contract=off (CMakeLists.txt). */
-#pragma GCC diagnostic ignored "-Wpsabi" /* 32-byte vectors passed between our static functions */
 typedef float kd_v8 __attribute__((vector_size(32)));
 
-static inline kd_v8 ld8_(const float *p)
-{
-    kd_v8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
+/* 8 floats from p, unaligned (a macro: a function returning a vector would
+ * cross the SSE/AVX clones' ABI boundary) */
+#define ld8_(p)                                                                                                       \
+    __extension__({                                                                                                    \
+        kd_v8 v8_;                                                                                                     \
+        memcpy(&v8_, (p), sizeof v8_);                                                                                 \
+        v8_;                                                                                                           \
+    })
 
 /* y[r][o] for the rows r < nr (<= 4) of x and the outputs o < no (<= 2) of w;
  * the accumulators are named so that they stay in registers */
