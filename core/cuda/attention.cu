@@ -41,6 +41,7 @@ extern "C" {
 #include "core/cuda/cuops.h"
 #include "core/status.h"
 }
+#include "core/cuda/cutry.h"
 
 typedef __nv_bfloat16 bf16;
 typedef __nv_bfloat162 bf162;
@@ -670,12 +671,6 @@ __global__ void __launch_bounds__(KW * 32, 1) attn_dkdv_kernel(float *dk, float 
 
 /* ==== launchers ======================================================================== */
 
-#define CUDA_TRY(call)                                                                        \
-    do {                                                                                      \
-        cudaError_t e_ = (call);                                                              \
-        if (e_ != cudaSuccess)                                                                \
-            return kd_err(KD_E_CUDA, "%s failed: %s", #call, cudaGetErrorString(e_));         \
-    } while (0)
 
 /* grid.y counts tiles of 128 (at most 65535); T <= 65535*64 leaves room for 64 */
 static int check_(int64_t B, int64_t T, int64_t H, int64_t K, int64_t D)

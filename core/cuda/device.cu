@@ -9,6 +9,7 @@ extern "C" {
 #include "core/device.h"
 #include "core/status.h"
 }
+#include "core/cuda/cutry.h"
 
 /* y[i] = a * x[i] + y[i]: the smallest kernel that proves the build runs here. */
 __global__ static void saxpy_kernel(int n, float a, const float *x, float *y)
@@ -18,12 +19,6 @@ __global__ static void saxpy_kernel(int n, float a, const float *x, float *y)
         y[i] = a * x[i] + y[i];
 }
 
-#define CUDA_TRY(call)                                                                        \
-    do {                                                                                      \
-        cudaError_t e_ = (call);                                                              \
-        if (e_ != cudaSuccess)                                                                \
-            return kd_err(KD_E_CUDA, "%s failed: %s", #call, cudaGetErrorString(e_));         \
-    } while (0)
 
 extern "C" int kd_cuda_built(void) { return 1; }
 

@@ -19,13 +19,8 @@ extern "C" {
 #include "core/cuda/cuops.h"
 #include "core/status.h"
 }
+#include "core/cuda/cutry.h"
 
-#define CUDA_TRY(call)                                                                        \
-    do {                                                                                      \
-        cudaError_t e_ = (call);                                                              \
-        if (e_ != cudaSuccess)                                                                \
-            return kd_err(KD_E_CUDA, "%s failed: %s", #call, cudaGetErrorString(e_));         \
-    } while (0)
 #define LT_TRY(call)                                                                          \
     do {                                                                                      \
         cublasStatus_t s_ = (call);                                                           \

@@ -9,66 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../unit/test.h"
+#include "gpu_test.h"
 #include "core/cuda/cuops.h"
 #include "core/dtype.h"
 #include "core/ops.h"
 #include "core/rng.h"
 #include "core/log.h"
-
-static kd_cu cu;
-static kd_rng rng;
-
-static float *rnd_(int64_t n, float a)
-{
-    float *x = malloc((size_t)n * sizeof *x);
-    for (int64_t i = 0; i < n; i++)
-        x[i] = kd_bf16_to_f32(kd_f32_to_bf16((float)((2 * kd_rng_uniform(&rng) - 1) * a)));
-    return x;
-}
-
-static void *dev_(size_t bytes)
-{
-    void *p = NULL;
-    CHECK_OK(kd_cu_malloc(&p, bytes));
-    CHECK_OK(kd_cu_memset0(p, bytes, &cu));
-    return p;
-}
-
-static kd_bf16 *up16_(const float *x, int64_t n)
-{
-    kd_bf16 *h = malloc((size_t)n * sizeof *h), *d = dev_((size_t)n * sizeof *d);
-    for (int64_t i = 0; i < n; i++)
-        h[i] = kd_f32_to_bf16(x[i]);
-    CHECK_OK(kd_cu_upload(d, h, (size_t)n * sizeof *h, &cu));
-    free(h);
-    return d;
-}
-
-static float *down16_(const kd_bf16 *d, int64_t n)
-{
-    kd_bf16 *h = malloc((size_t)n * sizeof *h);
-    float *x = malloc((size_t)n * sizeof *x);
-    CHECK_OK(kd_cu_download(h, d, (size_t)n * sizeof *h, &cu));
-    for (int64_t i = 0; i < n; i++)
-        x[i] = kd_bf16_to_f32(h[i]);
-    free(h);
-    return x;
-}
-
-/* max |a - b| / max |b| */
-static double rel_(const float *a, const float *b, int64_t n)
-{
-    double e = 0, s = 1e-30;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= e))
-            e = d;
-        if (fabs(b[i]) > s)
-            s = fabs(b[i]);
-    }
-    return e / s;
-}
 
 static double abs_(const float *a, const float *b, int64_t n)
 {
@@ -85,7 +31,7 @@ static void case_(int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, int pac
 {
     const int64_t N = B * T, nq = N * H * D, nk = N * K * D;
     const float scale = 1.0f / sqrtf((float)D);
-    float *q = rnd_(nq, 1.5f), *k = rnd_(nk, 1.5f), *v = rnd_(nk, 1), *dout = rnd_(nq, 1);
+    float *q = rnd(nq, 1.5f), *k = rnd(nk, 1.5f), *v = rnd(nk, 1), *dout = rnd(nq, 1);
     int64_t *pos = malloc((size_t)N * sizeof *pos);
     int32_t *pos32 = malloc((size_t)N * sizeof *pos32);
     for (int64_t b = 0; b < B; b++) /* documents of 1, then 37, then 5, then the rest, each row shifted */
@@ -104,25 +50,25 @@ static void case_(int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, int pac
         out16[i] = kd_bf16_to_f32(kd_f32_to_bf16(out[i]));
     kd_attention_backward(dq, dk, dv, dout, q, k, v, out16, lse, packed ? pos : NULL, B, T, H, K, D, scale);
 
-    kd_bf16 *gq = up16_(q, nq), *gk = up16_(k, nk), *gv = up16_(v, nk), *gdo = up16_(dout, nq);
-    kd_bf16 *go = dev_((size_t)nq * 2);
-    float *gdq = dev_((size_t)nq * 4), *gdk = dev_((size_t)nk * 4), *gdv = dev_((size_t)nk * 4);
-    float *glse = dev_((size_t)(B * H * T) * 4);
-    int32_t *gpos = dev_((size_t)N * 4);
-    void *ws = dev_(kd_cu_attention_ws_bytes(B, T, H, K, D));
+    kd_bf16 *gq = up16(q, nq), *gk = up16(k, nk), *gv = up16(v, nk), *gdo = up16(dout, nq);
+    kd_bf16 *go = dev((size_t)nq * 2);
+    float *gdq = dev((size_t)nq * 4), *gdk = dev((size_t)nk * 4), *gdv = dev((size_t)nk * 4);
+    float *glse = dev((size_t)(B * H * T) * 4);
+    int32_t *gpos = dev((size_t)N * 4);
+    void *ws = dev(kd_cu_attention_ws_bytes(B, T, H, K, D));
     CHECK_OK(kd_cu_upload(gpos, pos32, (size_t)N * 4, &cu));
     CHECK_OK(kd_cu_attention_forward(go, glse, gq, gk, gv, packed ? gpos : NULL, B, T, H, K, D, scale, &cu));
     CHECK_OK(kd_cu_attention_backward(gdq, gdk, gdv, gdo, gq, gk, gv, go, glse, packed ? gpos : NULL, B, T, H, K, D,
                                       scale, ws, &cu));
     CHECK_OK(kd_cu_sync(&cu));
-    float *ro = down16_(go, nq), *rdq = malloc((size_t)nq * 4), *rdk = malloc((size_t)nk * 4), *rdv = malloc((size_t)nk * 4);
+    float *ro = down16(go, nq), *rdq = malloc((size_t)nq * 4), *rdk = malloc((size_t)nk * 4), *rdv = malloc((size_t)nk * 4);
     CHECK_OK(kd_cu_download(rdq, gdq, (size_t)nq * 4, &cu));
     CHECK_OK(kd_cu_download(rdk, gdk, (size_t)nk * 4, &cu));
     CHECK_OK(kd_cu_download(rdv, gdv, (size_t)nk * 4, &cu));
     float *rl = malloc((size_t)(B * H * T) * 4);
     CHECK_OK(kd_cu_download(rl, glse, (size_t)(B * H * T) * 4, &cu));
-    double eo = rel_(ro, out, nq), el = abs_(rl, lse, B * H * T), eq = rel_(rdq, dq, nq), ek = rel_(rdk, dk, nk),
-           ev = rel_(rdv, dv, nk);
+    double eo = rel_err(ro, out, nq), el = abs_(rl, lse, B * H * T), eq = rel_err(rdq, dq, nq), ek = rel_err(rdk, dk, nk),
+           ev = rel_err(rdv, dv, nk);
     /* determinism: the backward again, the same bits */
     float *h1 = malloc((size_t)nk * 4), *h2 = malloc((size_t)nk * 4);
     CHECK_OK(kd_cu_download(h1, gdk, (size_t)nk * 4, &cu));
@@ -171,13 +117,13 @@ TEST(errors)
 TEST(timing)
 {
     const int64_t B = 1, T = 8192, H = 12, K = 2, D = 128, N = B * T;
-    kd_bf16 *q = dev_((size_t)N * H * D * 2), *k = dev_((size_t)N * K * D * 2), *v = dev_((size_t)N * K * D * 2);
-    kd_bf16 *o = dev_((size_t)N * H * D * 2);
-    float *dq = dev_((size_t)N * H * D * 4), *dk = dev_((size_t)N * K * D * 4), *dv = dev_((size_t)N * K * D * 4);
-    float *lse = dev_((size_t)N * H * 4);
-    void *ws = dev_(kd_cu_attention_ws_bytes(B, T, H, K, D));
-    float *x = rnd_(N * H * D, 1);
-    kd_bf16 *src = up16_(x, N * H * D);
+    kd_bf16 *q = dev((size_t)N * H * D * 2), *k = dev((size_t)N * K * D * 2), *v = dev((size_t)N * K * D * 2);
+    kd_bf16 *o = dev((size_t)N * H * D * 2);
+    float *dq = dev((size_t)N * H * D * 4), *dk = dev((size_t)N * K * D * 4), *dv = dev((size_t)N * K * D * 4);
+    float *lse = dev((size_t)N * H * 4);
+    void *ws = dev(kd_cu_attention_ws_bytes(B, T, H, K, D));
+    float *x = rnd(N * H * D, 1);
+    kd_bf16 *src = up16(x, N * H * D);
     free(x);
     const float scale = 1.0f / sqrtf((float)D);
     const double flops = 2.0 * 2.0 * (double)B * H * D * (double)T * T / 2.0;
