@@ -216,9 +216,62 @@ TEST(training_curve)
     kd_student_free(cpu);
 }
 
+/* Bad input to a step is refused before anything reaches the GPU, and the
+ * model still trains afterwards: an id or a label outside the vocabulary,
+ * positions that neither restart at 0 nor count up, a batch over the plan. */
+TEST(bad_input)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tiny-qwen2", fixtures_());
+    kd_student *cpu = NULL;
+    CHECK_OK(kd_student_load(dir, &cpu));
+    if (!cpu)
+        return;
+    const kd_model_config *c = kd_student_config(cpu);
+    enum { B = 2, T = 16 };
+    int64_t ids[B * T], labels[B * T], pos[B * T];
+    kd_rng r;
+    kd_rng_seed(&r, 3);
+    batch_(&r, c->vocab_size, B, T, ids, labels, pos);
+    kd_cu_student_opts o = {.device = 0, .max_tokens = B * T, .max_T = T};
+    kd_cu_student *gm = NULL;
+    CHECK_OK(kd_cu_student_new(c, get_, cpu, &o, &gm));
+    if (!gm) {
+        kd_student_free(cpu);
+        return;
+    }
+    CHECK_OK(kd_cu_student_zero_grad(gm));
+    int64_t keep = ids[5];
+    ids[5] = c->vocab_size;
+    CHECK_ERR(kd_cu_student_backward(gm, ids, labels, NULL, B, T, 1.0), KD_E_RANGE, "token id");
+    ids[5] = -1;
+    CHECK_ERR(kd_cu_student_backward(gm, ids, labels, NULL, B, T, 1.0), KD_E_RANGE, "token id");
+    ids[5] = keep;
+    keep = labels[7];
+    labels[7] = c->vocab_size + 3;
+    CHECK_ERR(kd_cu_student_backward(gm, ids, labels, NULL, B, T, 1.0), KD_E_RANGE, "label");
+    labels[7] = keep;
+    int64_t bad[B * T];
+    for (int i = 0; i < B * T; i++)
+        bad[i] = i % T;
+    bad[9] = 4; /* 8 then 4: neither a restart nor the next position */
+    CHECK_ERR(kd_cu_student_backward(gm, ids, labels, bad, B, T, 1.0), KD_E_RANGE, "pos[");
+    CHECK_ERR(kd_cu_student_backward(gm, ids, labels, NULL, B, 2 * T, 1.0), KD_E_RANGE, "over the CUDA student's plan");
+    CHECK_ERR(kd_cu_student_backward(gm, ids, labels, NULL, 0, T, 1.0), KD_E_RANGE, "over the CUDA student's plan");
+    /* after the refusals, a good step runs and gives a finite loss */
+    double sum = 0;
+    int64_t cnt = kd_student_count_targets(labels, pos, B, T);
+    CHECK_OK(kd_cu_student_backward(gm, ids, labels, pos, B, T, 1.0 / (double)cnt));
+    CHECK_OK(kd_cu_student_read(gm, &sum, NULL));
+    CHECK(isfinite(sum) && sum > 0);
+    kd_cu_student_free(gm);
+    kd_student_free(cpu);
+}
+
 int main(void)
 {
     RUN(gradients);
     RUN(training_curve);
+    RUN(bad_input);
     return test_summary();
 }
