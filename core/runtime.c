@@ -42,12 +42,14 @@ int kd_runtime_apply(kd_runtime_config *rt)
     setenv("DISTILL_PROGRESS_SECONDS", buf, 1);
     if (rt->threads > 0) {
         snprintf(buf, sizeof buf, "%lld", (long long)rt->threads);
-        setenv("OMP_NUM_THREADS", buf, 0); /* for child processes */
+        if (!getenv("OMP_NUM_THREADS")) {
+            setenv("OMP_NUM_THREADS", buf, 0); /* for child processes */
 #ifdef _OPENMP
-        /* libgomp read the environment when it loaded; OpenBLAS's OpenMP build
-         * follows omp_get_max_threads() on each call */
-        omp_set_num_threads((int)rt->threads);
+            /* libgomp read the environment when it loaded; OpenBLAS's OpenMP build
+             * follows omp_get_max_threads() on each call */
+            omp_set_num_threads((int)rt->threads);
 #endif
+        }
     }
     if (rt->device == KD_DEVICE_AUTO)
         rt->device = kd_cuda_device_count() > 0 ? KD_DEVICE_CUDA : KD_DEVICE_CPU;

@@ -41,7 +41,8 @@ typedef struct kd_runtime_only {
 extern const kd_cfg_schema kd_runtime_schema;
 
 /* Apply the settings to this process: log level, progress interval, thread
- * count (OMP_NUM_THREADS for OpenMP, unless the environment already sets it),
+ * count (this process's OpenMP threads, and so OpenBLAS's, and OMP_NUM_THREADS
+ * for its children; unless the environment already sets OMP_NUM_THREADS),
  * and resolve `auto` to cuda or cpu. Errors: KD_E_CUDA when device is cuda and
  * the build or the machine has none. */
 int kd_runtime_apply(kd_runtime_config *rt);

@@ -139,7 +139,8 @@ int kd_cu_swiglu_backward(kd_bf16 *dgu, const kd_bf16 *dout, const kd_bf16 *gu, 
 /* ---- causal GQA attention over packed rows (core/cuda/attention.cu) ------------------
  * q (B, T, H, D), k, v (B, T, K, D), out (B, T, H, D) bf16; lse (B, H, T) fp32
  * (natural log of the softmax denominators of the scaled scores). The query
- * at t sees keys t - pos[t] .. t (its own document). D <= 128, D % 8 == 0.
+ * at t sees keys t - pos[t] .. t (its own document). D <= 128, D % 8 == 0,
+ * T <= 65535 x 64, scale > 0 (else KD_E_CUDA).
  * The backward writes dq, dk, dv in fp32 (their consumers sum over rows, see
  * kd_cu_qkv_rope_backward); ws is a device workspace of at least
  * kd_cu_attention_ws_bytes(B, T, H, K, D) bytes. Deterministic. */

@@ -29,6 +29,25 @@ static int get_(void *ctx, const char *name, float **data, size_t *numel)
     return kd_student_tensor(ctx, name, 0, data, numel);
 }
 
+/* The CPU student of fixture fx and its CUDA copy planned for o; 0 (with
+ * both freed) when either cannot be made, the failure already counted. */
+static int open_(const char *fx, const kd_cu_student_opts *o, kd_student **cpu, kd_cu_student **gm)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/%s", fixtures_(), fx);
+    *cpu = NULL;
+    *gm = NULL;
+    CHECK_OK(kd_student_load(dir, cpu));
+    if (!*cpu)
+        return 0;
+    CHECK_OK(kd_cu_student_new(kd_student_config(*cpu), get_, *cpu, o, gm));
+    if (!*gm) {
+        kd_student_free(*cpu);
+        return 0;
+    }
+    return 1;
+}
+
 /* ||a - b|| / ||b|| */
 static double rel_(const float *a, const float *b, size_t n)
 {
@@ -166,26 +185,17 @@ TEST(gradients)
  * |difference| <= 3e-2 x max(loss, 1) at every step. */
 TEST(training_curve)
 {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tiny-qwen2", fixtures_());
-    kd_student *cpu = NULL;
-    CHECK_OK(kd_student_load(dir, &cpu));
-    if (!cpu)
-        return;
-    const kd_model_config *c = kd_student_config(cpu);
     enum { B = 2, T = 64, MB = 8, STEPS = 40 };
+    kd_cu_student_opts o = {.device = 0, .max_tokens = B * T, .max_T = T};
+    kd_student *cpu;
+    kd_cu_student *gm;
+    if (!open_("tiny-qwen2", &o, &cpu, &gm))
+        return;
     static int64_t ids[MB][B * T], labels[MB][B * T], pos[MB][B * T];
     kd_rng r;
     kd_rng_seed(&r, 5);
     for (int i = 0; i < MB; i++) /* a small vocabulary slice, so there is something to learn */
         batch_(&r, 40, B, T, ids[i], labels[i], pos[i]);
-    kd_cu_student_opts o = {.device = 0, .max_tokens = B * T, .max_T = T};
-    kd_cu_student *gm = NULL;
-    CHECK_OK(kd_cu_student_new(c, get_, cpu, &o, &gm));
-    if (!gm) {
-        kd_student_free(cpu);
-        return;
-    }
     kd_adamw hp = {1e-3, 0.9, 0.95, 1e-8, 0.01};
     double worst = 0;
     printf("  step   CPU loss   CUDA loss\n");
@@ -221,25 +231,17 @@ TEST(training_curve)
  * positions that neither restart at 0 nor count up, a batch over the plan. */
 TEST(bad_input)
 {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tiny-qwen2", fixtures_());
-    kd_student *cpu = NULL;
-    CHECK_OK(kd_student_load(dir, &cpu));
-    if (!cpu)
+    enum { B = 2, T = 16 };
+    kd_cu_student_opts o = {.device = 0, .max_tokens = B * T, .max_T = T};
+    kd_student *cpu;
+    kd_cu_student *gm;
+    if (!open_("tiny-qwen2", &o, &cpu, &gm))
         return;
     const kd_model_config *c = kd_student_config(cpu);
-    enum { B = 2, T = 16 };
     int64_t ids[B * T], labels[B * T], pos[B * T];
     kd_rng r;
     kd_rng_seed(&r, 3);
     batch_(&r, c->vocab_size, B, T, ids, labels, pos);
-    kd_cu_student_opts o = {.device = 0, .max_tokens = B * T, .max_T = T};
-    kd_cu_student *gm = NULL;
-    CHECK_OK(kd_cu_student_new(c, get_, cpu, &o, &gm));
-    if (!gm) {
-        kd_student_free(cpu);
-        return;
-    }
     CHECK_OK(kd_cu_student_zero_grad(gm));
     int64_t keep = ids[5];
     ids[5] = c->vocab_size;

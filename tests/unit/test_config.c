@@ -6,8 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "core/config.h"
+#include "core/runtime.h"
 #include "core/status.h"
 #include "test.h"
 
@@ -809,6 +813,19 @@ TEST(steps_errors)
     kd_cfg_release(&steps_schema, &c);
 }
 
+/* runtime.threads takes effect in this process (OpenMP has read its
+ * environment long before the config is applied) */
+TEST(runtime_threads)
+{
+#ifdef _OPENMP
+    unsetenv("OMP_NUM_THREADS");
+    kd_runtime_config rt = {.seed = 1, .device = KD_DEVICE_CPU, .threads = 1, .progress_seconds = 10};
+    CHECK_OK(kd_runtime_apply(&rt));
+    CHECK_EQ_INT(omp_get_max_threads(), 1);
+    CHECK_STR(getenv("OMP_NUM_THREADS"), "1");
+#endif
+}
+
 int main(void)
 {
     RUN(defaults);
@@ -828,5 +845,6 @@ int main(void)
     RUN(print_empty_section);
     RUN(steps_load);
     RUN(steps_errors);
+    RUN(runtime_threads);
     return test_summary();
 }
