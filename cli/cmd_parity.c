@@ -19,7 +19,9 @@ static void usage_(FILE *f)
                "deepseek_v3 and deepseek_v2 (the teacher: inference, plus absorbed vs\n"
                "decompressed MLA decode).\n\n"
                "options:\n"
-               "      --device DEV  cpu (default); cuda is not available yet\n"
+               "      --device DEV  cpu (default), or cuda: the CUDA student against the\n"
+               "                    bf16 tolerances of FIXTURES.md (needs a CUDA build and a\n"
+               "                    GPU; the teacher's checks run on the cpu only)\n"
                "  -h, --help        this help\n\n"
                "exit codes: 0 every check passed, 1 a check failed or the folder cannot be\n"
                "checked, 2 usage error\n");
