@@ -943,10 +943,136 @@ static void expr_prio_(km_ctx *x, const T *t, int prio, cands *out)
 
 /* ---- LaTeX normalisation ---------------------------------------------------------- */
 
+static int alpha_(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+/* "\text{" / "\mbox{" / "\textbf{" ... at i: returns the index after '{' */
+static size_t text_cmd_(const char *s, size_t n, size_t i)
+{
+    static const char *const cmds[] = {"\\text{", "\\mbox{", "\\textbf{", "\\textit{", "\\textrm{", "\\textnormal{",
+                                       "\\mathrm{", "\\textsf{", "\\texttt{"};
+    for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
+        size_t l = strlen(cmds[k]);
+        if (i + l <= n && !memcmp(s + i, cmds[k], l))
+            return i + l;
+    }
+    return 0;
+}
+
+/* Is s[a, b), the text between two boxes, only what separates the items of
+ * one list? That is whitespace, ",;.", the words "and"/"or", math
+ * delimiters ($ \( \) \[ \]), spacing (\quad, \qquad, \, \; ~ \\ &), a
+ * \text{} holding only these, and "name =" labels of at most three letters
+ * or one command, with a subscript ("x_1 = \boxed{1}, x_2 = \boxed{2}"),
+ * after up to two unit words that follow the box ("\boxed{1} papers and
+ * \boxed{2} bins"). Anything else, a word like "Wait", means the later box
+ * corrects the earlier one. */
+static int list_gap_(const char *s, size_t a, size_t b, int in_text)
+{
+    size_t i = a;
+    if (!in_text) {
+        /* up to two unit words right after the box, then a separator */
+        size_t j = i;
+        int words = 0;
+        for (;;) {
+            while (j < b && sp_(s[j]))
+                j++;
+            size_t w = j;
+            while (j < b && alpha_(s[j]))
+                j++;
+            int sep = (j - w == 3 && !memcmp(s + w, "and", 3)) || (j - w == 2 && !memcmp(s + w, "or", 2));
+            if (j == w || sep || j - w > 12 || words == 2 || (j < b && !sp_(s[j]) && s[j] != ',' && s[j] != ';')) {
+                j = w;
+                break;
+            }
+            words++;
+        }
+        if (words) {
+            int sep = j < b && (s[j] == ',' || s[j] == ';');
+            if (!sep && j + 3 <= b && !memcmp(s + j, "and", 3) && (j + 3 == b || !alpha_(s[j + 3])))
+                sep = 1;
+            if (!sep && j + 2 <= b && !memcmp(s + j, "or", 2) && (j + 2 == b || !alpha_(s[j + 2])))
+                sep = 1;
+            if (!sep)
+                return 0;
+            i = j;
+        }
+    }
+    while (i < b) {
+        char c = s[i];
+        if (sp_(c) || c == ',' || c == ';' || c == '.' || c == '$' || c == '~' || c == '&') {
+            i++;
+            continue;
+        }
+        size_t j = i; /* a label's name is [i, j) */
+        if (c == '\\' && i + 1 < b) {
+            char d = s[i + 1];
+            if (d && strchr("()[]\\,;:! ", d)) {
+                i += 2;
+                continue;
+            }
+            size_t tc = text_cmd_(s, b, i);
+            if (tc && !in_text) {
+                size_t k = tc;
+                while (k < b && s[k] != '}' && s[k] != '{')
+                    k++;
+                if (k >= b || s[k] != '}' || !list_gap_(s, tc, k, 1))
+                    return 0;
+                i = k + 1;
+                continue;
+            }
+            j = i + 1;
+            while (j < b && alpha_(s[j]))
+                j++;
+            if ((j - i == 5 && !memcmp(s + i, "\\quad", 5)) || (j - i == 6 && !memcmp(s + i, "\\qquad", 6))) {
+                i = j;
+                continue;
+            }
+            if (j == i + 1)
+                return 0;
+        } else if (alpha_(c)) {
+            while (j < b && alpha_(s[j]))
+                j++;
+            if ((j - i == 3 && !memcmp(s + i, "and", 3)) || (j - i == 2 && !memcmp(s + i, "or", 2))) {
+                i = j;
+                continue;
+            }
+            if (j - i > 3 || in_text)
+                return 0;
+        } else {
+            return 0;
+        }
+        /* a label: name, an optional subscript, '=' */
+        if (in_text)
+            return 0;
+        if (j < b && s[j] == '_') {
+            j++;
+            if (j < b && s[j] == '{') {
+                size_t k = j + 1;
+                while (k < b && k < j + 16 && s[k] != '}' && s[k] != '{')
+                    k++;
+                if (k >= b || s[k] != '}')
+                    return 0;
+                j = k + 1;
+            } else if (j < b && (alpha_(s[j]) || dg_(s[j]))) {
+                j++;
+            } else {
+                return 0;
+            }
+        }
+        while (j < b && (sp_(s[j]) || s[j] == '&'))
+            j++;
+        if (j >= b || s[j] != '=')
+            return 0;
+        i = j + 1;
+    }
+    return 1;
+}
+
 /* The contents of \boxed{}s in s, right to left. mode 1: all, joined by
- * ','; mode 2: the last, with the boxes before it that are close (under 10
- * bytes apart, or under 70 with a separator and different content). Writes
- * the result into b and returns 1, or 0 when s holds no box. */
+ * ','; mode 2: the last, with the boxes before it that form one list with it
+ * (list_gap_: "\boxed{1}, \boxed{2} and \boxed{3}"), not those a correction
+ * follows ("\boxed{3}. Wait, ... \boxed{5}" is 5). Writes the result into b
+ * and returns 1, or 0 when s holds no box. */
 static int boxed_(const char *s, size_t n, int mode, km_buf *b)
 {
     struct {
@@ -1001,29 +1127,8 @@ static int boxed_(const char *s, size_t n, int mode, km_buf *b)
             cs++;
         while (ce > cs && sp_(s[ce - 1]))
             ce--;
-        if (mode == 2 && last_start != (size_t)-1 && nf) {
-            /* between this box's end and the start of the one after it */
-            size_t bs = i + 1, be = last_start;
-            size_t blen = be > bs ? be - bs : 0;
-            int okb = blen < 10;
-            if (!okb && blen < 70) {
-                int differ = (ce - cs) != (found[nf - 1].e - found[nf - 1].s) ||
-                             memcmp(s + cs, s + found[nf - 1].s, ce - cs);
-                int sep = 0;
-                for (size_t q = bs; q < be; q++) {
-                    if (s[q] == ',' || s[q] == ';')
-                        sep = 1;
-                    if ((q + 3 <= be && !memcmp(s + q, "and", 3) && (q == bs || !isalnum((unsigned char)s[q - 1])) &&
-                         (q + 3 == be || !isalnum((unsigned char)s[q + 3]))) ||
-                        (q + 2 <= be && !memcmp(s + q, "or", 2) && (q == bs || !isalnum((unsigned char)s[q - 1])) &&
-                         (q + 2 == be || !isalnum((unsigned char)s[q + 2]))))
-                        sep = 1;
-                }
-                okb = differ && sep;
-            }
-            if (!okb)
-                break;
-        }
+        if (mode == 2 && last_start != (size_t)-1 && nf && !list_gap_(s, i + 1, last_start, 0))
+            break;
         if (!nf || (found[nf - 1].e - found[nf - 1].s) != ce - cs || memcmp(s + found[nf - 1].s, s + cs, ce - cs)) {
             found[nf].s = cs;
             found[nf].e = ce;
@@ -1046,21 +1151,6 @@ static int boxed_(const char *s, size_t n, int mode, km_buf *b)
             km_buf_putc(b, ',');
     }
     return 1;
-}
-
-static int alpha_(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-
-/* "\text{" / "\mbox{" / "\textbf{" ... at i: returns the index after '{' */
-static size_t text_cmd_(const char *s, size_t n, size_t i)
-{
-    static const char *const cmds[] = {"\\text{", "\\mbox{", "\\textbf{", "\\textit{", "\\textrm{", "\\textnormal{",
-                                       "\\mathrm{", "\\textsf{", "\\texttt{"};
-    for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
-        size_t l = strlen(cmds[k]);
-        if (i + l <= n && !memcmp(s + i, cmds[k], l))
-            return i + l;
-    }
-    return 0;
 }
 
 /* Trailing unit words stripped from an answer ("5 cm", "3 dollars"). */

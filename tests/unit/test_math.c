@@ -194,7 +194,7 @@ TEST(boxes)
     SAME("$5$", "so the answer is \\boxed{5}.");
     /* the last box; an earlier one far away is a discarded attempt... */
     SAME("$\\frac{1}{2}$", "first \\boxed{3}, but that was wrong, so let me recompute it carefully from the top, step by step, to be sure: \\boxed{\\frac{1}{2}}");
-    /* ...while boxes close together, or joined by "and" / ",", are one list */
+    /* ...while boxes joined by "and" / "," are one list */
     DIFF("$\\frac{1}{2}$", "\\boxed{3}, \\boxed{\\frac{1}{2}}");
     SAME("$\\{1, 2\\}$", "\\boxed{\\{1, 2\\}}");
     SAME("$3$", "\\boxed{\\frac{\\sqrt{9}}{1}}");
@@ -205,6 +205,20 @@ TEST(boxes)
     REASON("$5$", "The answer is \\boxed{}", "no_answer");
     REASON("$5$", "I have no idea.", "no_answer");
     SAME("$1,2$", "\\boxed{1} and \\boxed{2}");
+    /* a self-correction: the last box is the answer, however close */
+    const char *fix = "I first got \\boxed{3}. Wait, that is wrong: \\boxed{5}";
+    SAME("$5$", fix);
+    DIFF("$3$", fix);
+    DIFF("$3,5$", fix);
+    SAME("$5$", "\\boxed{3}, no, \\boxed{5}");
+    SAME("$2$", "\\boxed{1}\\text{ wait }\\boxed{2}");
+    /* lists: separators, spacing, \text{and}, labels, a unit word */
+    SAME("$1,2$", "x_1 = \\boxed{1}, x_2 = \\boxed{2}");
+    SAME("$1,2$", "x = \\boxed{1} \\quad\\text{or}\\quad x = \\boxed{2}");
+    SAME("$1,2$", "\\boxed{1}; \\boxed{2}.");
+    SAME("$1,2$", "\\boxed{1}\\text{ and }\\boxed{2}");
+    SAME("$1,2$", "\\boxed{1} paper and \\boxed{2} bins");
+    DIFF("$2$", "\\boxed{1}, \\boxed{2}");
 }
 
 TEST(answer_phrases)
