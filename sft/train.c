@@ -3,6 +3,7 @@
  */
 #include "sft/sft_impl.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -153,12 +154,25 @@ static int list_ckpts_(const char *dir, int64_t **steps, int64_t *n)
     return KD_OK;
 }
 
-/* What must agree between a checkpoint and the run resuming from it. */
+/* What must agree between a checkpoint and the run resuming from it, stored as
+ * trainer_state.json's "run": the model's shape, the examples and their order,
+ * how a step is split, the schedule's length (these ten in every checkpoint),
+ * and every setting that enters the loss or the update (added 2026-12-07, so
+ * older checkpoints lack them: each optim key and data.loss_on/overlong, named
+ * by their config path, read through the schema so that a new optim key joins
+ * them).
+ * Left out, because they change neither the losses nor the update: the output's
+ * cadence and looks (log/eval/save_every, keep_last, progress, export),
+ * train.stop_after, train.nonfinite, train.recompute, and the runtime's device
+ * and threads (a run may stop on one device and resume on the other;
+ * docs/training.md). */
 typedef struct run_key_ {
     int64_t vocab, hidden, layers, max_len, micro_batch, grad_accum, seed, total_steps;
     int64_t train_examples, train_tokens;
+    const kd_sft_config *cfg; /* the update's settings */
 } run_key_;
 
+/* The part of the key that every checkpoint has. */
 static json_t *key_json_(const run_key_ *k)
 {
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "vocab_size",
@@ -168,6 +182,105 @@ static json_t *key_json_(const run_key_ *k)
                      (json_int_t)k->seed, "total_steps", (json_int_t)k->total_steps,
                      "train_examples", (json_int_t)k->train_examples, "train_tokens",
                      (json_int_t)k->train_tokens);
+}
+
+/* Set o["SECTION.KEY"] to the field's value in `base` (its section's struct),
+ * typed as the schema says: an enum by its choice's name, a float as a JSON
+ * real (jansson writes 17 digits, so the double comes back exactly). Returns
+ * 0, or -1 when out of memory. */
+static int put_setting_(json_t *o, const char *section, const kd_cfg_field *f, const void *base)
+{
+    const char *p = (const char *)base + f->offset;
+    char name[128];
+    snprintf(name, sizeof name, "%s.%s", section, f->key);
+    json_t *v = NULL;
+    switch (f->type) {
+    case KD_CFG_T_INT:
+        v = json_integer((json_int_t) * (const int64_t *)p);
+        break;
+    case KD_CFG_T_FLOAT:
+        v = json_real(*(const double *)p);
+        break;
+    case KD_CFG_T_BOOL:
+        v = json_boolean(*(const int *)p);
+        break;
+    case KD_CFG_T_ENUM: {
+        const char *c = f->choices, *bar;
+        for (int i = *(const int *)p; i > 0 && (bar = strchr(c, '|')); i--)
+            c = bar + 1;
+        bar = strchr(c, '|');
+        v = json_stringn(c, bar ? (size_t)(bar - c) : strlen(c));
+        break;
+    }
+    default:
+        assert(!"a run-key setting must be an int, float, bool or enum");
+    }
+    return json_object_set_new(o, name, v);
+}
+
+/* The part of the key added later: the settings of the loss and the update.
+ * NULL when out of memory; the caller owns the object. */
+static json_t *settings_json_(const kd_sft_config *c)
+{
+    json_t *o = json_object();
+    int bad = !o;
+    for (const kd_cfg_field *f = optim_fields_; f->key && !bad; f++)
+        bad = put_setting_(o, "optim", f, &c->optim);
+    for (const kd_cfg_field *f = data_fields_; f->key && !bad; f++)
+        if (!strcmp(f->key, "loss_on") || !strcmp(f->key, "overlong"))
+            bad = put_setting_(o, "data", f, &c->data);
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* A key's value for a message: a real in the fewest digits that give it back. */
+static char *value_text_(const json_t *v)
+{
+    if (!v)
+        return strdup("missing");
+    if (json_is_real(v)) {
+        char b[64];
+        for (int prec = 6; prec <= 17; prec++) {
+            snprintf(b, sizeof b, "%.*g", prec, json_real_value(v));
+            if (strtod(b, NULL) == json_real_value(v))
+                break;
+        }
+        return strdup(b);
+    }
+    return json_dumps(v, JSON_ENCODE_ANY);
+}
+
+/* Compare every key of `want` (this run) with the checkpoint's `run`. A key the
+ * checkpoint lacks is an error when `required`; otherwise it is counted in
+ * *unchecked, the first one named in *first (an older checkpoint; the name is
+ * valid while `want` lives). */
+static int key_check_(const char *cdir, const json_t *run, json_t *want, int required,
+                      int *unchecked, const char **first)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(want, k, v)
+    {
+        json_t *have = json_object_get(run, k);
+        if (!have && !required) {
+            if (!(*unchecked)++)
+                *first = k;
+            continue;
+        }
+        if (have && json_equal(have, v))
+            continue;
+        char *there = value_text_(have), *here = value_text_(v);
+        int st = kd_err(KD_E_CONFIG, "checkpoint '%s' does not match this run: %s is %s there and "
+                        "%s here (start a new output.dir, or restore the old settings)", cdir, k,
+                        there ? there : "?", here ? here : "?");
+        free(there);
+        free(here);
+        return st;
+    }
+    return KD_OK;
 }
 
 typedef struct run_pos_ {
@@ -224,10 +337,17 @@ static int save_ckpt_(sft_model *m, const char *src_dir, const char *dir, const 
     free(specs);
     if (st)
         return st;
+    json_t *run = key_json_(key), *set = settings_json_(key->cfg);
+    if (!run || !set || json_object_update(run, set)) {
+        json_decref(run);
+        json_decref(set);
+        return kd_err(KD_E_NOMEM, "trainer state");
+    }
+    json_decref(set);
     json_t *s = json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "step", (json_int_t)pos->step, "epoch",
                           (json_int_t)pos->epoch, "step_in_epoch", (json_int_t)pos->step_in_epoch,
                           "steps_skipped", (json_int_t)pos->steps_skipped, "optimizer_step",
-                          (json_int_t)sft_model_step(m), "run", key_json_(key));
+                          (json_int_t)sft_model_step(m), "run", run);
     snprintf(p, sizeof p, "%s/trainer_state.json", tmp);
     st = s ? kd_write_json_atomic(p, s, JSON_INDENT(2) | JSON_SORT_KEYS)
            : kd_err(KD_E_NOMEM, "trainer state");
@@ -272,22 +392,22 @@ static int load_ckpt_(sft_model *m, const char *dir, const run_key_ *key, run_po
     if (!s)
         return kd_err(KD_E_FORMAT, "'%s': %s", p, je.text);
     int st = KD_OK;
-    json_t *run = json_object_get(s, "run"), *want = key_json_(key);
-    const char *k;
-    json_t *v;
-    json_object_foreach(want, k, v)
-    {
-        json_t *have = json_object_get(run, k);
-        if (!json_is_integer(have) || json_integer_value(have) != json_integer_value(v)) {
-            char *txt = have ? json_dumps(have, JSON_ENCODE_ANY) : NULL;
-            st = kd_err(KD_E_CONFIG, "checkpoint '%s' does not match this run: %s is %s there and "
-                        "%lld here (start a new output.dir, or restore the old settings)", cdir, k,
-                        txt ? txt : "missing", (long long)json_integer_value(v));
-            free(txt);
-            break;
-        }
-    }
+    json_t *run = json_object_get(s, "run"), *want = key_json_(key), *set = settings_json_(key->cfg);
+    int unchecked = 0;
+    const char *first = NULL;
+    if (!want || !set)
+        st = kd_err(KD_E_NOMEM, "run key");
+    /* the settings first: a changed data.loss_on or overlong also changes the
+     * example counts, and the message should name the cause */
+    if (st == KD_OK)
+        st = key_check_(cdir, run, set, 0, &unchecked, &first);
+    if (st == KD_OK)
+        st = key_check_(cdir, run, want, 1, &unchecked, &first);
+    if (st == KD_OK && unchecked)
+        kd_warn("sft: checkpoint '%s' predates the check of the optimizer's settings: %d of them "
+                "(%s first) are taken from the config unchecked", cdir, unchecked, first);
     json_decref(want);
+    json_decref(set);
     pos->step = json_integer_value(json_object_get(s, "step"));
     pos->epoch = json_integer_value(json_object_get(s, "epoch"));
     pos->step_in_epoch = json_integer_value(json_object_get(s, "step_in_epoch"));
@@ -513,7 +633,7 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
     const kd_model_config *mc = sft_model_config(m);
     run_key_ key = {mc->vocab_size, mc->hidden_size, mc->num_layers, c->data.max_len,
                     c->train.micro_batch, c->train.grad_accum, c->runtime.seed, total, train.n,
-                    train_tokens};
+                    train_tokens, c};
     run_pos_ pos = {0};
     if ((st = kd_mkdirs(c->output.dir)))
         goto done_e;

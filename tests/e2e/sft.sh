@@ -2,9 +2,10 @@
 # sft.sh DISTILL_BIN FIXTURES_DIR SCRATCH_DIR - `distill init` and `distill sft`
 # end to end with the real Qwen tokenizer: a random 2-layer Qwen2 of the real
 # vocabulary trained on R1-style chats (JSONL, tokenized on the fly) and on a
-# dataset made by `distill data tokenize`; stop and --resume equal to one run;
-# the export loads back; a dataset of another vocabulary, bad configs and usage
-# errors are refused with clear messages.
+# dataset made by `distill data tokenize`; stop and --resume equal to one run
+# (a resume with other optimizer settings refused, one with another checkpoint
+# cadence allowed); the export loads back; a dataset of another vocabulary, bad
+# configs and usage errors are refused with clear messages.
 set -euo pipefail
 if [ $# -ne 3 ]; then
     echo "usage: $0 DISTILL_BIN FIXTURES_DIR SCRATCH_DIR" >&2
@@ -60,7 +61,22 @@ run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" "${common[@]}" --set "output.di
 [ "$rc" -eq 0 ] || fail "sft b: exit $rc: $(tail -3 "$TMP/err")"
 run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" "${common[@]}" --set "output.dir=$TMP/b"
 [ "$rc" -eq 1 ] && grep -q "already holds checkpoints" "$TMP/err" || fail "sft b: rerun without --resume: $rc"
-run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" "${common[@]}" --set "output.dir=$TMP/b" --resume
+# other optimizer settings on resume: refused, naming the first differing key and both values
+run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" "${common[@]}" --set "output.dir=$TMP/b" --resume \
+    --set optim.lr=1e-2 --set optim.schedule=constant --set optim.weight_decay=0.5
+[ "$rc" -eq 1 ] && grep -q "KD_E_CONFIG: checkpoint .* does not match this run: optim.lr is 0.001 there and 0.01 here" "$TMP/err" ||
+    fail "resume with another lr: exit $rc: $(tail -3 "$TMP/err")"
+run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" "${common[@]}" --set "output.dir=$TMP/b" --resume \
+    --set optim.schedule=constant
+[ "$rc" -eq 1 ] && grep -q 'optim.schedule is "cosine" there and "constant" here' "$TMP/err" ||
+    fail "resume with another schedule: exit $rc: $(tail -3 "$TMP/err")"
+run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" "${common[@]}" --set "output.dir=$TMP/b" --resume \
+    --set optim.weight_decay=0.5
+[ "$rc" -eq 1 ] && grep -q "optim.weight_decay is 0 there and 0.5 here" "$TMP/err" ||
+    fail "resume with another weight decay: exit $rc: $(tail -3 "$TMP/err")"
+# ... while the output's cadence may change (and the refusals above changed nothing)
+run "$BIN" sft "$ROOT/configs/sft/tiny_cpu.yaml" "${common[@]}" --set "output.dir=$TMP/b" --resume \
+    --set output.save_every=1 --set output.keep_last=5 --set output.progress=false
 [ "$rc" -eq 0 ] || fail "sft b resume: exit $rc: $(tail -3 "$TMP/err")"
 strip() { sed 's/, "step_seconds".*//' "$1"; }
 diff <(strip "$TMP/a/metrics.jsonl") <(strip "$TMP/b/metrics.jsonl") >/dev/null ||

@@ -5,6 +5,7 @@
 #include "test.h"
 
 #include <dirent.h>
+#include <jansson.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -387,6 +388,70 @@ TEST(run_and_resume)
     /* a checkpoint made with other settings is refused */
     CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, "data.max_len=64"));
     CHECK_ERR(kd_sft_run(&c, &rb), KD_E_CONFIG, "max_len");
+    CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, "data.max_len=48"));
+    /* ... and so is one whose optimizer or loss differs: each setting of the update,
+     * named with its value in the checkpoint and in the config (base_cfg_'s values) */
+    static const struct {
+        const char *set, *restore, *msg;
+    } upd[] = {
+        {"optim.lr=1e-2", "optim.lr=1e-3", "optim.lr is 0.001 there and 0.01 here"},
+        {"optim.schedule=constant", "optim.schedule=cosine",
+         "optim.schedule is \"cosine\" there and \"constant\" here"},
+        {"optim.weight_decay=0.5", "optim.weight_decay=0.1", "optim.weight_decay is 0.1 there and 0.5 here"},
+        {"optim.min_lr_ratio=0", "optim.min_lr_ratio=0.1", "optim.min_lr_ratio is 0.1 there and 0 here"},
+        {"optim.warmup_ratio=0.2", "optim.warmup_ratio=0.03", "optim.warmup_ratio is 0.03 there and 0.2 here"},
+        {"optim.warmup_steps=2", "optim.warmup_steps=0", "optim.warmup_steps is 0 there and 2 here"},
+        {"optim.beta1=0.8", "optim.beta1=0.9", "optim.beta1 is 0.9 there and 0.8 here"},
+        {"optim.beta2=0.999", "optim.beta2=0.95", "optim.beta2 is 0.95 there and 0.999 here"},
+        {"optim.eps=1e-6", "optim.eps=1e-8", "optim.eps is 1e-08 there and 1e-06 here"},
+        {"optim.grad_clip=1", "optim.grad_clip=0.5", "optim.grad_clip is 0.5 there and 1 here"},
+        {"optim.decay_norm_bias=true", "optim.decay_norm_bias=false",
+         "optim.decay_norm_bias is false there and true here"},
+        /* these two change the example counts too; the setting is named, the cause */
+        {"data.loss_on=all", "data.loss_on=assistant", "data.loss_on is \"assistant\" there and \"all\" here"},
+        {"data.overlong=drop", "data.overlong=truncate", "data.overlong is \"truncate\" there and \"drop\" here"},
+        /* a value equal to 17 digits but not in its last bit */
+        {"optim.lr=0.0010000000000000002", "optim.lr=1e-3",
+         "optim.lr is 0.001 there and 0.0010000000000000002 here"},
+    };
+    for (size_t i = 0; i < sizeof upd / sizeof upd[0]; i++) {
+        CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, upd[i].set));
+        CHECK_ERR(kd_sft_run(&c, &rb), KD_E_CONFIG, upd[i].msg);
+        CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, upd[i].restore));
+    }
+    /* what changes neither the losses nor the update may differ (docs/training.md):
+     * the output's cadence, stop_after, nonfinite, the threads and the device are
+     * not in the key (the run is complete, so the resume only loads and checks) */
+    static const char *const free_[] = {"output.log_every=3", "output.eval_every=1",
+                                         "output.save_every=1", "output.keep_last=4",
+                                         "output.progress=true", "train.stop_after=2",
+                                         "train.nonfinite=skip", "train.recompute=true",
+                                         "runtime.threads=1"};
+    for (size_t i = 0; i < sizeof free_ / sizeof free_[0]; i++)
+        CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, free_[i]));
+    CHECK_OK(kd_sft_run(&c, &rb));
+    CHECK_EQ_INT(rb.steps, ra.steps);
+    /* a checkpoint written before the update's settings joined the key still resumes
+     * (they are warned about, unchecked); one without the first format's keys does not */
+    snprintf(pa, sizeof pa, "%s/checkpoints/step-%08lld/trainer_state.json", b, (long long)ra.steps);
+    json_t *ts = json_load_file(pa, 0, NULL), *run = json_object_get(ts, "run");
+    CHECK(json_object_get(run, "optim.lr") && json_object_get(run, "data.loss_on"));
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(run, tmp, k, v)
+    {
+        if (!strncmp(k, "optim.", 6) || !strncmp(k, "data.", 5))
+            json_object_del(run, k);
+    }
+    CHECK_EQ_INT(json_object_size(run), 10);
+    CHECK_OK(json_dump_file(ts, pa, JSON_INDENT(2)) ? KD_E_IO : KD_OK);
+    CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, "optim.lr=1e-2")); /* unchecked there */
+    CHECK_OK(kd_sft_run(&c, &rb));
+    json_object_del(run, "train_tokens");
+    CHECK_OK(json_dump_file(ts, pa, JSON_INDENT(2)) ? KD_E_IO : KD_OK);
+    CHECK_ERR(kd_sft_run(&c, &rb), KD_E_CONFIG, "train_tokens is missing there and 851 here");
+    json_decref(ts);
     kd_cfg_release(&kd_sft_schema, &c);
 }
 
