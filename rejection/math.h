@@ -5,8 +5,11 @@
  *
  *   1. Extraction (math_extract.c). The answer is looked for the way
  *      HF Math-Verify's parse() looks for it: by priority, the last \boxed{}
- *      or \fbox{} (nested braces; several boxes joined by "and"/"," count as
- *      one list), "final answer is $...$. I hope", "answer: ...", then any
+ *      or \fbox{} (nested braces; several boxes joined by nothing but list
+ *      separators such as "," / "and" / "\quad" / "x_2 =" count as one list,
+ *      while after other words, "\boxed{3}. Wait, ... \boxed{5}", the last
+ *      box alone is the answer), "final answer is $...$. I hope",
+ *      "answer: ...", then any
  *      LaTeX environment ($...$, $$...$$, \(...\), \[...\]) and, with the
  *      expression extractor, any plain number or arithmetic expression.
  *      Within one priority the rightmost match wins; a match that does not
@@ -113,7 +116,8 @@ typedef struct kd_math_cfg {
     long max_steps;          /* work budget per check (default 2,000,000); over it: reason "budget" */
     size_t max_input;        /* bytes of each text read, from its end (default 65536, at most 16 MiB) */
     int max_nodes;           /* expression-tree nodes per parse (default 20000) */
-    int max_depth;           /* nesting depth (default 200) */
+    int max_depth;           /* nesting depth (default 500); an answer nested deeper is "too_large"
+                                (a gold: "bad_gold"), never read as a fragment of itself */
     long max_bits;           /* largest exact integer, in bits (default 100000) */
     int mpfr_bits;           /* precision of approximate evaluation (default 128) */
     const char *question;    /* the prompt's question, or NULL (default): unknown. Set per prompt by
@@ -146,7 +150,8 @@ int kd_math_cfg_from_note(const char *note, kd_math_cfg *c);
  *     reason    "correct", "wrong_answer", "no_answer" (nothing extracted
  *               from pred), "bad_gold" (nothing parsed from gold),
  *               "parse_error" (pred's answer did not parse), "too_large"
- *               (equality would rest on a number past max_bits), "budget"
+ *               (equality would rest on a number past max_bits, or the
+ *               answer nests deeper than max_depth), "budget"
  *               (max_steps ran out)
  *     detail    a short human-readable note (may be empty)
  *     extracted the extracted pred answer, malloc'd, or NULL; freed by

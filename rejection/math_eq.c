@@ -1065,6 +1065,18 @@ int kd_math_verify(const kd_math_cfg *c, const char *gold, size_t gold_len, cons
         kd_verdict_set(v, 0, 0.0, "budget", "the work budget (%ld steps) ran out while extracting", c->max_steps);
         goto out;
     }
+    /* an answer nested past max_depth is unreadable, not a fragment of it */
+    if (pa.deep || ga.deep) {
+        const char *f = pa.deep ? pa.fallback : NULL;
+        if (f && !(v->extracted = dup_shown_(f))) {
+            kd_verdict_set(v, 0, 0.0, "nomem", NULL);
+            st = kd_err(KD_E_NOMEM, "math verifier: out of memory");
+            goto out;
+        }
+        kd_verdict_set(v, 0, 0.0, pa.deep ? "too_large" : "bad_gold", "the %s nests deeper than max_depth (%d)",
+                       pa.deep ? "answer" : "gold", c->max_depth);
+        goto out;
+    }
     /* a choice letter named in plain words ("the answer is (B)"), when the
      * gold is one and nothing else was found in the response */
     char letter[2] = {0, 0};

@@ -11,7 +11,8 @@
  *     100  "answer: ... <m>"
  *     200  "answer ... <m>"
  *     300  any environment ($..$, $$..$$, \(..\), \[..\], " [..] ",
- *          \frac{1}{2}), any number, any arithmetic expression
+ *          \frac{1}{2} when not inside braces or an exponent), any number,
+ *          any arithmetic expression
  *
  * Environments chain: "$1$, $2$ and $3$" is one match of three groups (a
  * set). Within a group the rightmost match (greatest end, then leftmost
@@ -252,8 +253,9 @@ static int env_at_(const T *t, size_t p, int boxed, grp *g, size_t *end)
     }
     if (ok && boxed && !holds_box_(t, cs, ce))
         ok = 0;
-    /* -\frac{1}{2} with plain numbers (outside boxes only) */
-    if (!ok && !boxed) {
+    /* -\frac{1}{2} with plain numbers (outside boxes only), not as the
+     * argument or exponent of something larger ("\sqrt{\frac{1}{2}}") */
+    if (!ok && !boxed && pc != '{' && pc != '^' && pc != '_') {
         size_t i = p;
         if (i < n && s[i] == '-')
             i++;
@@ -286,7 +288,7 @@ static int env_at_(const T *t, size_t p, int boxed, grp *g, size_t *end)
                     j++;
                 }
             }
-            if (okf) {
+            if (okf && !(j < n && (s[j] == '}' || s[j] == '^'))) {
                 cs = p, ce = j, e = j, ok = 1;
             }
         }
@@ -1454,7 +1456,7 @@ static km_node *parse_latex_(km_ctx *x, const char *s)
 {
     size_t n = strlen(s);
     km_node *t = km_parse(x, s, n, 0);
-    if (t || x->fail)
+    if (t || x->fail || x->deep)
         return t;
     if (memchr(s, ',', n) || memchr(s, ';', n))
         return NULL;
@@ -1723,6 +1725,7 @@ void km_extract(km_ctx *x, const char *text, size_t len, km_answer *out)
     T t = {s, n, 0, 0, 0, 0, 0, 0};
     if (!build_tables_(x, &t))
         return;
+    x->deep = 0;
     int latex = cfg->extract != KD_MATH_EXTRACT_EXPR, expr = cfg->extract != KD_MATH_EXTRACT_LATEX;
     int boxed_prio = cfg->boxed_first ? 0 : 50;
     static const int prios[] = {0, 50, 100, 200, 300};
@@ -1762,6 +1765,13 @@ void km_extract(km_ctx *x, const char *text, size_t len, km_answer *out)
             if (tree) {
                 out->tree = tree;
                 out->shown = fb;
+                x->deep = 0;
+                return;
+            }
+            if (x->deep) {
+                /* too deep to read: a fragment inside it is not the answer */
+                out->deep = 1;
+                x->deep = 0;
                 return;
             }
             if (nfailed < 64) {

@@ -32,6 +32,7 @@ typedef struct km_ctx {
     int fail;       /* KM_F_* bits, sticky */
     int nodes;      /* nodes made by the current parse */
     int approx_big; /* a too-large value was approximated (math_eval.c, per comparison) */
+    int deep;       /* a parse went past max_depth (cleared by km_extract) */
 } km_ctx;
 
 void km_ctx_init(km_ctx *x, const kd_math_cfg *c);
@@ -119,7 +120,8 @@ const char *km_key(km_ctx *x, km_node *t);
 
 /* Parse a normalised LaTeX string (plain=0) or a plain arithmetic expression
  * (plain=1: no implicit products, "**" is a power). NULL when it does not
- * parse or a limit was hit (see x->fail). */
+ * parse or a limit was hit (see x->fail; x->deep is set when the nesting
+ * went past max_depth). */
 km_node *km_parse(km_ctx *x, const char *s, size_t n, int plain);
 
 /* ---- extraction ------------------------------------------------------------------- */
@@ -139,6 +141,9 @@ typedef struct km_answer {
     size_t text_n;
     size_t ms, me, vs, ve;
     int have_span, marked;
+    /* the preferred match nests deeper than max_depth: no answer is taken
+     * from the text (not a fragment of that match either) */
+    int deep;
 } km_answer;
 
 void km_extract(km_ctx *x, const char *text, size_t n, km_answer *out);

@@ -463,6 +463,7 @@ static int enter_(P *p)
 {
     if (++p->depth > p->x->cfg->max_depth) {
         p->err = 1;
+        p->x->deep = 1;
         return 0;
     }
     return 1;

@@ -480,6 +480,54 @@ TEST(hostile)
     hostile_("empty gold", "", "\\boxed{1}", 9, any_reject);
 }
 
+/* "\frac{1}{" k times around 2, and the closing braces, wrapped in pre/post. */
+static char *nested_frac_(int k, const char *pre, const char *post)
+{
+    size_t n = strlen(pre) + strlen(post) + 10 * (size_t)k + 2;
+    char *s = malloc(n);
+    size_t o = 0;
+    o += (size_t)sprintf(s + o, "%s", pre);
+    for (int i = 0; i < k; i++)
+        o += (size_t)sprintf(s + o, "\\frac{1}{");
+    s[o++] = '2';
+    for (int i = 0; i < k; i++)
+        s[o++] = '}';
+    sprintf(s + o, "%s", post);
+    return s;
+}
+
+/* An answer nested past max_depth is too large to read; the fraction at its
+ * core is not the answer. */
+TEST(deep_nesting)
+{
+    /* 1/(1/(...1/2)): an even number of fractions is 2, an odd one 1/2 */
+    const char *wraps[][2] = {{"\\boxed{", "}"}, {"$", "$"}, {"the answer is $", "$."}};
+    for (size_t w = 0; w < 3; w++) {
+        char *s = nested_frac_(2, wraps[w][0], wraps[w][1]);
+        DIFF("$\\frac{1}{2}$", s);
+        SAME("$2$", s);
+        free(s);
+        s = nested_frac_(400, wraps[w][0], wraps[w][1]);
+        DIFF("$\\frac{1}{2}$", s);
+        if (w == 0)
+            REASON("$\\frac{1}{2}$", s, "too_large");
+        free(s);
+        s = nested_frac_(401, wraps[w][0], wraps[w][1]);
+        DIFF("$\\frac{1}{2}$", s); /* right, but past max_depth: not read */
+        free(s);
+    }
+    /* without delimiters, a fraction inside another is not the answer */
+    char *s = nested_frac_(2, "so it is ", "");
+    DIFF("$\\frac{1}{2}$", s);
+    free(s);
+    DIFF("$\\frac{1}{2}$", "so it is \\sqrt{\\frac{1}{2}}");
+    SAME("$\\frac{1}{2}$", "so it is \\frac{1}{2}");
+    /* a deep gold is no gold */
+    s = nested_frac_(400, "$", "$");
+    REASON(s, "\\boxed{2}", "bad_gold");
+    free(s);
+}
+
 /* A response that only restates the question (cfg.question known). */
 static void restate_(const char *q, const char *gold, const char *pred, int acc, const char *why)
 {
@@ -639,6 +687,7 @@ int main(void)
     RUN(symbolic);
     RUN(approximate_gold);
     RUN(hostile);
+    RUN(deep_nesting);
     RUN(threads);
     RUN(public_bench);
     return test_summary();
