@@ -1050,7 +1050,7 @@ int kd_math_verify(const kd_math_cfg *c, const char *gold, size_t gold_len, cons
     km_ctx x;
     km_ctx_init(&x, c);
     km_answer ga, pa;
-    km_extract(&x, gold, gold_len, &ga);
+    km_extract_gold(&x, gold, gold_len, &ga);
     if (!x.fail)
         km_extract(&x, pred, pred_len, &pa);
     else

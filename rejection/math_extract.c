@@ -1789,6 +1789,60 @@ void km_extract(km_ctx *x, const char *text, size_t len, km_answer *out)
     }
 }
 
+/* Does s[0, n) hold a LaTeX delimiter or a box: an unescaped '$', "\(",
+ * "\[", "\boxed", "\fbox"? */
+static int has_delims_(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '$' && (i == 0 || s[i - 1] != '\\'))
+            return 1;
+        if (s[i] == '\\' && i + 1 < n &&
+            (s[i + 1] == '(' || s[i + 1] == '[' || (i + 6 <= n && !memcmp(s + i, "\\boxed", 6)) ||
+             (i + 5 <= n && !memcmp(s + i, "\\fbox", 5))))
+            return 1;
+    }
+    return 0;
+}
+
+/* Does the answer a span its whole text, but for whitespace around it and
+ * a final '.'? */
+static int spans_all_(const km_answer *a)
+{
+    if (!a->have_span)
+        return 0;
+    size_t s = a->ms < a->vs ? a->ms : a->vs, e = a->me > a->ve ? a->me : a->ve;
+    for (size_t i = 0; i < s; i++)
+        if (!sp_(a->text[i]))
+            return 0;
+    for (size_t i = e; i < a->text_n; i++)
+        if (!sp_(a->text[i]) && a->text[i] != '.')
+            return 0;
+    return 1;
+}
+
+void km_extract_gold(km_ctx *x, const char *text, size_t len, km_answer *out)
+{
+    km_extract(x, text, len, out);
+    if (x->fail || out->deep || x->cfg->extract == KD_MATH_EXTRACT_EXPR || has_delims_(text, len))
+        return;
+    if (out->tree && (out->marked || spans_all_(out)))
+        return;
+    size_t n;
+    const char *s = prep_(x, text, len, &n);
+    const char *norm = s ? km_norm_latex(x, s, n, 0) : NULL;
+    if (x->fail || !norm)
+        return;
+    km_node *t = norm[0] ? parse_latex_(x, norm) : NULL;
+    if (x->fail)
+        return;
+    memset(out, 0, sizeof *out);
+    out->tree = t;
+    out->fallback = norm[0] ? norm : NULL;
+    out->shown = t ? norm : NULL;
+    out->deep = !t && x->deep;
+    x->deep = 0;
+}
+
 /* A multiple-choice letter A-E named in plain text: the first standalone
  * letter (bare, "(B)" or "**B**") within 60 bytes after the last "answer",
  * or the whole response when that is only a letter. 0 when none. */

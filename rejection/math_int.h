@@ -147,6 +147,14 @@ typedef struct km_answer {
 } km_answer;
 
 void km_extract(km_ctx *x, const char *text, size_t n, km_answer *out);
+/* The answer of a reference (gold) text: km_extract's, except that a gold
+ * with no LaTeX delimiter or box ("2\sqrt{3}", "(2,3)", "x^2+1", as datasets
+ * write them) is read whole as LaTeX, as if written "$...$", unless the
+ * extracted answer already spans all of it ("3", "0.5", "1/2", "7,425,000")
+ * or came from an answer phrase, or only plain expressions are extracted.
+ * A fragment ("2" of "2\sqrt{3}") is never the gold: when the whole does
+ * not parse, out has no tree and the whole text as its fallback. */
+void km_extract_gold(km_ctx *x, const char *text, size_t n, km_answer *out);
 /* The last \boxed{ / \fbox{ of s: 1 closed with content, 0 none, -1 never
  * closed (a truncated response), -2 empty. */
 int km_last_box_state(const char *s, size_t n);

@@ -221,6 +221,72 @@ TEST(boxes)
     DIFF("$2$", "\\boxed{1}, \\boxed{2}");
 }
 
+/* Golds as datasets write them (MATH, NuminaMath): bare LaTeX, no $...$.
+ * Read whole, never a number out of them ("2" of "2\sqrt{3}"). */
+TEST(bare_gold)
+{
+    /* the false positives of issue 7 */
+    DIFF("2\\sqrt{3}", "\\boxed{2}");
+    DIFF("12\\pi", "\\boxed{12}");
+    DIFF("4i", "\\boxed{4}");
+    SAME("2\\sqrt{3}", "\\boxed{2\\sqrt{3}}");
+    SAME("2\\sqrt{3}", "\\boxed{\\sqrt{12}}");
+    SAME("12\\pi", "\\boxed{12\\pi}");
+    SAME("4i", "\\boxed{4i}");
+    /* golds that had no answer at all (bad_gold) */
+    SAME("\\sqrt{2}", "\\boxed{\\sqrt{2}}");
+    SAME("(2,3)", "\\boxed{(2,3)}");
+    DIFF("(2,3)", "\\boxed{(3,2)}");
+    SAME("C", "\\boxed{C}");
+    DIFF("C", "\\boxed{B}");
+    SAME("\\pi", "\\boxed{\\pi}");
+    SAME("x^2+1", "\\boxed{x^2+1}");
+    SAME("x^2+1", "\\boxed{1+x^2}");
+    DIFF("x^2+1", "\\boxed{x^2}");
+    /* fractions, radicals and powers with a number inside */
+    DIFF("\\frac{\\sqrt{3}}{2}", "\\boxed{2}");
+    SAME("\\frac{\\sqrt{3}}{2}", "\\boxed{\\frac{\\sqrt3}{2}}");
+    DIFF("3\\frac{1}{2}", "\\boxed{3}");
+    SAME("3\\frac{1}{2}", "\\boxed{3.5}");
+    DIFF("2^{10}", "\\boxed{2}");
+    SAME("2^{10}", "\\boxed{1024}");
+    SAME("10^{-3}", "\\boxed{0.001}");
+    DIFF("\\pi/2", "\\boxed{2}");
+    SAME("\\pi/2", "\\boxed{\\frac{\\pi}{2}}");
+    DIFF("4 + 2i", "\\boxed{4}");
+    DIFF("(1, -2)", "\\boxed{-2}");
+    DIFF("2 \\times 10^3", "\\boxed{2}");
+    SAME("2 \\times 10^3", "\\boxed{2000}");
+    DIFF("\\frac{1}{2}, \\frac{3}{4}", "\\boxed{\\frac34}");
+    SAME("\\frac{1}{2}, \\frac{3}{4}", "\\boxed{\\frac12, \\frac34}");
+    SAME("(-\\infty, 2)", "\\boxed{(-\\infty,2)}");
+    SAME("\\text{Monday}", "\\boxed{\\text{Monday}}");
+    DIFF("\\text{Monday}", "\\boxed{\\text{Tuesday}}");
+    SAME("5\\%", "\\boxed{5\\%}");
+    SAME("5 \\text{ cm}", "\\boxed{5}");
+    SAME("\\$18.90", "\\boxed{18.90}");
+    SAME("y = 2x + 3", "\\boxed{y=2x+3}");
+    DIFF("y = 2x + 3", "\\boxed{3}");
+    /* plain golds keep working */
+    SAME("3", "\\boxed{3}");
+    SAME("-5", "\\boxed{-5}");
+    SAME("0.5", "\\boxed{\\frac{1}{2}}");
+    SAME("1/2", "\\boxed{0.5}");
+    SAME("x=3", "\\boxed{3}");
+    SAME("7,425,000", "\\boxed{7425000}");
+    SAME("3 1/2", "\\boxed{3\\frac12}");
+    SAME("5.", "\\boxed{5}");
+    SAME("The answer is 5", "\\boxed{5}");
+    /* LaTeX-only extraction reads a bare gold too; expression-only does not */
+    kd_math_cfg c;
+    kd_math_cfg_init(&c);
+    c.extract = KD_MATH_EXTRACT_LATEX;
+    CHECK(verify_(&c, "40/9", "$\\frac{40}{9}$", NULL, 0));
+    CHECK(!verify_(&c, "2\\sqrt{3}", "$2$", NULL, 0));
+    c.extract = KD_MATH_EXTRACT_EXPR;
+    CHECK(verify_(&c, "40/9", "40/9", NULL, 0));
+}
+
 TEST(answer_phrases)
 {
     SAME("$34$", "Final Answer: The largest $n$ is 34.");
@@ -674,6 +740,7 @@ int main(void)
     RUN(cfg_from_note);
     RUN(exact_big_numbers);
     RUN(boxes);
+    RUN(bare_gold);
     RUN(answer_phrases);
     RUN(think_blocks);
     RUN(numbers_and_forms);
