@@ -357,7 +357,7 @@ static int pow_(km_ctx *x, val *a, val *e)
             if (mpz_odd_p(mpq_numref(e->q)))
                 mpfr_neg(a->re, a->re, MPFR_RNDN);
             ok = mpfr_number_p(a->re);
-        } else if (half) {
+        } else if (half && !x->real_only) {
             /* (-a)^(k/2) = (sqrt(a) i)^k */
             mpfr_neg(a->re, a->re, MPFR_RNDN);
             mpfr_sqrt(a->im, a->re, MPFR_RNDN);
@@ -771,7 +771,9 @@ static int ev_(km_ctx *x, km_node *t, env_ *E, val *out)
              mpz_fits_slong_p(mpq_numref(lo.q)) && mpz_fits_slong_p(mpq_numref(hi.q)) && E->n < 40;
         if (ok) {
             long a = mpz_get_si(mpq_numref(lo.q)), b = mpz_get_si(mpq_numref(hi.q));
-            if (b - a > 10000) {
+            /* an empty sum (b = a - 1) is 0; one that runs backwards is
+             * undefined, not 0: sum_{k=1}^{n} k at n = -3 is not n(n+1)/2 */
+            if (b - a > 10000 || b < a - 1) {
                 ok = 0;
             } else {
                 out->ex = 1;
@@ -865,19 +867,42 @@ static unsigned long long name_hash_(const char *s, int k)
     return hash_mix_(h, (unsigned long long)k);
 }
 
-#define NPTS 6
+/* Sample points. Every comparison with variables evaluates at the first
+ * NPTS: positive rationals and small integers (sums, factorials and
+ * binomials need integers), then negative, fractional and near-zero values,
+ * so that |x| != x, \sqrt{x^2} != x and \max(x,3) != x. A point where either
+ * side is undefined (a division by zero, a log or an even root of a negative
+ * number) is skipped; while fewer than MIN_VALID points were defined on both
+ * sides, larger values follow, up to NPTS_MORE. Fewer than MIN_VALID in all
+ * proves nothing (KM_UNKNOWN). */
+#define NPTS 12
+#define NPTS_MORE 24
+#define MIN_VALID 3
 
-/* Bind every name to its value at sample point k: rationals first, then
- * small integers (sums, factorials and binomials need those). */
+/* Bind every name to its value at sample point k (see NPTS above). */
 static void bind_point_(km_ctx *x, const char **names, int n, int k, env_ *E, val *vals)
 {
     E->n = 0;
     for (int i = 0; i < n; i++) {
         unsigned long long h = name_hash_(names[i], k);
-        if (k < 3)
-            mpq_set_ui(vals[i].q, (unsigned long)(5 + h % 61), (unsigned long)(3 + (h >> 16) % 17));
+        long p = (long)(5 + h % 61), m = (long)(2 + (h % 11) + (unsigned long)i);
+        unsigned long q = (unsigned long)(3 + (h >> 16) % 17);
+        if (k < 3) /* rationals in [5/19, 65/3] */
+            mpq_set_si(vals[i].q, p, q);
+        else if (k < 6) /* integers from 2 */
+            mpq_set_si(vals[i].q, m, 1);
+        else if (k < 8) /* negative rationals */
+            mpq_set_si(vals[i].q, -p, q);
+        else if (k == 8) /* a negative integer */
+            mpq_set_si(vals[i].q, -m, 1);
+        else if (k == 9) /* a fraction in (0, 1) */
+            mpq_set_si(vals[i].q, (long)(1 + h % 7), (unsigned long)(9 + (h >> 16) % 11));
+        else if (k < 12) /* near zero, both signs: 1/40 .. 1/99 */
+            mpq_set_si(vals[i].q, k == 10 ? 1 : -1, (unsigned long)(40 + h % 60));
+        else if (k < 18) /* larger values, for narrow domains: integers, then rationals */
+            mpq_set_si(vals[i].q, k < 15 ? 20 + (long)(h % 80) : 100 + (long)(h % 900), k < 15 ? 1 : q);
         else
-            mpq_set_ui(vals[i].q, (unsigned long)(2 + (h % 11) + (unsigned long)i), 1);
+            mpq_set_si(vals[i].q, k < 21 ? -20 - (long)(h % 80) : -100 - (long)(h % 900), k < 21 ? 1 : q);
         mpq_canonicalize(vals[i].q);
         vals[i].ex = 1;
         E->b[E->n].name = names[i];
@@ -885,6 +910,19 @@ static void bind_point_(km_ctx *x, const char **names, int n, int k, env_ *E, va
         E->n++;
     }
     (void)x;
+}
+
+/* Does t hold the constant i? (then values may be complex, see real_only) */
+static int has_i_(const km_node *t, int depth)
+{
+    if (!t || depth > 200)
+        return 0;
+    if (t->kind == KN_CONST && t->op == KC_I)
+        return 1;
+    for (int k = 0; k < t->n; k++)
+        if (has_i_(t->kids[k], depth + 1))
+            return 1;
+    return 0;
 }
 
 /* Names of a and b together; -1 when too many. */
@@ -1004,8 +1042,9 @@ int km_value_eq(km_ctx *x, km_node *a, km_node *b, int mode)
         vinit_(x, &vals[i]);
     vinit_(x, &va);
     vinit_(x, &vb);
-    int npts = nv ? NPTS : 1, same = 0, big = 0, res = KM_UNKNOWN;
-    for (int k = 0; k < npts; k++) {
+    int npts = nv ? NPTS_MORE : 1, need = nv ? MIN_VALID : 1, same = 0, big = 0, res = KM_UNKNOWN;
+    x->real_only = nv && !has_i_(a, 0) && !has_i_(b, 0);
+    for (int k = 0; k < npts && (k < NPTS || same < need); k++) {
         env_ E;
         bind_point_(x, names, nv, k, &E, vals);
         x->approx_big = 0;
@@ -1027,7 +1066,7 @@ int km_value_eq(km_ctx *x, km_node *a, km_node *b, int mode)
             big = 1;
         same++;
     }
-    if (same)
+    if (same >= need)
         res = big ? KM_BIG : KM_SAME;
     else if (big)
         res = KM_BIG;
@@ -1037,6 +1076,7 @@ done:
     vclear_(&va);
     vclear_(&vb);
     x->approx_big = 0;
+    x->real_only = 0;
     return res;
 }
 
@@ -1052,8 +1092,9 @@ int km_ratio_eq(km_ctx *x, km_node *a, km_node *b, int sign)
     vinit_(x, &va);
     vinit_(x, &vb);
     vinit_(x, &k);
-    int have_k = 0, zeros = 0, res = KM_UNKNOWN, npts = nv ? NPTS : 1;
-    for (int p = 0; p < npts; p++) {
+    int have_k = 0, zeros = 0, res = KM_UNKNOWN, npts = nv ? NPTS_MORE : 1, need = nv ? MIN_VALID : 1;
+    x->real_only = nv && !has_i_(a, 0) && !has_i_(b, 0);
+    for (int p = 0; p < npts && (p < NPTS || have_k + zeros < need); p++) {
         env_ E;
         bind_point_(x, names, nv, p, &E, vals);
         if (!ev_(x, a, &E, &va) || !ev_(x, b, &E, &vb)) {
@@ -1091,11 +1132,11 @@ int km_ratio_eq(km_ctx *x, km_node *a, km_node *b, int sign)
         } else if (cmp_vals_(x, &va, &k, KM_LOOSE) != KM_SAME) {
             res = KM_DIFF;
             goto done;
+        } else {
+            have_k++;
         }
     }
-    if (have_k)
-        res = KM_SAME;
-    else if (zeros)
+    if (have_k + zeros >= need)
         res = KM_SAME;
 done:
     for (int i = 0; i < nv; i++)
@@ -1103,6 +1144,7 @@ done:
     vclear_(&va);
     vclear_(&vb);
     vclear_(&k);
+    x->real_only = 0;
     return res;
 }
 

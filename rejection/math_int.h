@@ -33,6 +33,7 @@ typedef struct km_ctx {
     int nodes;      /* nodes made by the current parse */
     int approx_big; /* a too-large value was approximated (math_eval.c, per comparison) */
     int deep;       /* a parse went past max_depth (cleared by km_extract) */
+    int real_only;  /* evaluating at sample points without i: an even root of a negative is undefined */
 } km_ctx;
 
 void km_ctx_init(km_ctx *x, const kd_math_cfg *c);

@@ -427,6 +427,39 @@ TEST(symbolic)
     c.strict = 0;
     CHECK(verify_(&c, "$f(x)$", "$f(y)$", NULL, 0));
     SAME("$\\sum_{k=1}^{n} k$", "$\\frac{n(n+1)}{2}$");
+    SAME("$\\binom{n}{2}$", "$\\frac{n(n-1)}{2}$");
+    /* equal for positive x only: negative, fractional and near-zero points */
+    DIFF("$x$", "\\boxed{|x|}");
+    DIFF("$|x|$", "\\boxed{x}");
+    DIFF("$x-3$", "\\boxed{|x-3|}");
+    DIFF("$x$", "\\boxed{\\sqrt{x^2}}");
+    DIFF("$x$", "\\boxed{\\max(x,3)}");
+    DIFF("$x$", "\\boxed{\\min(x,3)}");
+    DIFF("$x|x|$", "\\boxed{x^2}");
+    DIFF("$\\frac{|x|}{x}$", "\\boxed{1}");
+    DIFF("$\\sqrt{x^2+2x+1}$", "\\boxed{x+1}");
+    DIFF("$\\lfloor x \\rfloor$", "\\boxed{x}");
+    DIFF("$\\frac{\\sin x}{x}$", "\\boxed{1}");
+    DIFF("$x^3$", "\\boxed{|x|^3}");
+    /* equal wherever both sides are defined */
+    SAME("$|x|$", "\\boxed{\\sqrt{x^2}}");
+    SAME("$|x|$", "\\boxed{\\max(x,-x)}");
+    SAME("$\\max(x, 0)$", "\\boxed{\\frac{x+|x|}{2}}");
+    SAME("$\\sqrt{x^2+2x+1}$", "\\boxed{|x+1|}");
+    SAME("$x^2$", "\\boxed{|x|^2}");
+    SAME("$x$", "\\boxed{(\\sqrt{x})^2}");            /* x >= 0 */
+    SAME("$\\sqrt{xy}$", "\\boxed{\\sqrt{x}\\sqrt{y}}");  /* x, y >= 0 */
+    SAME("$\\ln(x^2)$", "\\boxed{2\\ln|x|}");
+    SAME("$\\frac{x^2-1}{x-1}$", "\\boxed{x+1}");
+    SAME("$x^{2/3}$", "\\boxed{\\sqrt[3]{x^2}}");
+    SAME("$e^{\\ln x}$", "\\boxed{x}");                 /* x > 0 */
+    SAME("$\\log_2 x$", "\\boxed{\\frac{\\ln x}{\\ln 2}}");
+    SAME("$\\sqrt{x-30}$", "\\boxed{(x-30)^{1/2}}");    /* x >= 30: the larger points */
+    SAME("$x > 2$", "\\boxed{-x < -2}");
+    SAME("$y = 2x+3$", "\\boxed{2x - y + 3 = 0}");
+    /* never defined together: nothing proves them equal */
+    DIFF("$\\sqrt{x}$", "\\boxed{\\sqrt{-x}}");
+    DIFF("$\\ln x$", "\\boxed{\\ln(-x)}");
 }
 
 TEST(approximate_gold)
