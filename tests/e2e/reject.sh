@@ -5,7 +5,8 @@
 # imported dataset of math and code prompts writes one verdict per sample
 # with the expected reason, applies the policies (all, k, shortest) and the
 # pass-rate window, prints the summary, skips finished prompts on request;
-# bad settings are refused before anything is written.
+# bad settings are refused before anything is written; the cases of issue 7's
+# audit of the math verifier get the verdicts a person would give.
 set -euo pipefail
 if [ $# -ne 3 ]; then
     echo "usage: $0 DISTILL_BIN FIXTURES_DIR SCRATCH_DIR" >&2
@@ -164,6 +165,56 @@ grep -q "pass_rate_min" "$TMP/err" || fail "min > max: $(cat "$TMP/err")"
 rj "$TMP/d" --set policy=best >/dev/null 2>"$TMP/err" && fail "unknown policy accepted"
 rj "$TMP/d" --set nonsense=1 >/dev/null 2>"$TMP/err" && fail "unknown key accepted"
 rj "$TMP/missing" >/dev/null 2>"$TMP/err" && fail "missing dataset accepted"
+
+# 6. issue 7's audit through distill reject: dataset golds in bare LaTeX are
+#    read whole (no "2" out of "2\sqrt{3}"), the last box after a correction
+#    is the answer, expressions differ where they differ at negative points
+#    (|x| is not x); and through distill verify (a reject would call it a
+#    repetition first), a fraction nested past max_depth is not its core
+python3 - "$TMP/a.jsonl" <<'PY'
+import json, sys
+T = "\nreasoning about the problem step by step.\n</think>\n\n"
+rows = [
+    ("2\\sqrt{3}", "The answer is $\\boxed{2}$."),
+    ("2\\sqrt{3}", "The answer is $\\boxed{2\\sqrt{3}}$."),
+    ("12\\pi", "The answer is $\\boxed{12}$."),
+    ("12\\pi", "The answer is $\\boxed{12\\pi}$."),
+    ("4i", "The answer is $\\boxed{4}$."),
+    ("\\sqrt{2}", "The answer is $\\boxed{\\sqrt{2}}$."),
+    ("(2,3)", "The answer is $\\boxed{(2,3)}$."),
+    ("C", "The answer is $\\boxed{C}$."),
+    ("x^2+1", "The answer is $\\boxed{1+x^2}$."),
+    ("5", "I first got \\boxed{3}. Wait, that is wrong: \\boxed{5}"),
+    ("3", "I first got \\boxed{3}. Wait, that is wrong: \\boxed{5}"),
+    ("|x|", "The answer is $\\boxed{x}$."),
+]
+with open(sys.argv[1], "w") as f:
+    for i, (a, g) in enumerate(rows):
+        f.write(json.dumps({"id": i, "sample": 0, "problem": "Compute it.", "answer": a, "generation": T + g,
+                            "source": "audit"}) + "\n")
+PY
+"$BIN" data import "$TMP/a" "$TMP/a.jsonl" --kind generations --id-field id --sample-field sample >/dev/null 2>"$TMP/err" ||
+    fail "import audit: $(cat "$TMP/err")"
+rj "$TMP/a" >/dev/null 2>"$TMP/err" || fail "reject audit: $(tail -3 "$TMP/err")"
+want="0 0 False wrong_answer
+1 0 True correct
+2 0 False wrong_answer
+3 0 True correct
+4 0 False wrong_answer
+5 0 True correct
+6 0 True correct
+7 0 True correct
+8 0 True correct
+9 0 True correct
+10 0 False wrong_answer
+11 0 False wrong_answer"
+diff <(echo "$want") <(verdicts "$TMP/a") >"$TMP/diff" || fail "audit verdicts: $(cat "$TMP/diff")"
+python3 -c '
+import json
+deep = "\\frac{1}{" * 400 + "2" + "}" * 400  # 1/2 at its core, 2 in all
+print(json.dumps({"gold": "\\frac{1}{2}", "pred": "so \\boxed{" + deep + "}"}))' >"$TMP/deep.jsonl"
+"$BIN" verify --jsonl "$TMP/deep.jsonl" 2>/dev/null | grep -q '"verdict":false,"reason":"too_large"' ||
+    fail "deep fraction: $("$BIN" verify --jsonl "$TMP/deep.jsonl" 2>&1 | cut -c1-200)"
 
 if [ $failures -ne 0 ]; then
     echo "$failures failure(s)" >&2
