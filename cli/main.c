@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -72,6 +73,14 @@ int kd_cli_usage_error(const char *cmd, const char *fmt, ...)
 
 int main(int argc, char **argv)
 {
+    /* Keep freed memory for reuse: the ops allocate and free per call buffers of
+     * a few hundred KB to a few MB (attention's transposes, per-thread scores), and
+     * glibc's defaults return them to the kernel at once, so every step paid for
+     * fresh zeroed pages (about 20 MB of page faults per step of the demo's
+     * teacher). Allocations of 64 MB and more (weights, activations) still map
+     * and unmap on their own. */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     /* OpenBLAS on a CPU model it does not know: start again with the kernels
      * the CPU supports (once: the variable is then set) */
     const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : kd_blas_better_core();
