@@ -9,9 +9,11 @@
  *      separators such as "," / "and" / "\quad" / "x_2 =" count as one list,
  *      while after other words, "\boxed{3}. Wait, ... \boxed{5}", the last
  *      box alone is the answer), "final answer is $...$. I hope",
- *      "answer: ...", then any
- *      LaTeX environment ($...$, $$...$$, \(...\), \[...\]) and, with the
- *      expression extractor, any plain number or arithmetic expression.
+ *      "answer: ...", then any LaTeX environment ($...$, $$...$$, \(...\),
+ *      \[...\]) and, with the expression extractor, any plain number or
+ *      arithmetic expression. A gold with no delimiter or box, as datasets
+ *      write it ("2\sqrt{3}", "(2,3)"), is read whole as LaTeX unless the
+ *      extractors read it whole already ("3", "1/2"); math_int.h has the rule.
  *      Within one priority the rightmost match wins; a match that does not
  *      parse passes the turn to the next one. With after_think set, only the
  *      text after the last "</think>" is read when there is one, and a
@@ -61,7 +63,9 @@
  *   3. Comparison (math_eq.c, math_eval.c). Numbers compare exactly (GMP
  *      mpq); an approximate side (a decimal) compares after rounding both to
  *      float_rounding decimals, or within rel_tol. Expressions with variables
- *      compare by evaluating both at several pseudo-random points, exactly
+ *      compare by evaluating both at 12 pseudo-random points, negative,
+ *      fractional and near-zero ones among them, skipping points where a
+ *      side is undefined and needing 3 defined ones (math_eval.c), exactly
  *      when the tree is rational and with MPFR (mpfr_bits) otherwise. Sets
  *      compare unordered, tuples ordered, intervals by endpoints and
  *      openness, equations and inequalities up to a constant factor,
