@@ -1,7 +1,8 @@
 /* test_sft.c - the trainer: packing, per-document attention against documents
  * run alone, gradient accumulation against one big batch, the schedule, and
  * whole runs on the HF tiny-qwen2 fixture from a dataset of examples: counts,
- * resume bit for bit, checkpoints, bad input. */
+ * resume bit for bit, the run key (other optimizer settings refused),
+ * checkpoints, micro_batch x grad_accum splits of the same steps, bad input. */
 #include "test.h"
 
 #include <dirent.h>
@@ -455,6 +456,155 @@ TEST(run_and_resume)
     kd_cfg_release(&kd_sft_schema, &c);
 }
 
+/* ---- the same through the trainer: micro_batch x grad_accum -------------------------- */
+
+/* metrics.jsonl of out, one JSON object per line; n receives the count */
+static json_t **metrics_(const char *out, int *n)
+{
+    char *txt = losses_(out), *p = txt;
+    json_t **v = NULL;
+    *n = 0;
+    while (p && *p) {
+        char *e = strchr(p, '\n');
+        json_t *o = json_loadb(p, e ? (size_t)(e - p) : strlen(p), 0, NULL);
+        CHECK(o != NULL);
+        v = realloc(v, (size_t)(*n + 1) * sizeof *v);
+        v[(*n)++] = o;
+        p = e ? e + 1 : p + strlen(p);
+    }
+    free(txt);
+    return v;
+}
+
+static double num_(const json_t *o, const char *k) { return json_number_value(json_object_get(o, k)); }
+
+/* What this proves: kd_sft_run, given the same rows per step, makes the same
+ * optimizer steps whether a step's 4 rows go through as one micro-batch of 4
+ * (grad_accum 1), 2 of 2 or 4 of 1 (grad_accum 4): the step's target count
+ * taken over all its micro-batches, each micro-batch's backward scaled by it,
+ * the summed loss, the global norm, clipping (grad_clip 0.5 bites here), the
+ * schedule and AdamW with weight decay, over two epochs (each ends on a short
+ * step), and the eval loss. The rows are the same by construction: an epoch's
+ * packing depends on (seed, epoch, max_len) only and a step takes the next
+ * micro_batch * grad_accum rows; every step's tokens and targets being equal
+ * checks that. Micro-batches pad their rows to their longest, so a 4-row one
+ * carries padding that 1-row ones do not: padding adds no loss and no gradient.
+ * Not bit for bit: products of other shapes sum in another order (OpenBLAS),
+ * so loss, grad norm and eval loss agree to 1e-5 relative (the lr, tokens and
+ * targets exactly), and each final weight tensor to 1e-4 of the distance it
+ * moved, but the k_proj biases: adding one vector to every key leaves each
+ * softmax unchanged, so their exact gradient is zero and the one computed is
+ * rounding, which AdamW (each step moves a weight by about lr * m / sqrt(v))
+ * turns into steps of about lr in any direction; their figure is printed, not
+ * held. Normalising each micro-batch by its own targets instead fails this by
+ * far (checked by planting it). */
+TEST(accumulation_run)
+{
+    mkdir(TMP, 0755);
+    const char *data = TMP "/data-acc";
+    make_dataset_(data, 40, 0);
+    static const char *const split[][2] = {
+        {"train.micro_batch=4", "train.grad_accum=1"},
+        {"train.micro_batch=2", "train.grad_accum=2"},
+        {"train.micro_batch=1", "train.grad_accum=4"},
+    };
+    enum { NS = sizeof split / sizeof split[0] };
+    char out[NS][256];
+    kd_sft_result r[NS];
+    json_t **m[NS];
+    int nm[NS];
+    for (int i = 0; i < NS; i++) {
+        snprintf(out[i], sizeof out[i], TMP "/run-acc%d", i);
+        rm_rf_(out[i]);
+        kd_sft_config c;
+        base_cfg_(&c, data, out[i]);
+        CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, split[i][0]));
+        CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, split[i][1]));
+        CHECK_OK(kd_cfg_set(&kd_sft_schema, &c, "output.save_every=0")); /* the last only */
+        CHECK_OK(kd_sft_run(&c, &r[i]));
+        kd_cfg_release(&kd_sft_schema, &c);
+        m[i] = metrics_(out[i], &nm[i]);
+    }
+    kd_student *w0 = NULL, *w[NS] = {NULL};
+    CHECK_OK(kd_student_load(QWEN, &w0));
+    for (int i = 0; i < NS; i++) {
+        char p[512];
+        snprintf(p, sizeof p, "%s/checkpoints/step-%08lld", out[i], (long long)r[0].steps);
+        CHECK_OK(kd_student_load(p, &w[i]));
+    }
+    CHECK(r[0].steps >= 8);
+    for (int i = 1; i < NS; i++) {
+        CHECK_EQ_INT(r[i].steps, r[0].steps);
+        CHECK_EQ_INT(nm[i], nm[0]);
+        double worst = 0, worst_ev = 0;
+        int steps = 0;
+        for (int l = 0; l < nm[0] && l < nm[i]; l++) {
+            const json_t *a = m[0][l], *b = m[i][l];
+            CHECK_EQ_INT((int64_t)num_(b, "step"), (int64_t)num_(a, "step"));
+            if (json_object_get(a, "eval_loss")) {
+                CHECK(json_object_get(b, "eval_loss") != NULL);
+                double d = fabs(num_(b, "eval_loss") / num_(a, "eval_loss") - 1);
+                worst_ev = d > worst_ev ? d : worst_ev;
+                continue;
+            }
+            steps++;
+            CHECK_EQ_INT((int64_t)num_(b, "tokens"), (int64_t)num_(a, "tokens"));
+            CHECK_EQ_INT((int64_t)num_(b, "targets"), (int64_t)num_(a, "targets"));
+            CHECK(num_(b, "lr") == num_(a, "lr"));
+            CHECK(json_is_false(json_object_get(b, "skipped")));
+            for (int k = 0; k < 2; k++) {
+                const char *f = k ? "grad_norm" : "loss";
+                double d = fabs(num_(b, f) / num_(a, f) - 1);
+                worst = d > worst ? d : worst;
+                if (!(d < 1e-5))
+                    fprintf(stderr, "step %d %s: %.17g vs %.17g\n", (int)num_(a, "step"), f,
+                            num_(b, f), num_(a, f));
+            }
+        }
+        CHECK_EQ_INT(steps, r[0].steps);
+        CHECK(worst < 1e-5);
+        CHECK(worst_ev < 1e-5);
+        /* the final weights, tensor by tensor, against the distance each moved */
+        double wr = 0, kb = 0;
+        const char *worst_t = "";
+        for (size_t t = 0; w0 && w[0] && w[i] && t < kd_student_param_count(w0); t++) {
+            const char *nm = kd_student_param_name(w0, t);
+            float *p0, *pa, *pb;
+            size_t n;
+            CHECK_OK(kd_student_tensor(w0, nm, 0, &p0, &n));
+            CHECK_OK(kd_student_tensor(w[0], nm, 0, &pa, &n));
+            CHECK_OK(kd_student_tensor(w[i], nm, 0, &pb, &n));
+            double dd = 0, dm = 0;
+            for (size_t j = 0; j < n; j++) {
+                dd += ((double)pb[j] - pa[j]) * ((double)pb[j] - pa[j]);
+                dm += ((double)pa[j] - p0[j]) * ((double)pa[j] - p0[j]);
+            }
+            CHECK(dm > 0);
+            const double rel = dm > 0 ? sqrt(dd / dm) : 1;
+            if (strstr(nm, "k_proj.bias")) {
+                kb = rel > kb ? rel : kb;
+                continue;
+            }
+            if (rel > wr) {
+                wr = rel;
+                worst_t = nm;
+            }
+        }
+        printf("accumulation through the trainer, %s %s vs %s %s: %d steps, loss and grad norm "
+               "rel %.3g, eval loss rel %.3g, final weights %.3g of the distance moved (%s), "
+               "k_proj biases %.3g\n", split[i][0] + 6, split[i][1] + 6, split[0][0] + 6,
+               split[0][1] + 6, steps, worst, worst_ev, wr, worst_t, kb);
+        CHECK(wr < 1e-4);
+    }
+    kd_student_free(w0);
+    for (int i = 0; i < NS; i++) {
+        kd_student_free(w[i]);
+        for (int l = 0; l < nm[i]; l++)
+            json_decref(m[i][l]);
+        free(m[i]);
+    }
+}
+
 TEST(bad_input)
 {
     mkdir(TMP, 0755);
@@ -545,6 +695,7 @@ int main(void)
     RUN(accumulation);
     RUN(schedule);
     RUN(run_and_resume);
+    RUN(accumulation_run);
     RUN(bad_input);
     RUN(nonfinite);
     return test_summary();
