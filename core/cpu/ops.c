@@ -368,13 +368,18 @@ static float attend_row_(float *o, const float *qr, const float *k, const float 
     return mx + logf(sum);
 }
 
-/* ---- the vector kernels of the attention ----
- * Keys, values, queries and output gradients are first transposed per head
- * to (D, T), so that a query's scores against 8 consecutive keys are one
- * vector sum over i; each score is still summed over i in order, and each
- * output over j in order, exactly as attend_row_ does (so the training
- * forward, the backward's rebuilt probabilities and the cached generation
- * agree to the bit). */
+/* ---- the training attention, in blocks ----
+ * Each document of a row is attended to on its own, in tasks of up to AQ_
+ * queries (the forward, and the backward's dq) or AQ_ keys (the backward's dk,
+ * dv), each task a few small matrix products (OpenBLAS, single threaded; the
+ * tasks run in parallel). Keys, values, queries and output
+ * gradients are first transposed per head to (D, T) where a product needs
+ * them along the tokens. Every element is summed in a fixed order that does
+ * not depend on the thread count or on where the document sits in its row
+ * (a packed row gives the bits of its documents run alone), and no two tasks
+ * write the same element: deterministic. kd_attention_cached, for
+ * generation, sums row by row in another order (within fp32 rounding). */
+enum { AQ_ = 64 };
 
 /* xt ((B, K, D, T)) = x ((B, T, K, D)) */
 static float *heads_t_(const float *x, int64_t B, int64_t T, int64_t K, int64_t D)
@@ -390,60 +395,43 @@ static float *heads_t_(const float *x, int64_t B, int64_t T, int64_t K, int64_t 
     return xt;
 }
 
-/* s[j] = scale * sum_i a[i] * xt[i*T + j], for j in first..last */
-__attribute__((target_clones("avx2", "default"))) static void
-dots_t_(float *s, const float *a, const float *xt, int64_t T, int64_t first, int64_t last, int64_t D, float scale)
+/* y (M, N), row stride ldy, = x (M, nI) w (N, nI)^T, rows ldx and ldw apart;
+ * called inside the parallel regions, where OpenBLAS's OpenMP build runs on the
+ * calling thread alone */
+static void gemm_nt_(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t M,
+                     int64_t N, int64_t nI)
 {
-    int64_t j = first;
-    for (; j + 32 <= last + 1; j += 32) {
-        kd_v8 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-        for (int64_t i = 0; i < D; i++) {
-            const float *r = xt + i * T + j;
-            const float ai = a[i];
-            c0 += ai * ld8_(r), c1 += ai * ld8_(r + 8), c2 += ai * ld8_(r + 16), c3 += ai * ld8_(r + 24);
-        }
-        c0 *= scale, c1 *= scale, c2 *= scale, c3 *= scale;
-        memcpy(s + j, &c0, 32), memcpy(s + j + 8, &c1, 32), memcpy(s + j + 16, &c2, 32), memcpy(s + j + 24, &c3, 32);
-    }
-    for (; j + 8 <= last + 1; j += 8) {
-        kd_v8 c = {0};
-        for (int64_t i = 0; i < D; i++)
-            c += a[i] * ld8_(xt + i * T + j);
-        c *= scale;
-        memcpy(s + j, &c, 32);
-    }
-    for (; j <= last; j++) {
-        float d = 0.0f;
-        for (int64_t i = 0; i < D; i++)
-            d += a[i] * xt[i * T + j];
-        s[j] = d * scale;
-    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)nI, 1.0f, x, (int)ldx, w, (int)ldw, 0.0f,
+                y, (int)ldy);
 }
 
-/* o[i] (+)= sum over j in first..last, then g < G, in that order, of
- * p[j*G + g] * x[j*ldx + g*ldg + i], for i < D; add: o is accumulated into,
- * else overwritten */
-__attribute__((target_clones("avx2", "default"))) static void
-axpys_(float *o, const float *p, const float *x, int64_t ldx, int64_t ldg, int64_t G, int64_t first, int64_t last,
-       int64_t D, int add)
+/* The tasks: (b, document start s, length n, block start r) for every block
+ * of AQ_ tokens of every document; *count of them, malloc'ed. */
+typedef struct {
+    int64_t b, s, n, r;
+} att_task_;
+
+static att_task_ *att_tasks_(const int64_t *pos, int64_t B, int64_t T, int64_t *count)
 {
+    int64_t cnt = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t s = 0, e; s < T; s = e) {
+            for (e = s + 1; e < T && (!pos || pos[b * T + e] != 0); e++)
+                ;
+            cnt += (e - s + AQ_ - 1) / AQ_;
+        }
+    att_task_ *tk = malloc((size_t)(cnt ? cnt : 1) * sizeof *tk);
+    assert(tk);
     int64_t i = 0;
-    for (; i + 8 <= D; i += 8) {
-        kd_v8 c = {0};
-        if (add)
-            c = ld8_(o + i);
-        for (int64_t j = first; j <= last; j++)
-            for (int64_t g = 0; g < G; g++)
-                c += p[j * G + g] * ld8_(x + j * ldx + g * ldg + i);
-        memcpy(o + i, &c, 32);
-    }
-    for (; i < D; i++) {
-        float c = add ? o[i] : 0.0f;
-        for (int64_t j = first; j <= last; j++)
-            for (int64_t g = 0; g < G; g++)
-                c += p[j * G + g] * x[j * ldx + g * ldg + i];
-        o[i] = c;
-    }
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t s = 0, e; s < T; s = e) {
+            for (e = s + 1; e < T && (!pos || pos[b * T + e] != 0); e++)
+                ;
+            for (int64_t r = 0; r < e - s; r += AQ_)
+                tk[i++] = (att_task_){b, s, e - s, r};
+        }
+    *count = cnt;
+    return tk;
 }
 
 void kd_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
@@ -452,36 +440,44 @@ void kd_attention_forward(float *out, float *lse, const float *q, const float *k
 {
     assert(H % K == 0);
     const int64_t G = H / K;
-    float *kt = heads_t_(k, B, T, K, D);
+    int64_t nt;
+    att_task_ *tk = att_tasks_(pos, B, T, &nt);
+    float *vt = heads_t_(v, B, T, K, D);
 #pragma omp parallel
     {
-        float *s = malloc((size_t)T * sizeof(float));
-        assert(s);
-#pragma omp for collapse(3) schedule(dynamic, 16)
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t h = 0; h < H; h++)
-                for (int64_t t = 0; t < T; t++) {
-                    const int64_t first = pos ? t - pos[b * T + t] : 0;
-                    float *o = out + ((b * T + t) * H + h) * D;
-                    dots_t_(s, q + ((b * T + t) * H + h) * D, kt + (b * K + h / G) * D * T, T, first, t, D, scale);
-                    float mx = -INFINITY;
-                    for (int64_t j = first; j <= t; j++)
-                        if (s[j] > mx)
-                            mx = s[j];
-                    float sum = 0.0f;
-                    for (int64_t j = first; j <= t; j++) {
-                        s[j] = expf(s[j] - mx);
-                        sum += s[j];
+        float *sc = malloc((size_t)(AQ_ * T) * sizeof(float)); /* scores, then probabilities (nr, kn) */
+        assert(sc);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int64_t i = 0; i < nt; i++)
+            for (int64_t h = 0; h < H; h++) {
+                const att_task_ t = tk[i];
+                const int64_t nr = t.n - t.r < AQ_ ? t.n - t.r : AQ_, kn = t.r + nr, kh = h / G;
+                const int64_t row0 = (t.b * T + t.s + t.r) * H + h; /* the block's first query row */
+                gemm_nt_(sc, kn, q + row0 * D, H * D, k + ((t.b * T + t.s) * K + kh) * D, K * D, nr, kn, D);
+                for (int64_t r = 0; r < nr; r++) {
+                    float *p = sc + r * kn, mx = -INFINITY, sum = 0.0f;
+                    const int64_t last = t.r + r; /* causal: keys 0..last of the document */
+                    for (int64_t j = 0; j <= last; j++) {
+                        p[j] *= scale;
+                        mx = p[j] > mx ? p[j] : mx;
+                    }
+                    for (int64_t j = 0; j <= last; j++) {
+                        p[j] = expf(p[j] - mx);
+                        sum += p[j];
                     }
                     const float inv = 1.0f / sum;
-                    for (int64_t j = first; j <= t; j++)
-                        s[j] *= inv;
-                    axpys_(o, s, v + (b * T * K + h / G) * D, K * D, 0, 1, first, t, D, 0);
-                    lse[(b * H + h) * T + t] = mx + logf(sum);
+                    for (int64_t j = 0; j <= last; j++)
+                        p[j] *= inv;
+                    for (int64_t j = last + 1; j < kn; j++)
+                        p[j] = 0.0f;
+                    lse[(t.b * H + h) * T + t.s + t.r + r] = mx + logf(sum);
                 }
-        free(s);
+                gemm_nt_(out + row0 * D, H * D, sc, kn, vt + (t.b * K + kh) * D * T + t.s, T, nr, D, kn);
+            }
+        free(sc);
     }
-    free(kt);
+    free(vt);
+    free(tk);
 }
 
 void kd_attention_cached(float *out, const float *q, const float *kc, const float *vc, int64_t ldk,
@@ -503,77 +499,90 @@ void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
 {
     assert(H % K == 0);
     const int64_t G = H / K;
-    /* Two passes, each parallel over every row with no shared output, so all
-     * cores work whatever the number of kv heads, and each element is summed by
-     * one thread in a fixed order (deterministic):
-     *   1. per query row (b, h, t): delta = dout . out, and dq;
-     *   2. per key row (b, kv head, j): dk, dv over the queries that see j
-     *      (t >= j in j's document, then each head of the group), rebuilding the
-     *      probabilities from lse. */
+    /* Two passes over the blocks of every document, the probabilities rebuilt
+     * from lse in each:
+     *   1. query blocks (per query head): delta = dout . out, dp = dout v^T,
+     *      ds = p (dp - delta) scale, dq += ds k;
+     *   2. key blocks (per kv head, its query heads in order): the same ds and
+     *      p transposed (keys by queries, for the queries at or after the
+     *      block's first key), dk += ds^T q, dv += p^T dout. */
+    int64_t nt;
+    att_task_ *tk = att_tasks_(pos, B, T, &nt);
     float *delta = malloc((size_t)(B * H * T) * sizeof(float));
-    float *kt = heads_t_(k, B, T, K, D), *vt = heads_t_(v, B, T, K, D);
+    float *kt = heads_t_(k, B, T, K, D), *qt = heads_t_(q, B, T, H, D), *gt = heads_t_(dout, B, T, H, D);
     assert(delta);
 #pragma omp parallel
     {
-        float *sc = malloc((size_t)(3 * T) * sizeof(float)), *dp = sc + T, *ds = dp + T;
+        /* (AQ_, T) each: scores/probabilities, dp/ds; then a (AQ_, D) product */
+        float *sc = malloc((size_t)(2 * AQ_ * T + AQ_ * D) * sizeof(float)), *dp = sc + AQ_ * T, *acc = dp + AQ_ * T;
         assert(sc);
-#pragma omp for collapse(3) schedule(dynamic, 16)
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t h = 0; h < H; h++)
-                for (int64_t t = 0; t < T; t++) {
-                    const int64_t first = pos ? t - pos[b * T + t] : 0, off = (b * K + h / G) * D * T;
-                    const float *go = dout + ((b * T + t) * H + h) * D;
-                    const float *orow = out + ((b * T + t) * H + h) * D;
-                    const float L = lse[(b * H + h) * T + t];
-                    float dl = 0.0f;
-                    for (int64_t i = 0; i < D; i++)
-                        dl += go[i] * orow[i];
-                    delta[(b * H + h) * T + t] = dl;
-                    dots_t_(sc, q + ((b * T + t) * H + h) * D, kt + off, T, first, t, D, 1.0f);
-                    dots_t_(dp, go, vt + off, T, first, t, D, 1.0f);
-                    for (int64_t j = first; j <= t; j++)
-                        ds[j] = expf(sc[j] * scale - L) * (dp[j] - dl) * scale;
-                    axpys_(dq + ((b * T + t) * H + h) * D, ds, k + (b * T * K + h / G) * D, K * D, 0, 1, first, t, D, 1);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int64_t i = 0; i < nt; i++)
+            for (int64_t h = 0; h < H; h++) {
+                const att_task_ t = tk[i];
+                const int64_t nr = t.n - t.r < AQ_ ? t.n - t.r : AQ_, kn = t.r + nr, kh = h / G;
+                const int64_t row0 = (t.b * T + t.s + t.r) * H + h, kv0 = (t.b * T + t.s) * K + kh;
+                const float *L = lse + (t.b * H + h) * T + t.s + t.r;
+                float *dl = delta + (t.b * H + h) * T + t.s + t.r;
+                gemm_nt_(sc, kn, q + row0 * D, H * D, k + kv0 * D, K * D, nr, kn, D);
+                gemm_nt_(dp, kn, dout + row0 * D, H * D, v + kv0 * D, K * D, nr, kn, D);
+                for (int64_t r = 0; r < nr; r++) {
+                    const float *go = dout + (row0 + r * H) * D, *orow = out + (row0 + r * H) * D;
+                    float d = 0.0f;
+                    for (int64_t e = 0; e < D; e++)
+                        d += go[e] * orow[e];
+                    dl[r] = d;
+                    float *p = sc + r * kn, *g = dp + r * kn;
+                    const int64_t last = t.r + r;
+                    for (int64_t j = 0; j <= last; j++)
+                        g[j] = expf(p[j] * scale - L[r]) * (g[j] - d) * scale;
+                    for (int64_t j = last + 1; j < kn; j++)
+                        g[j] = 0.0f;
                 }
-        free(sc);
-    }
-    float *qt = heads_t_(q, B, T, H, D), *gt = heads_t_(dout, B, T, H, D);
-#pragma omp parallel
-    {
-        /* sc, dp per head of the group over t; then p, ds interleaved as (t, head) */
-        float *sc = malloc((size_t)(4 * G * T) * sizeof(float)), *dp = sc + G * T, *pp = dp + G * T, *ds = pp + G * T;
-        assert(sc);
-#pragma omp for collapse(3) schedule(dynamic, 16)
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t kh = 0; kh < K; kh++)
-                for (int64_t j = 0; j < T; j++) {
-                    int64_t end = j + 1; /* one past the last query that sees j */
-                    while (end < T && !(pos && pos[b * T + end] == 0))
-                        end++;
-                    const float *kr = k + ((b * T + j) * K + kh) * D;
-                    const float *vr = v + ((b * T + j) * K + kh) * D;
-                    for (int64_t g = 0; g < G; g++) {
-                        const int64_t h = kh * G + g;
-                        dots_t_(sc + g * T, kr, qt + (b * H + h) * D * T, T, j, end - 1, D, 1.0f);
-                        dots_t_(dp + g * T, vr, gt + (b * H + h) * D * T, T, j, end - 1, D, 1.0f);
-                    }
-                    for (int64_t t = j; t < end; t++)
-                        for (int64_t g = 0; g < G; g++) {
-                            const int64_t h = kh * G + g, e = (t - j) * G + g;
-                            pp[e] = expf(sc[g * T + t] * scale - lse[(b * H + h) * T + t]);
-                            ds[e] = pp[e] * (dp[g * T + t] - delta[(b * H + h) * T + t]) * scale;
+                gemm_nt_(acc, D, dp, kn, kt + (t.b * K + kh) * D * T + t.s, T, nr, D, kn);
+                for (int64_t r = 0; r < nr; r++)
+                    for (int64_t e = 0; e < D; e++)
+                        dq[(row0 + r * H) * D + e] += acc[r * D + e];
+            }
+#pragma omp for schedule(dynamic, 1) collapse(2)
+        for (int64_t i = 0; i < nt; i++)
+            for (int64_t kh = 0; kh < K; kh++) {
+                const att_task_ t = tk[i];
+                const int64_t nc = t.n - t.r < AQ_ ? t.n - t.r : AQ_, nq = t.n - t.r; /* keys, queries t.r.. */
+                const int64_t kv0 = (t.b * T + t.s + t.r) * K + kh; /* the block's first key row */
+                for (int64_t g = 0; g < G; g++) {
+                    const int64_t h = kh * G + g, q0 = (t.b * T + t.s + t.r) * H + h; /* query row t.r */
+                    const float *L = lse + (t.b * H + h) * T + t.s + t.r, *dl = delta + (t.b * H + h) * T + t.s + t.r;
+                    gemm_nt_(sc, nq, k + kv0 * D, K * D, q + q0 * D, H * D, nc, nq, D);
+                    gemm_nt_(dp, nq, v + kv0 * D, K * D, dout + q0 * D, H * D, nc, nq, D);
+                    for (int64_t c = 0; c < nc; c++) {
+                        float *p = sc + c * nq, *s2 = dp + c * nq; /* key t.r + c, queries t.r + j */
+                        for (int64_t j = 0; j < c; j++)
+                            p[j] = s2[j] = 0.0f;
+                        for (int64_t j = c; j < nq; j++) {
+                            p[j] = expf(p[j] * scale - L[j]);
+                            s2[j] = p[j] * (s2[j] - dl[j]) * scale;
                         }
-                    const int64_t row0 = ((b * T + j) * H + kh * G) * D; /* q, dout at (t = j, head kh G) */
-                    axpys_(dk + ((b * T + j) * K + kh) * D, ds, q + row0, H * D, D, G, 0, end - j - 1, D, 1);
-                    axpys_(dv + ((b * T + j) * K + kh) * D, pp, dout + row0, H * D, D, G, 0, end - j - 1, D, 1);
+                    }
+                    /* dk += ds^T q, dv += p^T dout (queries t.r.. of head h, transposed) */
+                    const int64_t qo = (t.b * H + h) * D * T + t.s + t.r;
+                    gemm_nt_(acc, D, dp, nq, qt + qo, T, nc, D, nq);
+                    for (int64_t c = 0; c < nc; c++)
+                        for (int64_t e = 0; e < D; e++)
+                            dk[(kv0 + c * K) * D + e] += acc[c * D + e];
+                    gemm_nt_(acc, D, sc, nq, gt + qo, T, nc, D, nq);
+                    for (int64_t c = 0; c < nc; c++)
+                        for (int64_t e = 0; e < D; e++)
+                            dv[(kv0 + c * K) * D + e] += acc[c * D + e];
                 }
+            }
         free(sc);
     }
     free(qt);
     free(gt);
     free(kt);
-    free(vt);
     free(delta);
+    free(tk);
 }
 
 /* ---- residual ------------------------------------------------------------------ */
