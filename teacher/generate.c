@@ -54,7 +54,8 @@ static const kd_cfg_field gen_fields_[] = {
     KD_CFG_INT(kd_gen_config, batch, "16", 1, 4096, "samples decoded together"),
     KD_CFG_INT(kd_gen_config, kv_block, "16", 1, 4096, "positions per kv cache block"),
     KD_CFG_INT(kd_gen_config, kv_blocks, "0", 0, 1e9,
-               "blocks in the kv pool; 0 = batch x (max_new_tokens + 2048) positions"),
+               "blocks in the kv pool; 0 = batch x (max_new_tokens + 2048) positions, and the longest prompt's "
+               "sequence"),
     KD_CFG_BOOL(kd_gen_config, progress, "true", "draw a progress bar"),
     KD_CFG_SECTION(kd_gen_config, sampling, kd_gen_sampling_fields, "sampling"),
     KD_CFG_SECTION(kd_gen_config, runtime, kd_runtime_fields, "seed, device, threads, logging"),
@@ -465,6 +466,7 @@ typedef struct gctx_ {
     int64_t *lens;
     kd_progress *pb;
     kd_ids *ids;
+    int64_t nblocks; /* the kv pool's (pool_blocks_) */
     double tok_run, t_run;
 } gctx_;
 
@@ -489,9 +491,50 @@ static int record_(gctx_ *x, samp_ *sp)
     return rc;
 }
 
+/* Which samples of prompt pid are missing from the output (n->missing,
+ * n->nmiss) and, when some are, the prompt's token count n->P (its ids in
+ * ids). The one place a unit is measured: the pool check and the job's loop
+ * both read it. */
+static int unit_measure_(gjob_ *j, kd_store *in, kd_store *out, uint64_t pid, unit_ *n, kd_ids *ids)
+{
+    const kd_gen_config *c = j->cfg;
+    n->pid = pid;
+    n->nmiss = 0;
+    n->P = 0;
+    kd_store_read *r = NULL;
+    int rc = kd_store_read_begin(out, &r);
+    for (int64_t s = 0; s < c->samples && rc == KD_OK; s++) {
+        int ex = 0;
+        rc = kd_store_unit_exists(r, pid, (uint32_t)s, &ex);
+        if (!ex)
+            n->missing[n->nmiss++] = (int)s;
+    }
+    if (r)
+        kd_store_read_end(r);
+    if (rc || !n->nmiss)
+        return rc;
+    kd_record rec;
+    if ((rc = kd_store_read_begin(in, &r)) == KD_OK) {
+        rc = kd_store_get(r, KD_DB_PROMPTS, pid, 0, &rec);
+        if (rc == KD_OK)
+            rc = prompt_ids_(j, &rec, ids);
+        kd_store_read_end(r);
+    }
+    n->P = (int64_t)ids->n;
+    return rc;
+}
+
+/* The completion tokens a prompt of P tokens gets: max_new_tokens, or what
+ * is left of the context (the finish then says length). */
+static int64_t unit_max_new_(const gjob_ *j, int64_t P)
+{
+    const int64_t max_new = j->cfg->sampling.max_new_tokens;
+    return P + max_new > j->g.max_pos ? j->g.max_pos - P : max_new;
+}
+
 /* The next prompt with missing samples (*u NULL at the end). Prompts whose
- * samples all exist are counted; prompts that do not fit are recorded as
- * skipped. */
+ * samples all exist are counted; prompts that do not fit the context are
+ * recorded as skipped. */
 static int next_unit_(gctx_ *x, unit_ **u)
 {
     const kd_gen_config *c = x->c;
@@ -502,17 +545,7 @@ static int next_unit_(gctx_ *x, unit_ **u)
         unit_ *n = calloc(1, sizeof *n);
         if (!n)
             return kd_err(KD_E_NOMEM, "unit");
-        n->pid = pid;
-        kd_store_read *r = NULL;
-        int rc = kd_store_read_begin(x->out, &r);
-        for (int64_t s = 0; s < c->samples && rc == KD_OK; s++) {
-            int ex = 0;
-            rc = kd_store_unit_exists(r, pid, (uint32_t)s, &ex);
-            if (!ex)
-                n->missing[n->nmiss++] = (int)s;
-        }
-        if (r)
-            kd_store_read_end(r);
+        int rc = unit_measure_(j, x->in, x->out, pid, n, x->ids);
         x->res->existing += c->samples - n->nmiss;
         if (x->pb)
             kd_progress_add(x->pb, (uint64_t)(c->samples - n->nmiss));
@@ -522,18 +555,6 @@ static int next_unit_(gctx_ *x, unit_ **u)
                 return rc;
             continue;
         }
-        kd_record rec;
-        if ((rc = kd_store_read_begin(x->in, &r)) == KD_OK) {
-            rc = kd_store_get(r, KD_DB_PROMPTS, pid, 0, &rec);
-            if (rc == KD_OK)
-                rc = prompt_ids_(j, &rec, x->ids);
-            kd_store_read_end(r);
-        }
-        if (rc) {
-            free(n);
-            return rc;
-        }
-        n->P = (int64_t)x->ids->n;
         if (n->P + 1 > j->g.max_pos) {
             char msg[160];
             snprintf(msg, sizeof msg, "prompt of %lld tokens does not fit the context of %lld",
@@ -553,9 +574,7 @@ static int next_unit_(gctx_ *x, unit_ **u)
                 return rc;
             continue;
         }
-        n->max_new = c->sampling.max_new_tokens;
-        if (n->P + n->max_new > j->g.max_pos)
-            n->max_new = j->g.max_pos - n->P; /* what fits; the finish says length if it runs out */
+        n->max_new = unit_max_new_(j, n->P);
         n->prompt = malloc((size_t)n->P * sizeof *n->prompt);
         if (!n->prompt) {
             free(n);
@@ -568,6 +587,64 @@ static int next_unit_(gctx_ *x, unit_ **u)
         return KD_OK;
     }
     return KD_OK;
+}
+
+/* Blocks of bs positions that n positions take. */
+static int64_t blocks_(int64_t n, int64_t bs) { return n / bs + (n % bs != 0); }
+
+/* The blocks of the kv pool (*nblocks), chosen and checked before anything
+ * is generated, so that one sample alone always fits: every sample's whole
+ * sequence (its prompt and its max_new tokens, within the context) takes at
+ * most nblocks - 1 blocks. Then a sample alone in the pool can always grow
+ * (the others are preempted), and a prompt that fits the context is never
+ * dropped; a prompt longer than the context is recorded as skipped
+ * (next_unit_). kv_blocks 0: batch samples of max_new_tokens + 2048
+ * positions, more if the longest prompt's sequence needs it. Only when the
+ * pool cannot hold a full-context sequence are the prompts measured (those
+ * with samples missing). Errors: KD_E_CONFIG (kv_blocks set and a prompt's
+ * sequence does not fit: the message names the prompt and the keys), the
+ * store's and the tokenizer's. */
+static int pool_blocks_(gjob_ *j, kd_store *in, kd_store *out, const uint64_t *pids, size_t npids,
+                        kd_ids *ids, int64_t *nblocks)
+{
+    const kd_gen_config *c = j->cfg;
+    const int64_t bs = c->kv_block, ctx = j->g.max_pos, max_new = c->sampling.max_new_tokens;
+    int64_t nb = c->kv_blocks;
+    if (!nb) {
+        const int64_t span = max_new + 2048 < ctx ? max_new + 2048 : ctx;
+        nb = c->batch * blocks_(span, bs) + 1;
+    }
+    *nblocks = nb;
+    if (ctx < INT64_MAX && nb >= blocks_(ctx, bs) + 1)
+        return KD_OK; /* a full-context sequence fits */
+    kd_debug("generate: the kv pool (%lld blocks of %lld) holds less than the context: measuring %zu prompts",
+             (long long)nb, (long long)bs, npids);
+    unit_ *n = calloc(1, sizeof *n);
+    if (!n)
+        return kd_err(KD_E_NOMEM, "unit");
+    int rc = KD_OK;
+    int64_t need_max = 0;
+    for (size_t i = 0; i < npids && rc == KD_OK; i++) {
+        rc = unit_measure_(j, in, out, pids[i], n, ids);
+        if (rc || !n->nmiss || n->P + 1 > ctx)
+            continue; /* nothing to generate, or skipped */
+        const int64_t need = blocks_(n->P + unit_max_new_(j, n->P), bs) + 1;
+        if (need > need_max)
+            need_max = need;
+        if (c->kv_blocks && need > nb)
+            rc = kd_err(KD_E_CONFIG, "the kv pool (kv_blocks %lld of kv_block %lld positions) cannot hold prompt "
+                        "%" PRIu64 " alone: its %lld tokens and sampling.max_new_tokens %lld need %lld blocks: "
+                        "raise kv_blocks (or kv_block), or lower sampling.max_new_tokens",
+                        (long long)nb, (long long)bs, n->pid, (long long)n->P, (long long)max_new,
+                        (long long)need);
+    }
+    free(n);
+    if (rc == KD_OK && need_max > nb) {
+        kd_debug("generate: kv pool of %lld blocks (the longest prompt's sequence), not %lld", (long long)need_max,
+                 (long long)nb);
+        *nblocks = need_max;
+    }
+    return rc;
 }
 
 static void unit_done_(unit_ *u)
@@ -596,13 +673,7 @@ static int run_engine_(gctx_ *x)
     gjob_ *j = x->j;
     const kd_gen_config *c = x->c;
     gmodel_ *m = &j->g;
-    const int64_t V = j->g.V, B = c->batch, bs = c->kv_block;
-    int64_t nblocks = c->kv_blocks;
-    if (!nblocks) {
-        int64_t span = c->sampling.max_new_tokens + 2048;
-        span = span < j->g.max_pos ? span : j->g.max_pos;
-        nblocks = B * ((span + bs - 1) / bs) + 1;
-    }
+    const int64_t V = j->g.V, B = c->batch, bs = c->kv_block, nblocks = x->nblocks;
     kd_kvpool *pool = NULL;
     KD_TRY(gm_pool_(m, nblocks, bs, &pool));
     live_ *run = calloc((size_t)B, sizeof *run), *wait = NULL;
@@ -642,14 +713,16 @@ static int run_engine_(gctx_ *x)
             if (rc || !pending_unit)
                 break;
             unit_ *u = pending_unit;
-            const int64_t need = (u->P + bs) / bs + u->nmiss + 1;
-            if (nrun + u->nmiss > B && nrun > 0)
+            /* the samples whose first token fits beside the prompt's blocks. Beside
+             * running samples: all of them and a block to spare, or the prompt waits
+             * for room; in an empty pool at least one (pool_blocks_), the rest are
+             * queued */
+            const int64_t fit = kd_kvpool_free_blocks(pool) - blocks_(u->P, bs);
+            if (nrun > 0 && (nrun + u->nmiss > B || fit <= u->nmiss))
                 break;
-            if (need > kd_kvpool_free_blocks(pool)) {
-                if (nrun == 0)
-                    rc = kd_err(KD_E_CONFIG, "the kv pool (%lld blocks of %lld) cannot hold a prompt of %lld "
-                                "tokens and its %d samples: raise kv_blocks", (long long)nblocks, (long long)bs,
-                                (long long)u->P, u->nmiss);
+            if (fit < 1) {
+                rc = kd_err(KD_E_INTERNAL, "engine: an empty kv pool of %lld blocks cannot start prompt %" PRIu64
+                            " of %lld tokens", (long long)nblocks, u->pid, (long long)u->P);
                 break;
             }
             kd_kvseq root = {0}, *rp = &root;
@@ -658,7 +731,7 @@ static int run_engine_(gctx_ *x)
             rc = row0 ? gm_step_(m, pool, &rp, 1, u->prompt, &P, 1, row0)
                       : kd_err(KD_E_NOMEM, "row");
             for (int k = 0, n = u->nmiss; rc == KD_OK && k < n; k++) {
-                if (nrun == B) { /* a prompt with more samples than the batch: queue the rest */
+                if (nrun == B || k >= fit) { /* more samples than the batch or the pool: queue the rest */
                     if (nwait == capwait) {
                         capwait = capwait ? 2 * capwait : 16;
                         live_ *nw = realloc(wait, capwait * sizeof *nw);
@@ -724,8 +797,14 @@ static int run_engine_(gctx_ *x)
             int64_t need = 0;
             for (int64_t i = 0; i < nrun; i++)
                 need += kd_kvseq_need(pool, &run[i].sp.seq, 1);
-            if (need <= kd_kvpool_free_blocks(pool) || nrun == 1)
+            if (need <= kd_kvpool_free_blocks(pool))
                 break;
+            if (nrun == 1) { /* cannot be: its whole sequence fits the pool (pool_blocks_) */
+                rc = kd_err(KD_E_INTERNAL, "engine: prompt %" PRIu64 " sample %u alone outgrew the kv pool of %lld "
+                            "blocks at %lld tokens", run[0].sp.pid, run[0].sp.sample, (long long)nblocks,
+                            (long long)run[0].sp.t);
+                break;
+            }
             live_ *l = &run[--nrun];
             kd_kvseq_release(pool, &l->sp.seq);
             if (nwait == capwait) {
@@ -875,6 +954,10 @@ int kd_generate_run(const kd_gen_config *c, kd_gen_result *res)
         out = in;
     if (rc == KD_OK)
         rc = kd_store_prompt_ids(in, c->limit, &pids, &npids);
+    /* the kv pool holds every sample alone, or the job stops here */
+    int64_t nblocks = 0;
+    if (rc == KD_OK)
+        rc = pool_blocks_(&j, in, out, pids, npids, &ids, &nblocks);
     uint32_t lineage = 0;
     if (rc == KD_OK) {
         char hash[20];
@@ -904,7 +987,7 @@ int kd_generate_run(const kd_gen_config *c, kd_gen_result *res)
     }
     gctx_ gx = {.j = &j, .c = c, .in = in, .out = out, .pids = pids, .npids = npids, .pend = pend,
                 .np = &np, .lineage = lineage, .res = res, .lens = lens, .pb = pb_on ? &pb : NULL,
-                .ids = &ids, .t_run = kd_now()};
+                .ids = &ids, .nblocks = nblocks, .t_run = kd_now()};
     if (rc == KD_OK)
         rc = run_engine_(&gx);
     double tok_run = gx.tok_run, t_run = gx.t_run;

@@ -25,7 +25,10 @@
  * prompt is prefilled once and its samples share its blocks
  * (copy-on-write), and when the pool runs out the newest sample is
  * preempted and later recomputed (prompt prefilled, its tokens replayed), so
- * its text does not change.
+ * its text does not change. No sample is dropped for want of cache: before
+ * anything is generated the pool is checked to hold every sample alone (its
+ * prompt and max_new_tokens, within the context, and a block to spare); the
+ * default pool grows to that, a kv_blocks too small is refused.
  */
 #ifndef KD_TEACHER_GENERATE_H
 #define KD_TEACHER_GENERATE_H
@@ -66,7 +69,7 @@ typedef struct kd_gen_config {
     int64_t commit_every; /* units per committed batch */
     int64_t batch;        /* DeepSeek engine: samples in flight */
     int64_t kv_block;     /* positions per cache block */
-    int64_t kv_blocks;    /* blocks in the pool; 0 = sized from batch and max_new_tokens */
+    int64_t kv_blocks;    /* blocks in the pool; 0 = from batch, max_new_tokens, the longest prompt */
     int progress;
     kd_gen_sampling sampling;
     kd_runtime_config runtime;
@@ -85,7 +88,8 @@ typedef struct kd_gen_result {
 } kd_gen_result;
 
 /* Run the job. Errors: KD_E_CONFIG (bad settings, max_new_tokens past the
- * context), KD_E_NOTFOUND (model, tokenizer, dataset), KD_E_UNSUPPORTED,
+ * context, a kv pool that cannot hold some prompt's sample alone: the
+ * message names the prompt and the keys), KD_E_NOTFOUND (model, tokenizer, dataset), KD_E_UNSUPPORTED,
  * KD_E_IO, KD_E_NOMEM, and a missing tensor / wrong shape / unsupported
  * quantisation of the model, named before anything is generated. */
 int kd_generate_run(const kd_gen_config *cfg, kd_gen_result *res);

@@ -5,8 +5,11 @@
 # dataset ends with every unit once and the same texts as an uninterrupted run
 # (counter-based randomness); a prompt longer than the context is recorded as
 # skipped; on the batched engine (paged cache, preemption) the dense teacher and
-# a DeepSeek teacher give the same texts as one sample at a time; bad settings are refused
-# before anything is generated.
+# a DeepSeek teacher give the same texts as one sample at a time; a kv pool
+# that cannot hold one sample's sequence is refused before anything is
+# generated, and one that just can (or the default pool with a prompt past
+# 2048 tokens at batch 1) lets a sample alone run to its end; bad settings are
+# refused before anything is generated.
 set -euo pipefail
 if [ $# -ne 3 ]; then
     echo "usage: $0 DISTILL_BIN FIXTURES_DIR SCRATCH_DIR" >&2
@@ -100,6 +103,36 @@ grep -q "preempted" "$TMP/qp.err" || fail "dense: the small pool preempted nothi
 echo "dense engine: $(grep -c preempted "$TMP/qp.err") preemptions with a 40-block pool"
 diff <(export_texts "$TMP/a") <(export_texts "$TMP/q1") >/dev/null || fail "dense batch 1 differs from batch 16"
 diff <(export_texts "$TMP/a") <(export_texts "$TMP/qp") >/dev/null || fail "dense preempted run differs from batch 16"
+
+# 3c. a kv pool that cannot hold one sample's whole sequence (prompt and
+#     max_new_tokens) is refused before anything is generated, naming the keys;
+#     with the smallest pool that can, three samples start together, are
+#     preempted down to one, and that one alone fills the pool to its end: the
+#     texts of run 1. (A lone sample that outgrew the pool used to end the job
+#     with "kv pool full".)
+"$BIN" data import "$TMP/k" "$TMP/p.jsonl" --kind prompts >/dev/null 2>&1
+set +e
+gen "$TMP/k" --set limit=1 --set kv_block=4 --set kv_blocks=14 >/dev/null 2>"$TMP/k.err"
+krc=$?
+set -e
+[ $krc -eq 1 ] && grep -q "kv_blocks 14 of kv_block 4 positions) cannot hold prompt 0 alone" "$TMP/k.err" &&
+    grep -q "raise kv_blocks (or kv_block), or lower sampling.max_new_tokens" "$TMP/k.err" ||
+    fail "a pool too small for one sample: $(cat "$TMP/k.err")"
+[ "$(export_texts "$TMP/k" | wc -l)" -eq 0 ] || fail "a refused pool generated something"
+kneed=$(sed -n 's/.* need \([0-9]*\) blocks.*/\1/p' "$TMP/k.err")
+gen "$TMP/k" --set limit=1 --set kv_block=4 --set "kv_blocks=${kneed:-0}" --set runtime.log_level=debug \
+    >/dev/null 2>"$TMP/k.err" || fail "the smallest pool ($kneed blocks): $(grep -v ^progress "$TMP/k.err" | tail -3)"
+grep -q "preempted" "$TMP/k.err" || fail "the smallest pool preempted nothing"
+diff <(export_texts "$TMP/a" | awk '$1 == 0') <(export_texts "$TMP/k") >/dev/null ||
+    fail "the smallest pool's run differs from batch 16"
+echo "smallest pool: $kneed blocks of 4 for a prompt and 40 new tokens, $(grep -c preempted "$TMP/k.err") preemptions"
+# the default pool (batch x (max_new_tokens + 2048) positions) grows to the
+# longest prompt's sequence: a prompt past 2048 tokens at batch 1 runs
+python3 -c 'import json; print(json.dumps({"problem": "word " * 2200, "answer": "x"}))' >"$TMP/long2.jsonl"
+"$BIN" data import "$TMP/l" "$TMP/long2.jsonl" --kind prompts >/dev/null 2>&1
+gen "$TMP/l" --set samples=1 --set batch=1 --set sampling.max_new_tokens=8 >"$TMP/l.out" 2>"$TMP/l.err" ||
+    fail "a 2200-word prompt at batch 1: $(tail -3 "$TMP/l.err")"
+grep -q "1 units: 0 already there, 1 generated, 0 skipped" "$TMP/l.out" || fail "long prompt, batch 1: $(cat "$TMP/l.out")"
 
 # 5. a DeepSeek-V3 teacher (random weights, the real DeepSeek-V3 vocabulary) on the
 #    engine: continuous batching over the paged cache gives the same texts as one
