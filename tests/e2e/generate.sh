@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # generate.sh DISTILL_BIN FIXTURES_DIR SCRATCH_DIR - `distill generate` end to
 # end with a small random Qwen2 of the real Qwen vocabulary (a dense teacher):
-# one record per (prompt, sample); killed with SIGKILL twice and rerun, the
+# one record per (prompt, sample); killed with SIGKILL three times mid-job (each
+# time after it committed some units, with samples in flight) and rerun, the
 # dataset ends with every unit once and the same texts as an uninterrupted run
 # (counter-based randomness); a prompt longer than the context is recorded as
 # skipped; on the batched engine (paged cache, preemption) the dense teacher and
@@ -37,12 +38,12 @@ PY
 for d in a b; do
     "$BIN" data import "$TMP/$d" "$TMP/p.jsonl" --kind prompts >/dev/null 2>&1 || fail "import $d"
 done
+GEN=(generate "$ROOT/configs/generate/r1.yaml" --set "model=$TMP/model" --set template=qwen3 --set samples=3
+    --set sampling.max_new_tokens=40 --set commit_every=1 --set runtime.threads=1)
 gen() { # DATASET [more --set ...]
     local ds=$1
     shift
-    "$BIN" generate "$ROOT/configs/generate/r1.yaml" --set "model=$TMP/model" --set "input=$ds" \
-        --set template=qwen3 --set samples=3 --set sampling.max_new_tokens=40 --set commit_every=1 \
-        --set runtime.threads=1 "$@"
+    "$BIN" "${GEN[@]}" --set "input=$ds" "$@"
 }
 export_texts() { # DATASET -> prompt_id sample finish text, sorted
     "$BIN" data export "$1" --kind generations 2>/dev/null | python3 -c '
@@ -58,17 +59,40 @@ grep -q "15 units: 0 already there, 15 generated" "$TMP/a.out" || fail "generate
 grep -q "progress: generate" "$TMP/a.err" || fail "no progress lines"
 [ "$(export_texts "$TMP/a" | wc -l)" -eq 15 ] || fail "a: not 15 records"
 
-# 2. killed twice with SIGKILL, then finished
-for k in 1 2; do
-    gen "$TMP/b" >/dev/null 2>&1 &
+# 2. killed with SIGKILL three times mid-job, then finished. Two samples at a
+#    time, so units finish and are committed one or two at a time (commit_every
+#    1) while others run; each run is killed once the dataset holds 3 more
+#    units than when it started
+committed() { # DATASET -> generations in it
+    local n
+    n=$("$BIN" data stats "$1" 2>/dev/null | awk '$1 == "generations" {print $2; exit}') || true
+    echo "${n:-0}"
+}
+there=0
+kills=""
+for k in 1 2 3; do
+    # distill itself in the background (not `gen`, whose subshell a kill would
+    # leave distill running)
+    "$BIN" "${GEN[@]}" --set "input=$TMP/b" --set batch=2 >/dev/null 2>"$TMP/b$k.err" &
     pid=$!
-    sleep 1.5
+    want=$((there + 3))
+    while kill -0 $pid 2>/dev/null && [ "$(committed "$TMP/b")" -lt $want ]; do
+        sleep 0.1
+    done
     kill -9 $pid 2>/dev/null || true
     wait $pid 2>/dev/null || true
+    now=$(export_texts "$TMP/b" | wc -l)
+    [ "$now" -ge $want ] && [ "$now" -lt 15 ] ||
+        fail "kill $k: $now units committed (wanted $want to 14): $(grep -v ^progress "$TMP/b$k.err" | tail -3)"
+    there=$now
+    kills="$kills $now"
 done
-gen "$TMP/b" >"$TMP/b.out" 2>"$TMP/b.err" || fail "generate b: $(tail -3 "$TMP/b.err")"
-grep -q "15 units:" "$TMP/b.out" || fail "b: $(cat "$TMP/b.out")"
-echo "after two kills: $(cat "$TMP/b.out" | head -1)"
+gen "$TMP/b" --set batch=2 >"$TMP/b.out" 2>"$TMP/b.err" || fail "generate b: $(tail -3 "$TMP/b.err")"
+echo "killed with$kills units committed, then: $(head -1 "$TMP/b.out")"
+grep -q "15 units: $there already there, $((15 - there)) generated" "$TMP/b.out" || fail "b: $(cat "$TMP/b.out")"
+[ "$there" -gt 0 ] || fail "the kills landed before any unit was committed"
+# every (prompt, sample) once, nothing lost, and the uninterrupted run's texts
+[ "$(export_texts "$TMP/b" | awk '{print $1, $2}' | sort -u | wc -l)" -eq 15 ] || fail "b: not 15 distinct units"
 diff <(export_texts "$TMP/a") <(export_texts "$TMP/b") >/dev/null ||
     fail "killed and resumed run differs: $(diff <(export_texts "$TMP/a") <(export_texts "$TMP/b") | head -4)"
 # a rerun of a finished job generates nothing
