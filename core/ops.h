@@ -117,8 +117,10 @@ void kd_attention_forward(float *out, float *lse, const float *q, const float *k
  * kc + j*ldk + g*Dk and value row j at vc + j*ldv + g*Dv, for j up to the
  * last of them (so a cache of rows (K, D) has ldk = ldv = K*D; MLA's latent
  * cache reads the value as a prefix of the key row). out (n, H, Dv),
- * overwritten. Causal: the query at p0+t sees keys 0 .. p0+t. Same
- * arithmetic, row by row, as kd_attention_forward. scratch holds p0+n floats. */
+ * overwritten. Causal: the query at p0+t sees keys 0 .. p0+t. Row by row, in
+ * a fixed order that depends on nothing else in the batch (kd_attention_forward
+ * sums in blocks: the two agree to fp32 rounding, not to the bit). scratch
+ * holds p0+n floats. */
 void kd_attention_cached(float *out, const float *q, const float *kc, const float *vc, int64_t ldk,
                          int64_t ldv, int64_t p0, int64_t n, int64_t H, int64_t K, int64_t Dk,
                          int64_t Dv, float scale, float *scratch);

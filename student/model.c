@@ -732,18 +732,20 @@ int kd_student_step_paged(kd_student *m, kd_kvpool *pool, kd_kvseq *const *seqs,
             return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)", (long long)ids[r],
                           (long long)r, (long long)V);
     KD_TRY(kd_kvpool_reserve(pool, seqs, nseq, nn));
-    /* scratch: x, ln (N, C); q, att (N, Q); k, v (N, R); gate, up (N, F);
-     * scores (Tmax); one sequence's cached rows, gathered (Tmax, 2R) */
-    const size_t need = (size_t)(2 * N * C + 2 * N * Q + 2 * N * R + 2 * N * F + Tmax + 2 * Tmax * R);
+    /* scratch: x, ln (N, C); q, att (N, Q); k, v (N, R); gate, up (N, F) */
+    const size_t need = (size_t)(2 * N * C + 2 * N * Q + 2 * N * R + 2 * N * F);
     float *mem = malloc(need * sizeof(float));
-    int64_t *pos = malloc((size_t)N * sizeof *pos);
-    if (!mem || !pos) {
+    int64_t *pos = malloc((size_t)N * sizeof *pos), *offs = malloc((size_t)nseq * sizeof *offs);
+    if (!mem || !pos || !offs) {
         free(mem);
         free(pos);
+        free(offs);
         return kd_err(KD_E_NOMEM, "decode scratch (%zu floats)", need);
     }
+    for (int i = 0, o = 0; i < nseq; o += (int)nn[i], i++)
+        offs[i] = o; /* the sequence's first row */
     float *x = mem, *ln = x + N * C, *q = ln + N * C, *att = q + N * Q, *k = att + N * Q, *v = k + N * R;
-    float *gate = v + N * R, *up = gate + N * F, *s = up + N * F, *kv = s + Tmax;
+    float *gate = v + N * R, *up = gate + N * F;
     float *P = m->params;
     const float scale = 1.0f / sqrtf((float)D);
     for (int i = 0, r = 0; i < nseq; i++)
@@ -767,12 +769,32 @@ int kd_student_step_paged(kd_student *m, kd_kvpool *pool, kd_kvseq *const *seqs,
                 memcpy(dst, k + r * R, (size_t)R * sizeof(float));
                 memcpy(dst + R, v + r * R, (size_t)R * sizeof(float));
             }
-        /* attention, sequence by sequence, over its gathered rows */
-        for (int i = 0, off = 0; i < nseq; off += (int)nn[i], i++) {
-            const int64_t p0 = seqs[i]->len;
-            kd_kvpool_gather(pool, seqs[i], l, p0 + nn[i], kv);
-            kd_attention_cached(att + off * Q, q + off * Q, kv, kv + R, 2 * R, 2 * R, p0, nn[i], H, K, D, D,
-                                scale, s);
+        /* attention, sequence by sequence, over its gathered rows: the sequences
+         * in parallel, each on its thread's scratch (the same arithmetic) */
+        int oom = 0;
+#pragma omp parallel if (nseq > 1)
+        {
+            float *kvt = malloc((size_t)(2 * Tmax * R + Tmax) * sizeof(float)); /* rows, then scores */
+            if (!kvt) {
+#pragma omp atomic write
+                oom = 1;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int i = 0; i < nseq; i++) {
+                if (!kvt)
+                    continue;
+                const int64_t p0 = seqs[i]->len;
+                kd_kvpool_gather(pool, seqs[i], l, p0 + nn[i], kvt);
+                kd_attention_cached(att + offs[i] * Q, q + offs[i] * Q, kvt, kvt + R, 2 * R, 2 * R, p0, nn[i], H, K,
+                                    D, D, scale, kvt + 2 * Tmax * R);
+            }
+            free(kvt);
+        }
+        if (oom) {
+            free(mem);
+            free(pos);
+            free(offs);
+            return kd_err(KD_E_NOMEM, "decode attention scratch");
         }
         kd_matmul_rowwise(ln, att, W(P_OW, C * Q), W(P_OB, C), N, Q, C);
         kd_residual_forward(x, x, ln, N * C);
@@ -796,6 +818,7 @@ int kd_student_step_paged(kd_student *m, kd_kvpool *pool, kd_kvseq *const *seqs,
         kd_matmul_rowwise(logits, ln, slot_(P, m, P_LMH), NULL, nout, C, V);
     free(mem);
     free(pos);
+    free(offs);
     return KD_OK;
 }
 

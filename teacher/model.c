@@ -572,12 +572,15 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
     for (int i = 0; i < NS; i++)
         total += (size_t)sz[i];
     float *mem = malloc(total * sizeof(float)), *pt[NS];
-    int64_t *pos = malloc((size_t)N * sizeof *pos);
-    if (!mem || !pos) {
+    int64_t *pos = malloc((size_t)N * sizeof *pos), *offs = malloc((size_t)nseq * sizeof *offs);
+    if (!mem || !pos || !offs) {
         free(mem);
         free(pos);
+        free(offs);
         return kd_err(KD_E_NOMEM, "teacher scratch (%zu floats)", total);
     }
+    for (int i = 0, o = 0; i < nseq; o += (int)nn[i], i++)
+        offs[i] = o; /* the sequence's first row */
     for (int64_t i = 0, o = 0; i < NS; o += sz[i], i++)
         pt[i] = mem + o;
     float *x = pt[0], *ln = pt[1], *mo = pt[2], *qa = pt[3], *q = pt[4], *ckv = pt[5], *qlat = pt[6];
@@ -620,6 +623,7 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
                                 Dr);
             }
         if (!dec) /* absorbed queries: q_lat = W_UK^T q_nope per head, then q_rot */
+#pragma omp parallel for collapse(2) if (N * H >= 16)
             for (int64_t r = 0; r < N; r++)
                 for (int64_t h = 0; h < H; h++) {
                     const float *qn = q + (r * H + h) * Dq;
@@ -632,31 +636,53 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
                     }
                     memcpy(ql + R, qn + Dn, (size_t)Dr * sizeof(float));
                 }
-        /* attention, sequence by sequence, over its gathered latents */
-        for (int i = 0, off = 0; i < nseq; off += (int)nn[i], i++) {
+        /* attention, sequence by sequence, over its gathered latents; absorbed, the
+         * sequences run in parallel, each on its thread's scratch (the same arithmetic) */
+        if (!dec) {
+            int oom = 0;
+#pragma omp parallel if (nseq > 1)
+            {
+                float *gl = malloc((size_t)(Tmax * row + Tmax) * sizeof(float));
+                if (!gl) {
+#pragma omp atomic write
+                    oom = 1;
+                }
+#pragma omp for schedule(dynamic, 1)
+                for (int i = 0; i < nseq; i++) {
+                    if (!gl)
+                        continue;
+                    const int64_t p0 = seqs[i]->len, off = offs[i];
+                    kd_kvpool_gather(pool, seqs[i], l, p0 + nn[i], gl);
+                    kd_attention_cached(att + off * H * R, qlat + off * H * (R + Dr), gl, gl, row, row, p0, nn[i],
+                                        H, 1, R + Dr, R, m->scale, gl + Tmax * row);
+                }
+                free(gl);
+            }
+            if (oom) {
+                rc = kd_err(KD_E_NOMEM, "teacher attention scratch");
+                break;
+            }
+        }
+        for (int i = 0, off = 0; dec && i < nseq; off += (int)nn[i], i++) { /* decompressed: one by one */
             const kd_kvseq *sq = seqs[i];
             const int64_t p0 = sq->len, T = p0 + nn[i];
             kd_kvpool_gather(pool, sq, l, T, glat);
-            if (dec) {
-                /* keys [k_nope_h | kr] and values of every position, decompressed */
-                for (int64_t t = 0; t < T; t++)
-                    memcpy(cl + t * R, glat + t * row, (size_t)R * sizeof(float));
-                kd_matmul_rowwise(kvb, cl, y->kv_b, NULL, T, R, H * (Dn + Dv));
-                for (int64_t t = 0; t < T; t++)
-                    for (int64_t h = 0; h < H; h++) {
-                        const float *src = kvb + (t * H + h) * (Dn + Dv);
-                        memcpy(Kd + (t * H + h) * Dq, src, (size_t)Dn * sizeof(float));
-                        memcpy(Kd + (t * H + h) * Dq + Dn, glat + t * row + R, (size_t)Dr * sizeof(float));
-                        memcpy(Vd + (t * H + h) * Dv, src + Dn, (size_t)Dv * sizeof(float));
-                    }
-                kd_attention_cached(attv + off * H * Dv, q + off * H * Dq, Kd, Vd, H * Dq, H * Dv, p0, nn[i],
-                                    H, H, Dq, Dv, m->scale, s);
-            } else {
-                kd_attention_cached(att + off * H * R, qlat + off * H * (R + Dr), glat, glat, row, row, p0,
-                                    nn[i], H, 1, R + Dr, R, m->scale, s);
-            }
+            /* keys [k_nope_h | kr] and values of every position, decompressed */
+            for (int64_t t = 0; t < T; t++)
+                memcpy(cl + t * R, glat + t * row, (size_t)R * sizeof(float));
+            kd_matmul_rowwise(kvb, cl, y->kv_b, NULL, T, R, H * (Dn + Dv));
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t h = 0; h < H; h++) {
+                    const float *src = kvb + (t * H + h) * (Dn + Dv);
+                    memcpy(Kd + (t * H + h) * Dq, src, (size_t)Dn * sizeof(float));
+                    memcpy(Kd + (t * H + h) * Dq + Dn, glat + t * row + R, (size_t)Dr * sizeof(float));
+                    memcpy(Vd + (t * H + h) * Dv, src + Dn, (size_t)Dv * sizeof(float));
+                }
+            kd_attention_cached(attv + off * H * Dv, q + off * H * Dq, Kd, Vd, H * Dq, H * Dv, p0, nn[i],
+                                H, H, Dq, Dv, m->scale, s);
         }
         if (!dec) /* W_UV on the attended latents */
+#pragma omp parallel for collapse(2) if (N * H >= 16)
             for (int64_t r = 0; r < N; r++)
                 for (int64_t h = 0; h < H; h++) {
                     const float *al = att + (r * H + h) * R;
@@ -692,6 +718,7 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
     }
     free(mem);
     free(pos);
+    free(offs);
     return rc;
 }
 
