@@ -794,7 +794,16 @@ static void moe_forward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, float
     for (int64_t j = 0; j < A; j++)
         memcpy(xg + j * C, x + (perm[j] / k) * C, (size_t)C * sizeof(float));
     const float *gu = P + y->egu, *dn = P + y->edown;
-    for (int64_t e = 0; e < E; e++) {
+    /* the experts (and the shared one, job E) on their own threads: each
+     * writes its own rows, and its products run whole on one thread */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t e = 0; e <= E; e++) {
+        if (e == E) {
+            if (y->sg != NONE)
+                mlp_forward_(a->dtmp, a->hg + l * N * Fh, a->hu + l * N * Fh, a->ha + l * N * Fh, x, P + y->sg,
+                             P + y->su, P + y->sd, N, C, Fs);
+            continue;
+        }
         const int64_t s = estart[e], cnt = estart[e + 1] - s;
         if (cnt)
             mlp_forward_(ey + s * C, eg + s * Fm, eu + s * Fm, ea + s * Fm, xg + s * C, gu + e * 2 * Fm * C,
@@ -807,11 +816,8 @@ static void moe_forward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, float
         for (int64_t i = 0; i < C; i++)
             dst[i] += w * src[i];
     }
-    if (y->sg != NONE) {
-        float *hg = a->hg + l * N * Fh, *hu = a->hu + l * N * Fh, *ha = a->ha + l * N * Fh;
-        mlp_forward_(a->dtmp, hg, hu, ha, x, P + y->sg, P + y->su, P + y->sd, N, C, Fs);
+    if (y->sg != NONE)
         kd_residual_forward(out, out, a->dtmp, N * C);
-    }
 }
 
 /* The gradient of one token's router logits (E) += from that of its gate
@@ -877,9 +883,6 @@ static void moe_backward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, floa
     float *eg = a->eg + mi * A * Fm, *eu = a->eu + mi * A * Fm, *ea = a->ea + mi * A * Fm, *ey = a->ey + mi * A * C;
     int64_t *idx, *perm, *estart;
     moe_idx_(m, mi, N, &idx, &perm, &estart);
-    if (y->sg != NONE)
-        mlp_backward_(dx, G + y->sg, G + y->su, G + y->sd, dout, x, a->hg + l * N * Fh, a->hu + l * N * Fh,
-                      a->ha + l * N * Fh, P + y->sg, P + y->su, P + y->sd, N, C, Fs, a->dh1, a->dh2, a->dh3);
     /* each assignment: d(its output) = w dout[t], d w = dout[t] . (its output) */
 #pragma omp parallel for if (A * C > 65536)
     for (int64_t j = 0; j < A; j++) {
@@ -895,7 +898,17 @@ static void moe_backward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, floa
     const float *gu = P + y->egu, *dn = P + y->edown;
     float *dgu = G + y->egu, *ddn = G + y->edown;
     memset(a->dxg, 0, (size_t)(A * C) * sizeof(float));
-    for (int64_t e = 0; e < E; e++) {
+    /* as in the forward: one thread per expert, the shared experts are job E
+     * (the only one that adds into dx; the routed ones write their dxg rows) */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t e = 0; e <= E; e++) {
+        if (e == E) {
+            if (y->sg != NONE)
+                mlp_backward_(dx, G + y->sg, G + y->su, G + y->sd, dout, x, a->hg + l * N * Fh, a->hu + l * N * Fh,
+                              a->ha + l * N * Fh, P + y->sg, P + y->su, P + y->sd, N, C, Fs, a->dh1, a->dh2,
+                              a->dh3);
+            continue;
+        }
         const int64_t s = estart[e], cnt = estart[e + 1] - s;
         if (cnt)
             mlp_backward_(a->dxg + s * C, dgu + e * 2 * Fm * C, dgu + e * 2 * Fm * C + Fm * C, ddn + e * C * Fm,
@@ -1138,6 +1151,8 @@ int kd_teacher_train_adamw_step(kd_teacher_train *m, const kd_adamw *hp, int no_
     }
     kd_adamw nd = *hp;
     nd.weight_decay = 0.0;
+    /* a few dozen tensors, most too small to split: one thread each */
+#pragma omp parallel for schedule(dynamic, 1)
     for (size_t i = 0; i < m->nlist; i++) {
         const entry_ *e = &m->ents[m->list[i]];
         kd_adamw_update(m->params + e->off, m->grads + e->off, m->adam_m + e->off, m->adam_v + e->off,

@@ -13,6 +13,13 @@
 
 #include "core/status.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+static inline int kd_omp_in_parallel_(void) { return omp_in_parallel(); }
+#else
+static inline int kd_omp_in_parallel_(void) { return 0; }
+#endif
+
 /* ---- linear ---------------------------------------------------------------- */
 
 /* The plain loop, in blocks of 4 rows x 2 outputs held in 8-float vectors
@@ -275,25 +282,38 @@ int kd_rope_table(float *cos_, float *sin_, const kd_rope *rope, int64_t T, int6
     return KD_OK;
 }
 
-/* rotate by +angle (dir 1) or by -angle (dir -1, the transpose) */
+/* rotate the NH heads of one position by +angle (dir 1) or -angle (dir -1, the transpose) */
+static void rope_pos_(float *x, const float *c, const float *s, int64_t NH, int64_t D, float dir)
+{
+    const int64_t half = D / 2;
+    for (int64_t h = 0; h < NH; h++) {
+        float *r = x + h * D;
+        for (int64_t i = 0; i < half; i++) {
+            float x1 = r[i], x2 = r[i + half], si = dir * s[i];
+            r[i] = x1 * c[i] - x2 * si;
+            r[i + half] = x2 * c[i] + x1 * si;
+        }
+    }
+}
+
 static void rope_apply_(float *x, const float *cos_, const float *sin_, const int64_t *pos,
                         int64_t B, int64_t T, int64_t NH, int64_t D, float dir)
 {
     const int64_t half = D / 2;
-#pragma omp parallel for collapse(2) if (B * T * NH * D > 65536)
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < T; t++) {
-            const int64_t p = pos ? pos[b * T + t] : t;
-            const float *c = cos_ + p * half, *s = sin_ + p * half;
-            for (int64_t h = 0; h < NH; h++) {
-                float *r = x + ((b * T + t) * NH + h) * D;
-                for (int64_t i = 0; i < half; i++) {
-                    float x1 = r[i], x2 = r[i + half], si = dir * s[i];
-                    r[i] = x1 * c[i] - x2 * si;
-                    r[i + half] = x2 * c[i] + x1 * si;
-                }
-            }
+    /* models call this per row inside their own parallel loops: a parallel
+     * region, even a one-thread one ("if" false), costs a futex wake each */
+    if (B * T * NH * D <= 65536 || kd_omp_in_parallel_()) {
+        for (int64_t r = 0; r < B * T; r++) {
+            const int64_t p = pos ? pos[r] : r % T;
+            rope_pos_(x + r * NH * D, cos_ + p * half, sin_ + p * half, NH, D, dir);
         }
+        return;
+    }
+#pragma omp parallel for
+    for (int64_t r = 0; r < B * T; r++) {
+        const int64_t p = pos ? pos[r] : r % T;
+        rope_pos_(x + r * NH * D, cos_ + p * half, sin_ + p * half, NH, D, dir);
+    }
 }
 
 void kd_rope_forward(float *x, const float *cos_, const float *sin_, const int64_t *pos, int64_t B,
@@ -671,6 +691,25 @@ void kd_crossentropy_backward(float *dlogits, const float *logits, const int64_t
 
 /* ---- AdamW ------------------------------------------------------------------------- */
 
+/* n elements of AdamW, vectorised (each element's arithmetic is the same
+ * whatever the vector width: IEEE operations, none fused) */
+__attribute__((target_clones("avx2", "default"))) static void
+adamw_span_(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, int64_t n, float decay,
+            float b1, float b2, float eps, float step_size, float bc2_sqrt)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float pi = p[i] * decay;
+        float mi = m[i] + (gi - m[i]) * (1.0f - b1);
+        float vi = v[i] * b2 + (1.0f - b2) * gi * gi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] = pi - step_size * (mi / denom);
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
 void kd_adamw_update(float *p, const float *g, float *m, float *v, int64_t n,
                      const kd_adamw *hp, int64_t step)
 {
@@ -682,16 +721,15 @@ void kd_adamw_update(float *p, const float *g, float *m, float *v, int64_t n,
     const float bc2_sqrt = (float)sqrt(bc2);
     const float decay = (float)(1.0 - (double)hp->lr * (double)hp->weight_decay);
     const float b1 = (float)hp->beta1, b2 = (float)hp->beta2, eps = (float)hp->eps;
-#pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i];
-        float pi = p[i] * decay;
-        float mi = m[i] + (gi - m[i]) * (1.0f - b1);
-        float vi = v[i] * b2 + (1.0f - b2) * gi * gi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        p[i] = pi - step_size * (mi / denom);
-        m[i] = mi;
-        v[i] = vi;
+    enum { SPAN = 16384 };
+    if (n <= 4 * SPAN || kd_omp_in_parallel_()) {
+        adamw_span_(p, g, m, v, n, decay, b1, b2, eps, step_size, bc2_sqrt);
+        return;
+    }
+#pragma omp parallel for
+    for (int64_t s = 0; s < (n + SPAN - 1) / SPAN; s++) {
+        const int64_t o = s * SPAN, len = n - o < SPAN ? n - o : SPAN;
+        adamw_span_(p + o, g + o, m + o, v + o, len, decay, b1, b2, eps, step_size, bc2_sqrt);
     }
 }
 
