@@ -20,6 +20,13 @@ static inline int kd_omp_in_parallel_(void) { return omp_in_parallel(); }
 static inline int kd_omp_in_parallel_(void) { return 0; }
 #endif
 
+/* Elementwise loops of fewer elements run on one thread. A parallel region
+ * costs a few microseconds; 16K elements take ~10 us, and the small models
+ * (the demo's: rows of 96-128 channels) mostly run loops of this size, which
+ * left the other threads waiting. Every split is by rows or channels, so the
+ * results do not depend on it. */
+#define KD_PAR_MIN 16384
+
 /* ---- linear ---------------------------------------------------------------- */
 
 /* The plain loop, in blocks of 4 rows x 2 outputs held in 8-float vectors
@@ -147,7 +154,7 @@ void kd_embedding_forward(float *out, const int64_t *ids, const float *wte, int6
 void kd_embedding_backward(float *dwte, const float *dout, const int64_t *ids, int64_t N, int64_t C)
 {
     /* rows may repeat, so parallelise over channels, not rows */
-#pragma omp parallel for if (N * C > 65536)
+#pragma omp parallel for if (N * C > KD_PAR_MIN)
     for (int64_t c = 0; c < C; c++)
         for (int64_t n = 0; n < N; n++)
             dwte[ids[n] * C + c] += dout[n * C + c];
@@ -158,7 +165,7 @@ void kd_embedding_backward(float *dwte, const float *dout, const int64_t *ids, i
 void kd_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w,
                         int64_t N, int64_t C, double eps)
 {
-#pragma omp parallel for if (N * C > 65536)
+#pragma omp parallel for if (N * C > KD_PAR_MIN)
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * C;
         double ss = 0.0;
@@ -177,7 +184,7 @@ void kd_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
                          const float *rstd, int64_t N, int64_t C)
 {
     if (dx) {
-#pragma omp parallel for if (N * C > 65536)
+#pragma omp parallel for if (N * C > KD_PAR_MIN)
         for (int64_t n = 0; n < N; n++) {
             const float *xr = x + n * C, *g = dout + n * C;
             double r = rstd[n], dot = 0.0;
@@ -189,7 +196,7 @@ void kd_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
         }
     }
     if (dw) {
-#pragma omp parallel for if (N * C > 65536)
+#pragma omp parallel for if (N * C > KD_PAR_MIN)
         for (int64_t c = 0; c < C; c++) {
             double s = 0.0;
             for (int64_t n = 0; n < N; n++)
@@ -302,7 +309,7 @@ static void rope_apply_(float *x, const float *cos_, const float *sin_, const in
     const int64_t half = D / 2;
     /* models call this per row inside their own parallel loops: a parallel
      * region, even a one-thread one ("if" false), costs a futex wake each */
-    if (B * T * NH * D <= 65536 || kd_omp_in_parallel_()) {
+    if (B * T * NH * D <= KD_PAR_MIN || kd_omp_in_parallel_()) {
         for (int64_t r = 0; r < B * T; r++) {
             const int64_t p = pos ? pos[r] : r % T;
             rope_pos_(x + r * NH * D, cos_ + p * half, sin_ + p * half, NH, D, dir);
@@ -332,7 +339,7 @@ void kd_rope_backward(float *dx, const float *cos_, const float *sin_, const int
 
 void kd_swiglu_forward(float *out, const float *gate, const float *up, int64_t n)
 {
-#pragma omp parallel for if (n > 65536)
+#pragma omp parallel for if (n > KD_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
@@ -342,7 +349,7 @@ void kd_swiglu_forward(float *out, const float *gate, const float *up, int64_t n
 void kd_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                         const float *up, int64_t n)
 {
-#pragma omp parallel for if (n > 65536)
+#pragma omp parallel for if (n > KD_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
         if (dgate)
@@ -406,7 +413,7 @@ static float *heads_t_(const float *x, int64_t B, int64_t T, int64_t K, int64_t 
 {
     float *xt = malloc((size_t)(B * K * D * T) * sizeof(float));
     assert(xt);
-#pragma omp parallel for collapse(2) if (B * T * K * D > 65536)
+#pragma omp parallel for collapse(2) if (B * T * K * D > KD_PAR_MIN)
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < K; h++)
             for (int64_t t = 0; t < T; t++)
@@ -609,14 +616,14 @@ void kd_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
 
 void kd_residual_forward(float *out, const float *a, const float *b, int64_t n)
 {
-#pragma omp parallel for if (n > 65536)
+#pragma omp parallel for if (n > KD_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];
 }
 
 void kd_residual_backward(float *da, float *db, const float *dout, int64_t n)
 {
-#pragma omp parallel for if (n > 65536)
+#pragma omp parallel for if (n > KD_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         if (da)
             da[i] += dout[i];
@@ -648,7 +655,7 @@ double kd_crossentropy_forward(const float *logits, const int64_t *targets, int6
      * not depend on the thread count or schedule (training resumes bit for bit) */
     double *row = malloc((size_t)(N > 0 ? N : 1) * sizeof(double));
     assert(row);
-#pragma omp parallel for if (N * V > 65536)
+#pragma omp parallel for if (N * V > KD_PAR_MIN)
     for (int64_t n = 0; n < N; n++) {
         row[n] = 0.0;
         if (targets[n] == KD_IGNORE_INDEX)
@@ -673,7 +680,7 @@ void kd_crossentropy_backward(float *dlogits, const float *logits, const int64_t
                               int64_t N, int64_t V, double scale)
 {
     const double w = scale;
-#pragma omp parallel for if (N * V > 65536)
+#pragma omp parallel for if (N * V > KD_PAR_MIN)
     for (int64_t n = 0; n < N; n++) {
         float *d = dlogits + n * V;
         if (targets[n] == KD_IGNORE_INDEX) {
@@ -738,7 +745,7 @@ double kd_norm2_det(const float *x, size_t n)
     enum { NCHUNK = 256 };
     double part[NCHUNK];
     const size_t per = (n + NCHUNK - 1) / NCHUNK;
-#pragma omp parallel for if (n > 65536)
+#pragma omp parallel for if (n > KD_PAR_MIN)
     for (int c = 0; c < NCHUNK; c++) {
         double s = 0.0;
         size_t lo = (size_t)c * per, hi = lo + per < n ? lo + per : n;
