@@ -14,6 +14,9 @@ static int level_set;
 static kd_log_level cur_level = KD_LOG_INFO;
 
 static const char *level_names[] = {"error", "warning", "info", "debug"};
+static char tag_[64];
+
+void kd_log_set_tag(const char *tag) { snprintf(tag_, sizeof tag_, "%s", tag ? tag : ""); }
 
 int kd_log_parse_level(const char *s, kd_log_level *out)
 {
@@ -54,7 +57,7 @@ void kd_log(kd_log_level level, const char *fmt, ...)
     va_list ap;
     if (level > kd_log_get_level())
         return;
-    int n = snprintf(line, sizeof line, "%s: ", level_names[level]);
+    int n = snprintf(line, sizeof line, "%s: %s%s", level_names[level], tag_, tag_[0] ? ": " : "");
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     va_end(ap);
@@ -121,7 +124,7 @@ void kd_progress_init(kd_progress *p, const char *label, uint64_t total)
     atomic_store(&p->done, 0);
     atomic_store(&p->drawing, 0);
     p->out = stderr;
-    p->tty = isatty(fileno(stderr));
+    p->tty = isatty(fileno(stderr)) && !tag_[0]; /* tagged: other processes print beside us */
     p->enabled = kd_log_get_level() >= KD_LOG_INFO;
     const char *env = getenv("DISTILL_PROGRESS_SECONDS");
     p->interval = env ? atof(env) : 10.0;
@@ -152,7 +155,7 @@ static void draw(kd_progress *p, int final)
     if (p->tty)
         fprintf(p->out, "\r%s\033[K%s", line, final ? "\n" : "");
     else
-        fprintf(p->out, "progress: %s\n", line);
+        fprintf(p->out, "progress: %s%s%s\n", tag_, tag_[0] ? ": " : "", line);
     fflush(p->out);
     p->t_last_draw = now;
 }

@@ -38,6 +38,11 @@ void kd_log(kd_log_level level, const char *fmt, ...) __attribute__((format(prin
 #define kd_info(...) kd_log(KD_LOG_INFO, __VA_ARGS__)
 #define kd_debug(...) kd_log(KD_LOG_DEBUG, __VA_ARGS__)
 
+/* Tag every later message and progress line of this process ("9 sft"), and
+ * draw progress as plain lines: for a process whose output interleaves with
+ * others' (the runner's stages that run at once). NULL or "" clears it. */
+void kd_log_set_tag(const char *tag);
+
 /* A progress bar. The caller owns the struct; kd_progress_init sets it up. */
 typedef struct kd_progress {
     char label[32];

@@ -130,6 +130,41 @@ static double num_(json_t *o, const char *k)
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
+static int by_start_(const void *a, const void *b)
+{
+    const double x = ((const double *)a)[0], y = ((const double *)b)[0];
+    return (x > y) - (x < y);
+}
+
+/* The pipeline's time: the length of the union of the stages' [start, end]
+ * (stages that ran at once count once; the gaps between two invocations of a
+ * resumed run do not count), plus the seconds of stages recorded without
+ * their times. */
+static double busy_seconds_(json_t *stages)
+{
+    const size_t n = json_array_size(stages);
+    double *iv = calloc(n ? 2 * n : 1, sizeof *iv), total = 0;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(stages, i);
+        const double s = num_(e, "seconds"), t0 = num_(e, "start"), t1 = num_(e, "end");
+        if (iv && isfinite(t0) && isfinite(t1) && t1 >= t0)
+            iv[2 * m] = t0, iv[2 * m + 1] = t1, m++;
+        else if (isfinite(s))
+            total += s;
+    }
+    if (m)
+        qsort(iv, m, 2 * sizeof *iv, by_start_);
+    for (size_t i = 0; i < m;) {
+        double lo = iv[2 * i], hi = iv[2 * i + 1];
+        for (i++; i < m && iv[2 * i] <= hi; i++)
+            hi = iv[2 * i + 1] > hi ? iv[2 * i + 1] : hi;
+        total += hi - lo;
+    }
+    free(iv);
+    return total;
+}
+
 int kd_demo_run(kd_pipeline_config *c, int quick, kd_demo_result *res)
 {
     memset(res, 0, sizeof *res);
@@ -162,10 +197,10 @@ int kd_demo_run(kd_pipeline_config *c, int quick, kd_demo_result *res)
     res->generated = (long long)num_(rs, "samples");
     res->accepted = (long long)num_(rs, "kept");
     res->acceptance = res->generated ? (double)res->accepted / (double)res->generated : 0;
+    res->wall_seconds = busy_seconds_(stages);
     for (size_t i = 0; i < json_array_size(stages); i++) {
         json_t *e = json_array_get(stages, i);
         const double s = num_(e, "seconds");
-        res->wall_seconds += isfinite(s) ? s : 0;
         json_array_append_new(secs, json_pack("{s:I, s:O, s:f}", "stage", (json_int_t)i + 1, "kind",
                                               json_object_get(e, "kind"), "seconds", isfinite(s) ? s : 0.0));
     }

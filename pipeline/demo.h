@@ -9,7 +9,7 @@
  *
  *   teacher_pass1, student_pass1, baseline_pass1, unfiltered_pass1
  *   generated, accepted, acceptance    the reject stage's samples and kept
- *   wall_seconds                       the stages' seconds, summed
+ *   wall_seconds                       the union of the stages' start-to-end spans
  *   stage_seconds                      [{stage, kind, seconds}] in order
  *   bars                               [{bar, pass, detail}]: teacher pass@1 >=
  *                                      0.6; student >= 0.8 x teacher (and

@@ -24,6 +24,12 @@
  * dropped it) once an earlier stage ran again in a folder with history. `from` (--from NAME|N) reruns stage N (1-based) or the first stage
  * of that kind, and everything after it.
  *
+ * Each stage runs in a forked process on its runtime.threads (0: all of the
+ * runner's). Stages start in order; one starts beside those running when its
+ * threads fit and it conflicts with none of them (one writes a path the other
+ * names in its config). A failed stage stops new starts; the running ones
+ * finish and are recorded.
+ *
  * Every stage's effective config is written to OUTPUT/stages/NN-kind.yaml
  * before it runs. At the end, OUTPUT/report.json and OUTPUT/report.md give
  * each stage's time and summary figures, with plots drawn by gnuplot

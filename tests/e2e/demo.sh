@@ -49,7 +49,9 @@ assert 0 <= r["accepted"] <= r["generated"], r["accepted"]
 assert abs(r["acceptance"] - r["accepted"] / r["generated"]) < 1e-12
 assert r["quick"] is True
 assert r["wall_seconds"] > 0 and len(r["stage_seconds"]) == 14
-assert abs(sum(s["seconds"] for s in r["stage_seconds"]) - r["wall_seconds"]) < 1e-6
+# stages that ran at once count once: between the longest stage and the sum, within this run's time
+secs = [s["seconds"] for s in r["stage_seconds"]]
+assert max(secs) - 1e-3 <= r["wall_seconds"] <= min(sum(secs), r["run_seconds"]) + 1e-3, (secs, r)
 assert len(r["bars"]) == 6 and all(isinstance(b["pass"], bool) and b["detail"] for b in r["bars"])
 # each eval's pass@1 is the one its own eval.json holds
 names = {"teacher": "teacher_pass1", "student": "student_pass1", "baseline": "baseline_pass1",

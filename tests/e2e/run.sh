@@ -4,7 +4,9 @@
 # Qwen2 and the demo traces runs every stage and writes its state, stage
 # configs and report; a rerun skips every stage; `from` reruns a stage and the
 # ones after it; a changed stage config reruns that stage and the later ones
-# only; a bad `from` is refused.
+# only; a bad `from` is refused. Stages that fit the runner's threads run at
+# once unless one writes what the other names; a failed one lets the others
+# finish, and the rerun keeps what they did.
 set -euo pipefail
 if [ $# -ne 3 ]; then
     echo "usage: $0 DISTILL_BIN FIXTURES_DIR SCRATCH_DIR" >&2
@@ -106,6 +108,63 @@ grep -q "run: 5 stages, 1 ran, 4 skipped" "$TMP/r4.out" || fail "changed eval: $
 "$BIN" run "$TMP/pipe.yaml" --set from=nothing >/dev/null 2>"$TMP/err" && fail "from=nothing accepted"
 grep -q "from 'nothing'" "$TMP/err" || fail "from=nothing: $(cat "$TMP/err")"
 "$BIN" run "$TMP/pipe.yaml" --set from=9 >/dev/null 2>"$TMP/err" && fail "from=9 accepted"
+
+# 6. two one-thread sfts on a two-thread runner run at once; the eval of the
+#    first one's model waits for it (it names what that sft writes)
+write_par() { # DATA_OF_THE_FIRST_SFT
+    cat >"$TMP/par.yaml" <<EOF
+output: $TMP/par
+stages:
+  - sft:
+      model: $TMP/model
+      data: {train: $1, eval_fraction: 0, max_len: 128}
+      train: {max_steps: 3, micro_batch: 1, grad_accum: 1}
+      output: {dir: $TMP/par-a, progress: false, save_every: 0, eval_every: 0}
+      runtime: {threads: 1}
+  - sft:
+      model: $TMP/model
+      data: {train: $TMP/cur/final, eval_fraction: 0, max_len: 128}
+      train: {max_steps: 3, micro_batch: 1, grad_accum: 1}
+      output: {dir: $TMP/par-b, progress: false, save_every: 0, eval_every: 0}
+      runtime: {threads: 1}
+  - eval:
+      model: $TMP/par-a/final
+      input: $TMP/heldout
+      output: $TMP/par-ev
+      k: 1
+      template: qwen3
+      progress: false
+      sampling: {max_new_tokens: 4}
+      runtime: {threads: 1}
+runtime: {threads: 2}
+EOF
+}
+write_par "$TMP/cur/final"
+"$BIN" run "$TMP/par.yaml" >"$TMP/p1.out" 2>"$TMP/p1.err" || fail "parallel run: $(tail -5 "$TMP/p1.err")"
+grep -q "run: 3 stages, 3 ran, 0 skipped" "$TMP/p1.out" || fail "parallel run: $(tail -3 "$TMP/p1.out")"
+line() { grep -n -- "$1" "$TMP/p1.err" | head -1 | cut -d: -f1; }
+s2=$(line "stage 2 of 3: sft"); d1=$(line "stage 1 (sft) done"); s3=$(line "stage 3 of 3: eval")
+[ -n "$s2" ] && [ -n "$d1" ] && [ -n "$s3" ] || fail "parallel run log: $(cat "$TMP/p1.err")"
+[ "${s2:-0}" -lt "${d1:-0}" ] || fail "the second sft did not start beside the first"
+[ "${d1:-0}" -lt "${s3:-0}" ] || fail "the eval started before the sft whose model it samples had finished"
+grep -q "info: 2 sft: " "$TMP/p1.err" || fail "the stages' lines are not tagged"
+cmp -s "$TMP/par-a/final/model.safetensors" "$TMP/par-b/final/model.safetensors" ||
+    fail "the same sft gave other weights beside another one"
+#    a failed stage lets the running one finish (its state says so); the rerun starts
+#    again from the failed stage, as a sequential one does
+write_par "$TMP/no-such-dataset"
+"$BIN" run "$TMP/par.yaml" --set from=1 >"$TMP/p2.out" 2>"$TMP/p2.err" && fail "a failed stage was not reported"
+grep -q "stage 1 (sft)" "$TMP/p2.err" || fail "the failure does not name stage 1: $(tail -3 "$TMP/p2.err")"
+grep -q "stage 2 (sft) done" "$TMP/p2.err" || fail "stage 2 did not finish beside the failed one"
+grep -q "stage 3 of 3" "$TMP/p2.err" && fail "stage 3 started after stage 1 failed"
+python3 - "$TMP/par/pipeline.json" <<'PY' || fail "state after the failure"
+import json, sys
+st = json.load(open(sys.argv[1]))["stages"]
+assert [s["done"] for s in st[:2]] == [False, True], st
+PY
+write_par "$TMP/cur/final"
+"$BIN" run "$TMP/par.yaml" >"$TMP/p3.out" 2>&1 || fail "rerun after the failure: $(tail -3 "$TMP/p3.out")"
+grep -q "run: 3 stages, 3 ran, 0 skipped" "$TMP/p3.out" || fail "rerun after the failure: $(tail -2 "$TMP/p3.out")"
 
 if [ $failures -ne 0 ]; then
     echo "$failures failure(s)" >&2
