@@ -380,15 +380,19 @@ done:
 int sft_batch_fill(sft_batch *b, const sft_docs *d, const sft_plan *p, int64_t row0, int64_t nrows,
                    int loss_on)
 {
-    int64_t T = 1;
+    int64_t T = 1, sum = 0;
     for (int64_t r = row0; r < row0 + nrows; r++) {
         int64_t fill = 0;
         for (int64_t k = p->row_start[r]; k < p->row_start[r + 1]; k++)
             fill += d->d[p->doc[k]].n;
         if (fill > T)
             T = fill;
+        sum += fill;
     }
-    size_t need = (size_t)(nrows * T);
+    const int64_t rows = b->flat ? 1 : nrows; /* flat: every document in one row */
+    if (b->flat)
+        T = sum > 0 ? sum : 1;
+    size_t need = (size_t)(rows * T);
     if (need > b->cap) {
         int64_t *ids = realloc(b->ids, need * sizeof *ids);
         if (ids)
@@ -402,12 +406,16 @@ int sft_batch_fill(sft_batch *b, const sft_docs *d, const sft_plan *p, int64_t r
         b->pos = pos;
         b->cap = need;
     }
-    b->B = nrows;
+    b->B = rows;
     b->T = T;
     b->targets = 0;
     b->tokens = 0;
+    int64_t t = 0;
     for (int64_t r = 0; r < nrows; r++) {
-        int64_t t = 0, *ids = b->ids + r * T, *lab = b->labels + r * T, *pos = b->pos + r * T;
+        int64_t *ids = b->ids + (b->flat ? 0 : r * T), *lab = b->labels + (b->flat ? 0 : r * T);
+        int64_t *pos = b->pos + (b->flat ? 0 : r * T);
+        if (!b->flat)
+            t = 0;
         for (int64_t k = p->row_start[row0 + r]; k < p->row_start[row0 + r + 1]; k++) {
             const sft_doc *x = &d->d[p->doc[k]];
             for (uint32_t i = 0; i < x->n; i++, t++) {
@@ -418,12 +426,14 @@ int sft_batch_fill(sft_batch *b, const sft_docs *d, const sft_plan *p, int64_t r
             b->targets += x->targets;
             b->tokens += x->n;
         }
-        for (int64_t i = 0; t < T; t++, i++) { /* padding: its own document, never a target */
+        for (int64_t i = 0; !b->flat && t < T; t++, i++) { /* padding: its own document, never a target */
             ids[t] = 0;
             lab[t] = -100;
             pos[t] = i;
         }
     }
+    for (; b->flat && t < T; t++) /* rows without tokens: one padding token */
+        b->ids[t] = 0, b->labels[t] = -100, b->pos[t] = 0;
     return KD_OK;
 }
 

@@ -77,11 +77,15 @@ void sft_plan_free(sft_plan *p);
 
 /* A micro-batch: rows row0 .. row0+nrows-1 of a plan as (B, T) ids, labels
  * and positions, T the longest row (padding is its own document and never a
- * target). */
+ * target); with b->flat, (1, total tokens) without padding. */
 typedef struct sft_batch {
     int64_t *ids, *labels, *pos;
     size_t cap;
     int64_t B, T, targets, tokens;
+    int flat; /* set by the caller: the rows' documents one after another in one
+                 row of their total length, no padding (the CPU models: a
+                 document attends only to itself, so only the padding's work
+                 goes; the GPU plans its memory per row of max_len) */
 } sft_batch;
 
 int sft_batch_fill(sft_batch *b, const sft_docs *d, const sft_plan *p, int64_t row0, int64_t nrows,

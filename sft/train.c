@@ -553,6 +553,7 @@ int kd_sft_run(const kd_sft_config *c, kd_sft_result *res)
                                .max_T = c->data.max_len,
                                .recompute = c->train.recompute};
     int st = sft_model_load(c->model, &mo, m);
+    batch.flat = !m->g;
     if (st == KD_OK)
         st = open_tok_(c, &tk);
     const int64_t V = st == KD_OK ? sft_model_config(m)->vocab_size : 0;

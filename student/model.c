@@ -438,9 +438,15 @@ int kd_student_forward(kd_student *m, const int64_t *ids, const int64_t *pos, in
     const int64_t F = c->intermediate_size;
     if (B <= 0 || T <= 0)
         return kd_err(KD_E_RANGE, "batch %lld x %lld tokens", (long long)B, (long long)T);
-    if (c->max_position > 0 && T > c->max_position)
+    /* with positions, a row may hold documents of more tokens in all than a
+     * position can reach (the trainer's flat batches); each position must fit */
+    if (c->max_position > 0 && !pos && T > c->max_position)
         return kd_err(KD_E_RANGE, "%lld tokens exceed max_position_embeddings %lld", (long long)T,
                       (long long)c->max_position);
+    for (int64_t i = 0; pos && c->max_position > 0 && i < N; i++)
+        if (pos[i] >= c->max_position)
+            return kd_err(KD_E_RANGE, "position %lld (token %lld) exceeds max_position_embeddings %lld",
+                          (long long)pos[i], (long long)i, (long long)c->max_position);
     for (int64_t i = 0; i < N; i++)
         if (ids[i] < 0 || ids[i] >= V)
             return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)",

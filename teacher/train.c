@@ -794,11 +794,12 @@ static void moe_forward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, float
     for (int64_t j = 0; j < A; j++)
         memcpy(xg + j * C, x + (perm[j] / k) * C, (size_t)C * sizeof(float));
     const float *gu = P + y->egu, *dn = P + y->edown;
-    /* the experts (and the shared one, job E) on their own threads: each
+    /* the experts on their own threads, the shared ones first (job -1: every
+     * token, the longest job, so that it does not end the loop alone); each
      * writes its own rows, and its products run whole on one thread */
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t e = 0; e <= E; e++) {
-        if (e == E) {
+    for (int64_t e = -1; e < E; e++) {
+        if (e < 0) {
             if (y->sg != NONE)
                 mlp_forward_(a->dtmp, a->hg + l * N * Fh, a->hu + l * N * Fh, a->ha + l * N * Fh, x, P + y->sg,
                              P + y->su, P + y->sd, N, C, Fs);
@@ -898,11 +899,11 @@ static void moe_backward_(kd_teacher_train *m, const tlayer_ *y, int64_t l, floa
     const float *gu = P + y->egu, *dn = P + y->edown;
     float *dgu = G + y->egu, *ddn = G + y->edown;
     memset(a->dxg, 0, (size_t)(A * C) * sizeof(float));
-    /* as in the forward: one thread per expert, the shared experts are job E
-     * (the only one that adds into dx; the routed ones write their dxg rows) */
+    /* as in the forward: one thread per expert, the shared experts first (the
+     * only job that adds into dx; the routed ones write their dxg rows) */
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t e = 0; e <= E; e++) {
-        if (e == E) {
+    for (int64_t e = -1; e < E; e++) {
+        if (e < 0) {
             if (y->sg != NONE)
                 mlp_backward_(dx, G + y->sg, G + y->su, G + y->sd, dout, x, a->hg + l * N * Fh, a->hu + l * N * Fh,
                               a->ha + l * N * Fh, P + y->sg, P + y->su, P + y->sd, N, C, Fs, a->dh1, a->dh2,
@@ -957,9 +958,15 @@ int kd_teacher_train_forward(kd_teacher_train *m, const int64_t *ids, const int6
     const int64_t Fh = F > Fs ? F : Fs;
     if (B <= 0 || T <= 0)
         return kd_err(KD_E_RANGE, "batch %lld x %lld tokens", (long long)B, (long long)T);
-    if (c->max_position > 0 && T > c->max_position)
+    /* with positions, a row may hold documents of more tokens in all than a
+     * position can reach (the trainer's flat batches); each position must fit */
+    if (c->max_position > 0 && !pos && T > c->max_position)
         return kd_err(KD_E_RANGE, "%lld tokens exceed max_position_embeddings %lld", (long long)T,
                       (long long)c->max_position);
+    for (int64_t i = 0; pos && c->max_position > 0 && i < N; i++)
+        if (pos[i] >= c->max_position)
+            return kd_err(KD_E_RANGE, "position %lld (token %lld) exceeds max_position_embeddings %lld",
+                          (long long)pos[i], (long long)i, (long long)c->max_position);
     for (int64_t i = 0; i < N; i++)
         if (ids[i] < 0 || ids[i] >= V)
             return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)", (long long)ids[i],

@@ -1,6 +1,6 @@
 /* test_sft.c - the trainer: packing, per-document attention against documents
  * run alone, gradient accumulation against one big batch, the schedule, and
- * whole runs on the HF tiny-qwen2 fixture from a dataset of examples: counts,
+ * flat batches against padded rows, whole runs on the HF tiny-qwen2 fixture from a dataset of examples: counts,
  * resume bit for bit, the run key (other optimizer settings refused),
  * checkpoints, micro_batch x grad_accum splits of the same steps, bad input. */
 #include "test.h"
@@ -17,6 +17,7 @@
 #include "core/util.h"
 #include "data/store.h"
 #include "sft/sft.h"
+#include "sft/sft_impl.h"
 #include "student/model.h"
 
 #define QWEN KD_TEST_FIXTURES "/tiny-qwen2"
@@ -148,6 +149,92 @@ TEST(packed_equals_separate)
     badpos[3] = 7;
     CHECK_ERR(kd_student_forward(m, ids, badpos, 1, T, NULL), KD_E_RANGE, "count up by one");
     free(g_packed);
+    kd_student_free(m);
+}
+
+/* ---- a flat batch (the CPU trainer's) equals the padded rows --------------------------- */
+
+TEST(flat_batch)
+{
+    kd_student *m = NULL;
+    CHECK_OK(kd_student_load(QWEN, &m));
+    if (!m)
+        return;
+    /* five documents in three rows of at most 16 tokens; every token a target but the first two */
+    enum { NDOC = 5 };
+    const uint32_t lens[NDOC] = {9, 6, 12, 3, 10};
+    int32_t ids[NDOC][16];
+    uint8_t mask[NDOC][2];
+    sft_doc d[NDOC];
+    for (int k = 0; k < NDOC; k++) {
+        for (uint32_t i = 0; i < lens[k]; i++)
+            ids[k][i] = (int32_t)((k * 97 + i * 31 + 5) % 512);
+        mask[k][0] = 0xfc, mask[k][1] = 0xff;
+        d[k] = (sft_doc){.ids = ids[k], .mask = mask[k], .n = lens[k], .full = lens[k], .targets = lens[k] - 2};
+    }
+    sft_docs docs = {.d = d, .n = NDOC, .cap = NDOC};
+    sft_plan plan = {0};
+    CHECK_OK(sft_plan_make(&plan, &docs, 16, 1, 0, 0));
+    CHECK_EQ_INT(plan.nrows, 3);
+    sft_batch pad = {0}, flat = {.flat = 1};
+    CHECK_OK(sft_batch_fill(&pad, &docs, &plan, 0, plan.nrows, KD_SFT_LOSS_ASSISTANT));
+    CHECK_OK(sft_batch_fill(&flat, &docs, &plan, 0, plan.nrows, KD_SFT_LOSS_ASSISTANT));
+    CHECK_EQ_INT(pad.B, 3);
+    CHECK_EQ_INT(flat.B, 1);
+    CHECK_EQ_INT(flat.T, 40);
+    CHECK_EQ_INT(flat.tokens, 40);
+    CHECK_EQ_INT(flat.targets, pad.targets);
+    CHECK(pad.B * pad.T > flat.T); /* the padded rows hold padding */
+    /* the flat row is the padded rows without their padding */
+    int64_t t = 0;
+    for (int64_t i = 0; i < pad.B * pad.T; i++) {
+        int64_t r = i / pad.T, c = i % pad.T, fill = 0;
+        for (int64_t k = plan.row_start[r]; k < plan.row_start[r + 1]; k++)
+            fill += d[plan.doc[k]].n;
+        if (c >= fill)
+            continue;
+        if (t < flat.T) {
+            CHECK_EQ_INT(flat.ids[t], pad.ids[i]);
+            CHECK_EQ_INT(flat.labels[t], pad.labels[i]);
+            CHECK_EQ_INT(flat.pos[t], pad.pos[i]);
+        }
+        t++;
+    }
+    CHECK_EQ_INT(t, flat.T);
+    /* the same loss and gradients */
+    const double scale = 1.0 / (double)pad.targets;
+    size_t np = kd_student_numel(m), n;
+    float *gp = malloc(np * sizeof(float)), *g;
+    double sp = 0, sf = 0;
+    kd_student_zero_grad(m);
+    CHECK_OK(kd_student_backward(m, pad.ids, pad.labels, pad.pos, pad.B, pad.T, scale, &sp, NULL));
+    CHECK_OK(kd_student_tensor(m, kd_student_param_name(m, 0), 1, &g, &n));
+    memcpy(gp, g, np * sizeof(float));
+    kd_student_zero_grad(m);
+    CHECK_OK(kd_student_backward(m, flat.ids, flat.labels, flat.pos, flat.B, flat.T, scale, &sf, NULL));
+    double gr = rel_(gp, g, np);
+    printf("flat batch vs padded rows: loss sum %.9g vs %.9g, gradient rel %.3g\n", sf, sp, gr);
+    CHECK_NEAR(sf, sp, 1e-6 * fabs(sp));
+    CHECK(gr < 1e-6);
+    /* a row longer than max_position_embeddings is fine while its positions fit; a position is not */
+    const int64_t P = kd_student_config(m)->max_position, L = P + 8;
+    int64_t *li = calloc((size_t)L, sizeof *li), *lp = calloc((size_t)L, sizeof *lp);
+    for (int64_t i = 0; i < L; i++)
+        li[i] = i % 100, lp[i] = i < P / 2 ? i : i - P / 2;
+    CHECK_OK(kd_student_forward(m, li, lp, 1, L, NULL));
+    for (int64_t i = 0; i < L; i++)
+        lp[i] = i < 8 ? i : i - 8; /* the second document reaches position P - 1 ... fits; one more does not */
+    CHECK_OK(kd_student_forward(m, li, lp, 1, L, NULL));
+    for (int64_t i = 0; i < L; i++)
+        lp[i] = i < 7 ? i : i - 7;
+    CHECK_ERR(kd_student_forward(m, li, lp, 1, L, NULL), KD_E_RANGE, "max_position_embeddings");
+    CHECK_ERR(kd_student_forward(m, li, NULL, 1, L, NULL), KD_E_RANGE, "max_position_embeddings");
+    free(li);
+    free(lp);
+    free(gp);
+    sft_batch_free(&pad);
+    sft_batch_free(&flat);
+    sft_plan_free(&plan);
     kd_student_free(m);
 }
 
@@ -692,6 +779,7 @@ int main(void)
 {
     RUN(pack);
     RUN(packed_equals_separate);
+    RUN(flat_batch);
     RUN(accumulation);
     RUN(schedule);
     RUN(run_and_resume);
