@@ -631,7 +631,8 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
                     memset(ql, 0, (size_t)R * sizeof(float));
                     for (int64_t i = 0; i < Dn; i++) {
                         const float *wk = y->kv_b + (h * (Dn + Dv) + i) * R, a = qn[i];
-                        for (int64_t k = 0; k < R; k++)
+#pragma omp simd
+                        for (int64_t k = 0; k < R; k++) /* elementwise: the same bits at any width */
                             ql[k] += a * wk[k];
                     }
                     memcpy(ql + R, qn + Dn, (size_t)Dr * sizeof(float));
@@ -684,17 +685,9 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
         if (!dec) /* W_UV on the attended latents */
 #pragma omp parallel for collapse(2) if (N * H >= 16)
             for (int64_t r = 0; r < N; r++)
-                for (int64_t h = 0; h < H; h++) {
-                    const float *al = att + (r * H + h) * R;
-                    float *ov = attv + (r * H + h) * Dv;
-                    for (int64_t v = 0; v < Dv; v++) {
-                        const float *wv = y->kv_b + (h * (Dn + Dv) + Dn + v) * R;
-                        float a = 0.0f;
-                        for (int64_t k = 0; k < R; k++)
-                            a += wv[k] * al[k];
-                        ov[v] = a;
-                    }
-                }
+                for (int64_t h = 0; h < H; h++) /* W_UV's Dv rows of R from kv_b, as one row-wise product */
+                    kd_matmul_rowwise(attv + (r * H + h) * Dv, att + (r * H + h) * R,
+                                      y->kv_b + (h * (Dn + Dv) + Dn) * R, NULL, 1, R, Dv);
         kd_matmul_rowwise(mo, attv, y->o, y->o_b, N, H * Dv, C);
         kd_residual_forward(x, x, mo, N * C);
         kd_rmsnorm_forward(ln, NULL, x, y->ln2, N, C, c->rms_norm_eps);

@@ -92,7 +92,16 @@ void kd_matmul_rowwise(float *y, const float *x, const float *w, const float *b,
 {
     assert(y && x && w && N >= 0 && nI > 0 && nO > 0);
     const int64_t nb = (N + 3) / 4, ob = (nO + 1) / 2;
-#pragma omp parallel for collapse(2) if (N * nO * nI > 262144)
+    if (N * nO * nI <= 262144 || kd_omp_in_parallel_()) { /* no region: see rope_apply_ */
+        for (int64_t n = 0; n < nb; n++)
+            for (int64_t o = 0; o < ob; o++) {
+                const int nr = (int)(N - 4 * n < 4 ? N - 4 * n : 4), no = (int)(nO - 2 * o < 2 ? nO - 2 * o : 2);
+                matmul_block_(y + 4 * n * nO + 2 * o, x + 4 * n * nI, w + 2 * o * nI, b ? b + 2 * o : NULL, nI,
+                              nO, nr, no);
+            }
+        return;
+    }
+#pragma omp parallel for collapse(2)
     for (int64_t n = 0; n < nb; n++)
         for (int64_t o = 0; o < ob; o++) {
             const int nr = (int)(N - 4 * n < 4 ? N - 4 * n : 4), no = (int)(nO - 2 * o < 2 ? nO - 2 * o : 2);
