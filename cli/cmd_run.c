@@ -12,8 +12,11 @@ static void usage_(FILE *f)
                "curate, sft, eval, each with the config its own command takes. A rerun skips\n"
                "the stages that finished with the same config; a killed stage resumes through\n"
                "its own resume. --set from=N (or a stage kind) reruns that stage and the ones\n"
-               "after it. Writes OUTPUT/pipeline.json, OUTPUT/stages/NN-kind.yaml and\n"
-               "OUTPUT/report.{json,md}. See configs/pipeline/example.yaml.\n\n"
+               "after it. Each stage runs in its own process on its runtime.threads (0: all\n"
+               "of the runner's runtime.threads); a stage starts beside the running ones when\n"
+               "its threads fit and neither writes a path the other's config names. Writes\n"
+               "OUTPUT/pipeline.json, OUTPUT/stages/NN-kind.yaml and OUTPUT/report.{json,md}.\n"
+               "See configs/pipeline/example.yaml.\n\n"
                "options:\n" KD_CLI_CONFIG_HELP
                "  -h, --help           this help\n\n"
                "exit codes: 0 done, 1 failed, 2 usage error\n");
