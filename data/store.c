@@ -687,6 +687,23 @@ static int open_schema(kd_store *s, int create, const char *name, int *created)
     return st;
 }
 
+/* Whether manifest.json is missing or not newer than data.mdb: a writer killed between its last
+ * commit and its close leaves the mirror behind the data, and a later writer that has nothing to
+ * commit (a finished import rerun) would otherwise never refresh it. Equal times count as stale:
+ * file times tick at the kernel's clock granularity, and a needless rewrite costs little. */
+static int manifest_stale(const char *dir, const char *data_file)
+{
+    char mpath[4096];
+    struct stat ms, ds;
+    if (kd_path_join(mpath, sizeof mpath, dir, "manifest.json") != KD_OK || stat(data_file, &ds) != 0)
+        return 0;
+    if (stat(mpath, &ms) != 0)
+        return 1;
+    if (ms.st_mtim.tv_sec != ds.st_mtim.tv_sec)
+        return ms.st_mtim.tv_sec < ds.st_mtim.tv_sec;
+    return ms.st_mtim.tv_nsec <= ds.st_mtim.tv_nsec;
+}
+
 int kd_store_open_opts(const char *path, const kd_store_opts *o, kd_store **out)
 {
     static const kd_store_opts defaults = {0};
@@ -765,6 +782,8 @@ int kd_store_open_opts(const char *path, const kd_store_opts *o, kd_store **out)
     if (created) {
         s->dirty = 1;
         kd_store_write_manifest(s); /* a mirror: a failure here is not fatal, close retries */
+    } else if (!rdonly && manifest_stale(path, file)) {
+        s->dirty = 1; /* a writer was killed after its last commit: this writer's close mirrors it */
     }
     *out = s;
     return KD_OK;

@@ -910,6 +910,57 @@ TEST(fast_mode_and_reopen)
     }
 }
 
+static long manifest_prompts(const char *dir)
+{
+    char mpath[1200];
+    snprintf(mpath, sizeof mpath, "%s/manifest.json", dir);
+    json_t *m = json_load_file(mpath, 0, NULL);
+    long n = m ? (long)json_integer_value(json_object_get(json_object_get(m, "counts"), "prompts")) : -1;
+    json_decref(m);
+    return n;
+}
+
+/* A writer killed after its last commit, before close, leaves manifest.json behind the data; the
+ * next writer mirrors the data at its close even when it commits nothing (a finished import's
+ * rerun), and a reader leaves the file alone. */
+TEST(manifest_after_killed_writer)
+{
+    const char *dir = scratch("killed_manifest");
+    kd_store *s;
+    CHECK_OK(kd_store_open(dir, KD_STORE_CREATE | KD_STORE_FAST, &s));
+    if (!s)
+        return;
+    CHECK_OK(kd_store_close(s));
+    CHECK_EQ_INT(manifest_prompts(dir), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        kd_store *cs;
+        kd_store_batch *cb;
+        if (kd_store_open(dir, KD_STORE_FAST, &cs) || kd_store_batch_begin(cs, &cb))
+            _exit(3);
+        for (uint64_t k = 0; k < 7; k++) {
+            kd_record p = {.db = KD_DB_PROMPTS, .id = k, .text = kd_text_of("committed, then killed")};
+            kd_store_put(cb, &p, 0, NULL);
+        }
+        if (kd_store_batch_commit(cb))
+            _exit(5);
+        kill(getpid(), SIGKILL);
+        _exit(4);
+    }
+    int wst;
+    waitpid(pid, &wst, 0);
+    CHECK(WIFSIGNALED(wst) && WTERMSIG(wst) == SIGKILL);
+    CHECK_EQ_INT(manifest_prompts(dir), 0); /* behind: the killed writer never closed */
+    CHECK_OK(kd_store_open(dir, KD_STORE_RDONLY, &s));
+    if (s)
+        CHECK_OK(kd_store_close(s));
+    CHECK_EQ_INT(manifest_prompts(dir), 0); /* a reader does not write */
+    CHECK_OK(kd_store_open(dir, 0, &s));
+    if (s)
+        CHECK_OK(kd_store_close(s)); /* commits nothing */
+    CHECK_EQ_INT(manifest_prompts(dir), 7);
+}
+
 int main(void)
 {
     RUN(create_put_get_every_db);
@@ -923,5 +974,6 @@ int main(void)
     RUN(foreign_and_corrupt_files);
     RUN(decode_survives_damage);
     RUN(fast_mode_and_reopen);
+    RUN(manifest_after_killed_writer);
     return test_summary();
 }
