@@ -18,7 +18,8 @@
 static void usage_(FILE *f)
 {
     fprintf(f, "usage: distill bench sft --model-config DIR [--device cpu|cuda] [--seq T] [--batch B]\n"
-               "                         [--docs K] [--steps N] [--recompute] [--json]\n\n"
+               "                         [--docs K] [--steps N] [--recompute] [--attn-two-pass]\n"
+               "                         [--json]\n\n"
                "Times full training steps (forward, loss, backward, AdamW) of a student with\n"
                "random weights of DIR/config.json (qwen2 or llama) on random tokens: B rows of\n"
                "T tokens per step, every token a target. On the CPU: fp32, one untimed warm-up\n"
@@ -39,6 +40,9 @@ static void usage_(FILE *f)
                "                          do not attend to each other (default 1)\n"
                "      --steps N           timed steps (default 3)\n"
                "      --recompute         CUDA: activation checkpointing per layer\n"
+               "      --attn-two-pass     CUDA: the attention backward's dQ from a second kernel\n"
+               "                          (the same bits every run, two more matmuls) instead of\n"
+               "                          atomics in the dK/dV kernel (the default)\n"
                "      --json              one JSON object instead of text\n"
                "  -h, --help              this help\n");
 }
@@ -78,7 +82,7 @@ static int rand_get_(void *ctx, const char *name, float **data, size_t *numel)
     return KD_OK;
 }
 
-static int bench_cuda_(const char *dir, long B, long T, long docs, long N, int recompute, int json)
+static int bench_cuda_(const char *dir, long B, long T, long docs, long N, int recompute, int two_pass, int json)
 {
     kd_model_config c;
     int st = kd_model_config_load(dir, &c);
@@ -87,7 +91,8 @@ static int bench_cuda_(const char *dir, long B, long T, long docs, long N, int r
                                                                      : "this build has no CUDA backend");
     if (st)
         return kd_cli_fail(st);
-    kd_cu_student_opts o = {.device = 0, .max_tokens = B * T, .max_T = T, .recompute = recompute};
+    kd_cu_student_opts o = {
+        .device = 0, .max_tokens = B * T, .max_T = T, .recompute = recompute, .attn_two_pass = two_pass};
     kd_cu_mem plan;
     kd_cu_student_plan(&c, &o, &plan);
     kd_cu_mem_log(&plan, "bench sft");
@@ -161,15 +166,15 @@ static int bench_cuda_(const char *dir, long B, long T, long docs, long N, int r
     const double tps = tok / dt, mfu = flops / dt / 989e12, G = 1024.0 * 1024 * 1024;
     if (st == KD_OK && json)
         printf("{\"bench\": \"sft\", \"backend\": \"cuda-bf16\", \"model_config\": \"%s\", \"params\": %.0f, "
-               "\"batch\": %ld, \"seq\": %ld, \"docs\": %ld, \"recompute\": %s, \"steps\": %ld, "
+               "\"batch\": %ld, \"seq\": %ld, \"docs\": %ld, \"recompute\": %s, \"attn_two_pass\": %s, \"steps\": %ld, "
                "\"ms_per_step\": %.1f, \"tokens_per_second\": %.1f, \"mfu\": %.4f, \"peak_mem_gib\": %.2f, "
                "\"planned_gib\": %.2f, \"loss\": %.6f, \"grad_norm\": %.6f}\n",
-               dir, params, B, T, docs, recompute ? "true" : "false", N, dt * 1e3, tps, mfu, used / G,
+               dir, params, B, T, docs, recompute ? "true" : "false", two_pass ? "true" : "false", N, dt * 1e3, tps, mfu, used / G,
                plan.total / G, loss, gnorm);
     else if (st == KD_OK)
-        printf("bench sft: %s (%.0fM params) on CUDA, %ld x %ld tokens (%ld docs/row)%s, %ld steps: %.1f ms/step, "
+        printf("bench sft: %s (%.0fM params) on CUDA, %ld x %ld tokens (%ld docs/row)%s%s, %ld steps: %.1f ms/step, "
                "%.0f tokens/s, MFU %.1f%%, peak %.2f GiB (planned %.2f), loss %.4f\n",
-               dir, params / 1e6, B, T, docs, recompute ? ", recompute" : "", N, dt * 1e3, tps, 100 * mfu,
+               dir, params / 1e6, B, T, docs, recompute ? ", recompute" : "", two_pass ? ", two-pass attention" : "", N, dt * 1e3, tps, 100 * mfu,
                used / G, plan.total / G, loss);
     free(ids);
     free(pos);
@@ -184,11 +189,12 @@ int bench_sft(int argc, char **argv)
         {"batch", required_argument, NULL, 'b'},        {"steps", required_argument, NULL, 'n'},
         {"json", no_argument, NULL, 'j'},               {"help", no_argument, NULL, 'h'},
         {"device", required_argument, NULL, 'd'},       {"docs", required_argument, NULL, 'k'},
-        {"recompute", no_argument, NULL, 'r'},          {NULL, 0, NULL, 0},
+        {"recompute", no_argument, NULL, 'r'},          {"attn-two-pass", no_argument, NULL, 'a'},
+        {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *device = "cpu";
     long T = 512, B = 1, N = 3, docs = 1;
-    int json = 0, recompute = 0, opt;
+    int json = 0, recompute = 0, two_pass = 0, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         char *end = NULL;
@@ -216,6 +222,9 @@ int bench_sft(int argc, char **argv)
         case 'r':
             recompute = 1;
             break;
+        case 'a':
+            two_pass = 1;
+            break;
         case 'j':
             json = 1;
             break;
@@ -230,9 +239,9 @@ int bench_sft(int argc, char **argv)
     if (docs > T)
         return kd_cli_usage_error("bench sft", "--docs %ld is more than --seq %ld", docs, T);
     if (!strcmp(device, "cuda"))
-        return bench_cuda_(dir, B, T, docs, N, recompute, json);
-    if (docs != 1 || recompute)
-        return kd_cli_usage_error("bench sft", "--docs and --recompute are for --device cuda");
+        return bench_cuda_(dir, B, T, docs, N, recompute, two_pass, json);
+    if (docs != 1 || recompute || two_pass)
+        return kd_cli_usage_error("bench sft", "--docs, --recompute and --attn-two-pass are for --device cuda");
     kd_student *m = NULL;
     int st = kd_student_init(dir, 1, 0.02, &m);
     if (st)

@@ -335,6 +335,8 @@ int kd_cu_student_new(const kd_model_config *c, kd_cu_getter get, void *ctx, con
     int st = layout_make_(c, &m->lay);
     if (st == KD_OK)
         st = kd_cu_init(&m->cu, o->device);
+    if (st == KD_OK)
+        m->cu.attn_two_pass = o->attn_two_pass;
     if (st) {
         kd_cu_student_free(m);
         return st;

@@ -37,6 +37,8 @@ typedef struct kd_cu_student_opts {
     int recompute;       /* activation checkpointing: keep each layer's input only, redo
                             the layer's forward in the backward */
     int64_t xent_chunk;  /* rows per chunk of the fused lm head + loss; 0 = auto */
+    int attn_two_pass;   /* the attention backward in two passes, dQ bit-reproducible
+                            (kd_cu.attn_two_pass; slower) */
 } kd_cu_student_opts;
 
 /* Device memory by kind, in bytes, as kd_cu_student_new will allocate it. */

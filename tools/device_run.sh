@@ -9,7 +9,8 @@
 # under $OUT. Needs python3 with `tokenizers` (and torch + transformers for the
 # peers). STEPS (default "gpu tokref bench") picks the parts to run; also
 # exportcheck, sftbench, teacherbench, gpusft (the CUDA trainer's benchmark and
-# its PyTorch peer: GPU_SFT_RUNS, GPU_SFT_PEER) and gpuprofile (its GPU time by
+# its PyTorch peer: GPU_SFT_RUNS, e.g. "8192x1 8192x1:twopass 32768x1:recompute",
+# and GPU_SFT_PEER) and gpuprofile (its GPU time by
 # op at GPU_PROFILE_SEQ tokens).
 set -uo pipefail
 : "${OUT:?OUT must be set}"
@@ -35,7 +36,7 @@ STEPS=${STEPS:-gpu tokref bench}
 has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
 if has gpu; then
 echo "== GPU tests"
-for t in $b/tests/gpu_test_*; do $t >/tmp/t.log 2>&1 && echo "ok   $(basename $t)" || echo "FAIL $(basename $t)"; grep -v "^ok\|^  linear\|^  rmsnorm\|^  rope\|^  swiglu\|^  emb\|^  resid\|^  qkv\|^  adamw\|^  grad norm\|^  column" /tmp/t.log | tail -40; done
+for t in $b/tests/gpu_test_*; do timeout 300 $t >/tmp/t.log 2>&1 && echo "ok   $(basename $t)" || echo "FAIL $(basename $t)"; grep -v "^ok\|^  linear\|^  rmsnorm\|^  rope\|^  swiglu\|^  emb\|^  resid\|^  qkv\|^  adamw\|^  grad norm\|^  column" /tmp/t.log | tail -40; done
 echo "== distill parity --device cuda, every dense fixture"
 for fx in tiny-qwen2 tiny-qwen2-untied tiny-qwen2-mha tiny-qwen2-bf16 tiny-llama3 tiny-llama32-tied tiny-llama-norope; do
   $b/distill parity $b/fixtures/$fx --device cuda >/tmp/p.log 2>&1; tail -1 /tmp/p.log; grep "^FAIL" /tmp/p.log
@@ -122,6 +123,7 @@ for r in ${GPU_SFT_RUNS:-4096x2 8192x1 16384x1:recompute 32768x1:recompute 8192x
   seq=${r%%x*}; rest=${r#*x}; bsz=${rest%%:*}; extra=()
   case $r in *recompute*) extra+=(--recompute) ;; esac
   case $r in *docs8*) extra+=(--docs 8) ;; esac
+  case $r in *twopass*) extra+=(--attn-two-pass) ;; esac
   $b/distill bench sft --model-config configs/models/qwen2.5-1.5b --device cuda --seq $seq --batch $bsz --steps 5 --json "${extra[@]}" 2>&1 | grep "^{\|error"
 done
 peer=(); for r in ${GPU_SFT_PEER:-4096x2 8192x1 8192x1:compile 16384x1:ckpt 32768x1}; do peer+=(--run $r); done

@@ -29,9 +29,15 @@
  * cp.async tiles and syncs once, then prefetches the next into the other
  * buffer (which every warp finished with before that sync).
  *
- * The backward is two kernels and no atomics (deterministic): one per key
- * tile accumulates dK and dV over the queries (and the query heads of its
- * kv group) that see it; one per query tile accumulates dQ. */
+ * The backward: one block per key tile accumulates dK and dV over the
+ * queries (and the query heads of its kv group) that see it, in registers,
+ * without atomics. dQ comes one of two ways (kd_cu.attn_two_pass). By
+ * default the same block puts each step's dS in shared memory, and its 8
+ * warps multiply it by the key tile and add the (64 x D) products into dq
+ * with fp32 atomics, FlashAttention-2's way: 5 matmuls per score tile, but
+ * the order of the adds, and so dq's last bits, vary from run to run. Two
+ * passes: a second kernel per query tile recomputes S and dP and accumulates
+ * dQ in registers: 7 matmuls, the same bits on every run. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -521,23 +527,150 @@ __global__ void __launch_bounds__(FW * 32, 2) attn_dq_kernel(float *dq, const bf
         }
 }
 
+/* One 64-query step of a dK/dV block for warp w's 16 keys (rows ka, kb of
+ * this lane): S^T and dP^T, then P^T and dS^T, then dV += P^T dO and dK +=
+ * dS^T Q. With FQ, dS also goes to sDS ([query][key], stride KR + 8) for
+ * the block's dQ. */
+template <int DP, bool FQ>
+__device__ __forceinline__ void dkdv_step_(float ak[DP / 8][4], float av[DP / 8][4], bf16 *sDS, const bf16 *sQ,
+                                           const bf16 *sO, const bf16 *sK, const bf16 *sV, const int *cP,
+                                           const float *cL, const float *cD, int w, int l, int q0, int wk0, int ka,
+                                           int kb, int T, float scale_log2)
+{
+    constexpr int ST = DP + 8, SS = KR + 8;
+    /* the warp's keys are seen whole by the step's queries when every query
+     * comes after its last key and every document starts at or before its first */
+    const bool full = q0 >= wk0 + 15 && (q0 + KC - 1) - cP[KC - 1] <= wk0 && q0 + KC - 1 < T && wk0 + 15 < T;
+    const uint32_t uQ = su_(sQ), uO = su_(sO), uK = su_(sK), uV = su_(sV);
+    float st[8][4], dpt[8][4];
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+        st[n][0] = st[n][1] = st[n][2] = st[n][3] = dpt[n][0] = dpt[n][1] = dpt[n][2] = dpt[n][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        uint32_t kf[4], vf[4];
+        ldsm_(kf, a_at_(uK, ST, w * 16, kk * 16, l));
+        ldsm_(vf, a_at_(uV, ST, w * 16, kk * 16, l));
+#pragma unroll
+        for (int np = 0; np < 4; np++) {
+            uint32_t bq[4], bo[4];
+            ldsm_(bq, bnk_at_(uQ, ST, np * 16, kk * 16, l));
+            ldsm_(bo, bnk_at_(uO, ST, np * 16, kk * 16, l));
+            mma_(st[2 * np], kf, bq[0], bq[1]); /* S^T = K Q^T */
+            mma_(st[2 * np + 1], kf, bq[2], bq[3]);
+            mma_(dpt[2 * np], vf, bo[0], bo[1]); /* dP^T = V dO^T */
+            mma_(dpt[2 * np + 1], vf, bo[2], bo[3]);
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int c = n * 8 + (l & 3) * 2 + (e & 1), t = q0 + c, key = e < 2 ? ka : kb;
+            const float p = (full || (key <= t && key >= t - cP[c] && t < T))
+                                ? ex2_(fmaf(st[n][e], scale_log2, -cL[c] * LOG2E))
+                                : 0.0f;
+            st[n][e] = p;                        /* P^T */
+            dpt[n][e] = p * (dpt[n][e] - cD[c]); /* dS^T */
+        }
+    if (FQ) /* dS for the block's dQ, as the bf16 the dK product takes */
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                sDS[(n * 8 + (l & 3) * 2 + (e & 1)) * SS + w * 16 + (l >> 2) + (e >> 1) * 8] =
+                    __float2bfloat16_rn(dpt[n][e]);
+#pragma unroll
+    for (int kk = 0; kk < KC / 16; kk++) {
+        const uint32_t pa[4] = {pack_(st[2 * kk][0], st[2 * kk][1]), pack_(st[2 * kk][2], st[2 * kk][3]),
+                                pack_(st[2 * kk + 1][0], st[2 * kk + 1][1]),
+                                pack_(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+        const uint32_t sa[4] = {pack_(dpt[2 * kk][0], dpt[2 * kk][1]), pack_(dpt[2 * kk][2], dpt[2 * kk][3]),
+                                pack_(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]),
+                                pack_(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3])};
+#pragma unroll
+        for (int dd = 0; dd < DP / 16; dd++) {
+            uint32_t bo[4], bq[4];
+            ldsm_t_(bo, bkn_at_(uO, ST, kk * 16, dd * 16, l));
+            ldsm_t_(bq, bkn_at_(uQ, ST, kk * 16, dd * 16, l));
+            mma_(av[2 * dd], pa, bo[0], bo[1]); /* dV += P^T dO */
+            mma_(av[2 * dd + 1], pa, bo[2], bo[3]);
+            mma_(ak[2 * dd], sa, bq[0], bq[1]); /* dK += dS^T Q */
+            mma_(ak[2 * dd + 1], sa, bq[2], bq[3]);
+        }
+    }
+}
+
+/* FQ's dQ for one 64-query step: dQ (64 x D) += dS (64 x 128 keys) K, split
+ * over the 8 warps as 4 blocks of 16 rows by 2 halves of the head dim, the
+ * key chunks of warps whose keys met no query skipped; added into dq (fp32,
+ * zeroed before the kernel) with atomics, so the sum's order varies. */
+template <int DP>
+__device__ __forceinline__ void dq_step_(float *dq, const bf16 *sDS, const bf16 *sK, const int *sAct, int w, int l,
+                                         int b, int h, int q0, int T, int H, int D, float scale)
+{
+    constexpr int ST = DP + 8, SS = KR + 8, NP = DP >= 32 ? DP / 32 : 1;
+    const int mr = w & 3, cb = (w >> 2) * NP * 16;
+    if (cb >= DP || q0 + mr * 16 >= T)
+        return;
+    const uint32_t uS = su_(sDS), uK = su_(sK);
+    float acc[2 * NP][4];
+#pragma unroll
+    for (int n = 0; n < 2 * NP; n++)
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    bool any = false;
+#pragma unroll 1
+    for (int kk = 0; kk < KW; kk++) {
+        if (!sAct[kk])
+            continue;
+        any = true;
+        uint32_t a[4];
+        ldsm_(a, a_at_(uS, SS, mr * 16, kk * 16, l));
+#pragma unroll
+        for (int p = 0; p < NP; p++) {
+            uint32_t bf[4];
+            ldsm_t_(bf, bkn_at_(uK, ST, kk * 16, cb + p * 16, l));
+            mma_(acc[2 * p], a, bf[0], bf[1]);
+            mma_(acc[2 * p + 1], a, bf[2], bf[3]);
+        }
+    }
+    if (!any)
+        return;
+    const int ta = q0 + mr * 16 + (l >> 2), tb = ta + 8;
+#pragma unroll
+    for (int n = 0; n < 2 * NP; n++) {
+        const int c = cb + n * 8 + (l & 3) * 2;
+        if (c >= D)
+            continue;
+        if (ta < T)
+            atomicAdd(reinterpret_cast<float2 *>(dq + (((int64_t)b * T + ta) * H + h) * D + c),
+                      make_float2(acc[n][0] * scale, acc[n][1] * scale));
+        if (tb < T)
+            atomicAdd(reinterpret_cast<float2 *>(dq + (((int64_t)b * T + tb) * H + h) * D + c),
+                      make_float2(acc[n][2] * scale, acc[n][3] * scale));
+    }
+}
+
 /* dK, dV: one block per 128 keys and one query head, over the 64-query steps
  * whose documents reach these keys. With GQA (G = H/K > 1) each block writes
  * its head's share to the workspace (fp32, (B, T, H, D)) and attn_gqa_sum
  * adds the G shares in order; a block per kv head doing all G would leave
  * too few, too unequal blocks. Scores are computed transposed (keys as
  * rows), so P^T and dS^T are A fragments. */
-template <int DP>
-__global__ void __launch_bounds__(KW * 32, 1) attn_dkdv_kernel(float *dk, float *dv, const bf16 *dout, const bf16 *q,
-                                                              const bf16 *k, const bf16 *v, const float *lse,
-                                                              const float *delta, const int32_t *pos, int T, int H,
-                                                              int K, int D, float scale, float scale_log2)
+template <int DP, bool FQ>
+__global__ void __launch_bounds__(KW * 32, 1) attn_dkdv_kernel(float *dk, float *dv, float *dq, const bf16 *dout,
+                                                              const bf16 *q, const bf16 *k, const bf16 *v,
+                                                              const float *lse, const float *delta,
+                                                              const int32_t *pos, int T, int H, int K, int D,
+                                                              float scale, float scale_log2)
 {
     constexpr int ST = DP + 8;
     extern __shared__ __align__(16) unsigned char smem_[];
     bf16 *sK = reinterpret_cast<bf16 *>(smem_), *sV = sK + KR * ST, *sQO = sV + KR * ST; /* then Q0 O0 Q1 O1 */
+    bf16 *sDS = sQO + 4 * KC * ST; /* FQ: the step's dS, [query][key], stride KR + 8 */
     __shared__ int sP[2][KC]; /* pos of the step's queries (their own t without pos) */
     __shared__ float sL[2][KC], sD[2][KC];
+    __shared__ int sAct[KW]; /* FQ: whether warp w's keys met the step's queries */
     const int b = blockIdx.x / H, h = blockIdx.x % H, G = H / K, kh = h / G;
     const int k0 = blockIdx.y * KR; /* the first key tiles meet the most queries: they start first */
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
@@ -594,61 +727,16 @@ __global__ void __launch_bounds__(KW * 32, 1) attn_dkdv_kernel(float *dk, float 
         const float *cL = sL[u], *cD = sD[u];
         /* skip when every query comes before the warp's keys, or every document
          * starts after them (the first query's starts first) */
-        if (wk0 >= T || q0 + KC - 1 < wk0 || q0 - cP[0] > wk0 + 15)
-            continue;
-        /* the warp's keys are seen whole by the step's queries when every query
-         * comes after its last key and every document starts at or before its first */
-        const bool full = q0 >= wk0 + 15 && (q0 + KC - 1) - cP[KC - 1] <= wk0 && q0 + KC - 1 < T && wk0 + 15 < T;
-        const uint32_t uQ = su_(sQ), uO = su_(sO), uK = su_(sK), uV = su_(sV);
-        float st[8][4], dpt[8][4];
-#pragma unroll
-        for (int n = 0; n < 8; n++)
-            st[n][0] = st[n][1] = st[n][2] = st[n][3] = dpt[n][0] = dpt[n][1] = dpt[n][2] = dpt[n][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < DP / 16; kk++) {
-            uint32_t kf[4], vf[4];
-            ldsm_(kf, a_at_(uK, ST, w * 16, kk * 16, l));
-            ldsm_(vf, a_at_(uV, ST, w * 16, kk * 16, l));
-#pragma unroll
-            for (int np = 0; np < 4; np++) {
-                uint32_t bq[4], bo[4];
-                ldsm_(bq, bnk_at_(uQ, ST, np * 16, kk * 16, l));
-                ldsm_(bo, bnk_at_(uO, ST, np * 16, kk * 16, l));
-                mma_(st[2 * np], kf, bq[0], bq[1]); /* S^T = K Q^T */
-                mma_(st[2 * np + 1], kf, bq[2], bq[3]);
-                mma_(dpt[2 * np], vf, bo[0], bo[1]); /* dP^T = V dO^T */
-                mma_(dpt[2 * np + 1], vf, bo[2], bo[3]);
-            }
-        }
-#pragma unroll
-        for (int n = 0; n < 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int c = n * 8 + (l & 3) * 2 + (e & 1), t = q0 + c, key = e < 2 ? ka : kb;
-                const float p = (full || (key <= t && key >= t - cP[c] && t < T))
-                                    ? ex2_(fmaf(st[n][e], scale_log2, -cL[c] * LOG2E))
-                                    : 0.0f;
-                st[n][e] = p;                        /* P^T */
-                dpt[n][e] = p * (dpt[n][e] - cD[c]); /* dS^T */
-            }
-#pragma unroll
-        for (int kk = 0; kk < KC / 16; kk++) {
-            const uint32_t pa[4] = {pack_(st[2 * kk][0], st[2 * kk][1]), pack_(st[2 * kk][2], st[2 * kk][3]),
-                                    pack_(st[2 * kk + 1][0], st[2 * kk + 1][1]),
-                                    pack_(st[2 * kk + 1][2], st[2 * kk + 1][3])};
-            const uint32_t sa[4] = {pack_(dpt[2 * kk][0], dpt[2 * kk][1]), pack_(dpt[2 * kk][2], dpt[2 * kk][3]),
-                                    pack_(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]),
-                                    pack_(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3])};
-#pragma unroll
-            for (int dd = 0; dd < DP / 16; dd++) {
-                uint32_t bo[4], bq[4];
-                ldsm_t_(bo, bkn_at_(uO, ST, kk * 16, dd * 16, l));
-                ldsm_t_(bq, bkn_at_(uQ, ST, kk * 16, dd * 16, l));
-                mma_(av[2 * dd], pa, bo[0], bo[1]); /* dV += P^T dO */
-                mma_(av[2 * dd + 1], pa, bo[2], bo[3]);
-                mma_(ak[2 * dd], sa, bq[0], bq[1]); /* dK += dS^T Q */
-                mma_(ak[2 * dd + 1], sa, bq[2], bq[3]);
-            }
+        const bool act = !(wk0 >= T || q0 + KC - 1 < wk0 || q0 - cP[0] > wk0 + 15);
+        if (FQ) {
+            if (l == 0)
+                sAct[w] = act;
+            if (act)
+                dkdv_step_<DP, true>(ak, av, sDS, sQ, sO, sK, sV, cP, cL, cD, w, l, q0, wk0, ka, kb, T, scale_log2);
+            __syncthreads(); /* every warp's dS is in sDS */
+            dq_step_<DP>(dq, sDS, sK, sAct, w, l, b, h, q0, T, H, D, scale);
+        } else if (act) {
+            dkdv_step_<DP, false>(ak, av, sDS, sQ, sO, sK, sV, cP, cL, cD, w, l, q0, wk0, ka, kb, T, scale_log2);
         }
     }
 #pragma unroll
@@ -707,21 +795,32 @@ static int fwd_(kd_bf16 *out, float *lse, const kd_bf16 *q, const kd_bf16 *k, co
 template <int DP>
 static int bwd_(float *dq, float *dk, float *dv, const kd_bf16 *dout, const kd_bf16 *q, const kd_bf16 *k,
                 const kd_bf16 *v, const float *lse, const float *delta, const int32_t *pos, int B, int T, int H, int K,
-                int D, float scale, float *part, cudaStream_t s)
+                int D, float scale, float *part, int two_pass, cudaStream_t s)
 {
     const size_t shq = (size_t)(2 * FR + 4 * QC) * (DP + 8) * sizeof(bf16); /* Q, dO, two K/V buffers */
     const size_t shk = (size_t)(2 * KR + 4 * KC) * (DP + 8) * sizeof(bf16); /* K, V, two Q/dO buffers */
-    CUDA_TRY(smem_attr_(attn_dq_kernel<DP>, shq));
-    CUDA_TRY(smem_attr_(attn_dkdv_kernel<DP>, shk));
+    const size_t shf = shk + (size_t)KC * (KR + 8) * sizeof(bf16);          /* and dS */
     dim3 gq(B * H, (T + FR - 1) / FR), gk(B * H, (T + KR - 1) / KR);
     const int G = H / K;
     const int64_t n = (int64_t)B * T * H * D;
-    attn_dq_kernel<DP><<<gq, FW * 32, shq, s>>>(dq, (const bf16 *)dout, (const bf16 *)q, (const bf16 *)k,
-                                                 (const bf16 *)v, lse, delta, pos, T, H, K, D, scale, scale * LOG2E);
-    CUDA_TRY(cudaGetLastError());
-    attn_dkdv_kernel<DP><<<gk, KW * 32, shk, s>>>(G > 1 ? part : dk, G > 1 ? part + n : dv, (const bf16 *)dout,
-                                                   (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, lse, delta, pos,
-                                                   T, H, K, D, scale, scale * LOG2E);
+    float *ok = G > 1 ? part : dk, *ov = G > 1 ? part + n : dv;
+    if (two_pass) {
+        CUDA_TRY(smem_attr_(attn_dq_kernel<DP>, shq));
+        CUDA_TRY(smem_attr_(attn_dkdv_kernel<DP, false>, shk));
+        attn_dq_kernel<DP><<<gq, FW * 32, shq, s>>>(dq, (const bf16 *)dout, (const bf16 *)q, (const bf16 *)k,
+                                                     (const bf16 *)v, lse, delta, pos, T, H, K, D, scale,
+                                                     scale * LOG2E);
+        CUDA_TRY(cudaGetLastError());
+        attn_dkdv_kernel<DP, false><<<gk, KW * 32, shk, s>>>(ok, ov, NULL, (const bf16 *)dout, (const bf16 *)q,
+                                                              (const bf16 *)k, (const bf16 *)v, lse, delta, pos, T,
+                                                              H, K, D, scale, scale * LOG2E);
+    } else {
+        CUDA_TRY(smem_attr_(attn_dkdv_kernel<DP, true>, shf));
+        CUDA_TRY(cudaMemsetAsync(dq, 0, (size_t)n * sizeof(float), s));
+        attn_dkdv_kernel<DP, true><<<gk, KW * 32, shf, s>>>(ok, ov, dq, (const bf16 *)dout, (const bf16 *)q,
+                                                             (const bf16 *)k, (const bf16 *)v, lse, delta, pos, T,
+                                                             H, K, D, scale, scale * LOG2E);
+    }
     CUDA_TRY(cudaGetLastError());
     if (G > 1) {
         const int64_t m = (int64_t)B * T * K * D;
@@ -768,14 +867,15 @@ extern "C" int kd_cu_attention_backward(float *dq, float *dk, float *dv, const k
         return KD_OK;
     cudaStream_t s = (cudaStream_t)cu->stream;
     float *delta = (float *)ws, *part = (float *)((char *)ws + delta_bytes_(B, T, H));
+    const int tp = cu->attn_two_pass;
     const int64_t rows = B * T * H;
     attn_delta_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, s>>>(delta, (const bf16 *)dout, (const bf16 *)out, (int)B,
                                                                   (int)T, (int)H, (int)D);
     CUDA_TRY(cudaGetLastError());
     switch (dp_(D)) {
-    case 16: return bwd_<16>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, s);
-    case 32: return bwd_<32>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, s);
-    case 64: return bwd_<64>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, s);
-    default: return bwd_<128>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, s);
+    case 16: return bwd_<16>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, tp, s);
+    case 32: return bwd_<32>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, tp, s);
+    case 64: return bwd_<64>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, tp, s);
+    default: return bwd_<128>(dq, dk, dv, dout, q, k, v, lse, delta, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, part, tp, s);
     }
 }

@@ -43,6 +43,7 @@ typedef struct kd_cu {
     void *ring;       /* pinned staging buffers of kd_cu_upload_async */
     void *prof;       /* kd_cu_prof_* timing, when on */
     int device, sms;
+    int attn_two_pass; /* the attention backward: 0 one pass, dQ by atomics; 1 two, bit-reproducible */
 } kd_cu;
 #define KD_CU_SCRATCH (8u << 20)
 int kd_cu_init(kd_cu *cu, int device);
@@ -143,7 +144,10 @@ int kd_cu_swiglu_backward(kd_bf16 *dgu, const kd_bf16 *dout, const kd_bf16 *gu, 
  * T <= 65535 x 64, scale > 0 (else KD_E_CUDA).
  * The backward writes dq, dk, dv in fp32 (their consumers sum over rows, see
  * kd_cu_qkv_rope_backward); ws is a device workspace of at least
- * kd_cu_attention_ws_bytes(B, T, H, K, D) bytes. Deterministic. */
+ * kd_cu_attention_ws_bytes(B, T, H, K, D) bytes. dk and dv are the same bits
+ * on every run; dq is too with cu->attn_two_pass (a second kernel recomputes
+ * the scores per query tile), else it is summed by fp32 atomics in the dK/dV
+ * kernel, in an order that varies (the default: two fewer matmuls). */
 int kd_cu_attention_forward(kd_bf16 *out, float *lse, const kd_bf16 *q, const kd_bf16 *k, const kd_bf16 *v,
                             const int32_t *pos, int64_t B, int64_t T, int64_t H, int64_t K, int64_t D,
                             float scale, kd_cu *cu);

@@ -2,8 +2,10 @@
  * against kd_attention_forward/backward on the same bf16-rounded inputs:
  * head dims 16, 24, 64 and 128, GQA ratios 1, 2 and 6, lengths that are not
  * multiples of the tile, packed rows with documents of uneven lengths (one of
- * a single token) and plain causal rows; the backward run twice must give the
- * same bits. Then a timing line (not an assertion) at Qwen2.5-1.5B's shape. */
+ * a single token) and plain causal rows, each with the backward's dQ both ways
+ * (atomics, and two passes); run twice, the backward must give the same dK and
+ * dV bits, and with two passes the same dQ bits. Then timing lines (not
+ * assertions) at Qwen2.5-1.5B's shape, both ways. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +52,8 @@ static void case_(int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, int pac
         out16[i] = kd_bf16_to_f32(kd_f32_to_bf16(out[i]));
     kd_attention_backward(dq, dk, dv, dout, q, k, v, out16, lse, packed ? pos : NULL, B, T, H, K, D, scale);
 
+    for (int tp = 0; tp < 2; tp++) {
+    cu.attn_two_pass = tp;
     kd_bf16 *gq = up16(q, nq), *gk = up16(k, nk), *gv = up16(v, nk), *gdo = up16(dout, nq);
     kd_bf16 *go = dev((size_t)nq * 2);
     float *gdq = dev((size_t)nq * 4), *gdk = dev((size_t)nk * 4), *gdv = dev((size_t)nk * 4);
@@ -69,24 +73,32 @@ static void case_(int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, int pac
     CHECK_OK(kd_cu_download(rl, glse, (size_t)(B * H * T) * 4, &cu));
     double eo = rel_err(ro, out, nq), el = abs_(rl, lse, B * H * T), eq = rel_err(rdq, dq, nq), ek = rel_err(rdk, dk, nk),
            ev = rel_err(rdv, dv, nk);
-    /* determinism: the backward again, the same bits */
-    float *h1 = malloc((size_t)nk * 4), *h2 = malloc((size_t)nk * 4);
-    CHECK_OK(kd_cu_download(h1, gdk, (size_t)nk * 4, &cu));
+    /* determinism: the backward again, the same dk and dv bits (and dq's with two passes) */
+    float *h1 = malloc((size_t)nq * 4), *h2 = malloc((size_t)nq * 4);
     CHECK_OK(kd_cu_attention_backward(gdq, gdk, gdv, gdo, gq, gk, gv, go, glse, packed ? gpos : NULL, B, T, H, K, D,
                                       scale, ws, &cu));
-    CHECK_OK(kd_cu_download(h2, gdk, (size_t)nk * 4, &cu));
-    int same = memcmp(h1, h2, (size_t)nk * 4) == 0;
-    printf("  B%lld T%-4lld H%-2lld K%lld D%-3lld %s: out %.1e lse %.1e dq %.1e dk %.1e dv %.1e%s\n", (long long)B,
-           (long long)T, (long long)H, (long long)K, (long long)D, packed ? "packed" : "causal", eo, el, eq, ek, ev,
-           same ? "" : " NONDETERMINISTIC");
+    CHECK_OK(kd_cu_download(h1, gdk, (size_t)nk * 4, &cu));
+    CHECK_OK(kd_cu_download(h2, gdv, (size_t)nk * 4, &cu));
+    int same = memcmp(h1, rdk, (size_t)nk * 4) == 0 && memcmp(h2, rdv, (size_t)nk * 4) == 0;
+    CHECK_OK(kd_cu_download(h1, gdq, (size_t)nq * 4, &cu));
+    double eq2 = rel_err(h1, dq, nq); /* the rerun's dq against the reference too */
+    if (tp)
+        same = same && memcmp(h1, rdq, (size_t)nq * 4) == 0;
+    printf("  B%lld T%-4lld H%-2lld K%lld D%-3lld %s %s: out %.1e lse %.1e dq %.1e (rerun %.1e) dk %.1e dv %.1e%s\n",
+           (long long)B, (long long)T, (long long)H, (long long)K, (long long)D, packed ? "packed" : "causal",
+           tp ? "2-pass" : "atomic", eo, el, eq, eq2, ek, ev, same ? "" : " NONDETERMINISTIC");
+    CHECK(eq2 <= 2e-2);
     CHECK(eo <= 2e-2 && eq <= 2e-2 && ek <= 2e-2 && ev <= 2e-2);
     CHECK(el <= 2e-3);
     CHECK(same);
-    free(q), free(k), free(v), free(dout), free(pos), free(pos32), free(out), free(lse), free(dq), free(dk), free(dv);
-    free(out16), free(ro), free(rdq), free(rdk), free(rdv), free(rl), free(h1), free(h2);
+    free(ro), free(rdq), free(rdk), free(rdv), free(rl), free(h1), free(h2);
     kd_cu_free_ptr(gq), kd_cu_free_ptr(gk), kd_cu_free_ptr(gv), kd_cu_free_ptr(gdo), kd_cu_free_ptr(go);
     kd_cu_free_ptr(gdq), kd_cu_free_ptr(gdk), kd_cu_free_ptr(gdv), kd_cu_free_ptr(glse), kd_cu_free_ptr(gpos);
     kd_cu_free_ptr(ws);
+    }
+    cu.attn_two_pass = 0;
+    free(q), free(k), free(v), free(dout), free(pos), free(pos32), free(out), free(lse), free(dq), free(dk), free(dv);
+    free(out16);
 }
 
 TEST(against_cpu)
@@ -127,7 +139,8 @@ TEST(timing)
     free(x);
     const float scale = 1.0f / sqrtf((float)D);
     const double flops = 2.0 * 2.0 * (double)B * H * D * (double)T * T / 2.0;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 4; pass++) { /* a warm-up of each way, then each timed */
+        cu.attn_two_pass = pass & 1;
         double t0 = kd_now();
         for (int r = 0; r < 5; r++)
             CHECK_OK(kd_cu_attention_forward(o, lse, src, src, src, NULL, B, T, H, K, D, scale, &cu));
@@ -138,12 +151,13 @@ TEST(timing)
             CHECK_OK(kd_cu_attention_backward(dq, dk, dv, src, src, src, src, o, lse, NULL, B, T, H, K, D, scale, ws, &cu));
         CHECK_OK(kd_cu_sync(&cu));
         double tb = (kd_now() - t0) / 5;
-        if (pass)
-            printf("  T=%lld H=%lld K=%lld D=%lld causal: forward %.2f ms (%.0f TFLOP/s), backward %.2f ms "
+        if (pass >= 2)
+            printf("  T=%lld H=%lld K=%lld D=%lld causal: forward %.2f ms (%.0f TFLOP/s), backward (%s) %.2f ms "
                    "(%.0f TFLOP/s at 2.5x the forward's FLOPs)\n",
-                   (long long)T, (long long)H, (long long)K, (long long)D, tf * 1e3, flops / tf / 1e12, tb * 1e3,
-                   2.5 * flops / tb / 1e12);
+                   (long long)T, (long long)H, (long long)K, (long long)D, tf * 1e3, flops / tf / 1e12,
+                   (pass & 1) ? "two passes" : "dQ by atomics", tb * 1e3, 2.5 * flops / tb / 1e12);
     }
+    cu.attn_two_pass = 0;
     kd_cu_free_ptr(q), kd_cu_free_ptr(k), kd_cu_free_ptr(v), kd_cu_free_ptr(o), kd_cu_free_ptr(dq);
     kd_cu_free_ptr(dk), kd_cu_free_ptr(dv), kd_cu_free_ptr(lse), kd_cu_free_ptr(ws), kd_cu_free_ptr(src);
 }
