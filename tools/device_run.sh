@@ -8,6 +8,7 @@
 # (`make device-pack` makes the binaries part.) Writes logs and reference files
 # under $OUT. Needs python3 with `tokenizers` (and torch + transformers for the
 # peers). STEPS (default "gpu tokref bench") picks the parts to run; also
+# gputests (the GPU test programs alone; gpu adds parity and the tiny recipe),
 # exportcheck, sftbench, teacherbench, gpusft (the CUDA trainer's benchmark and
 # its PyTorch peer: GPU_SFT_RUNS, e.g. "8192x1 8192x1:twopass 32768x1:recompute",
 # and GPU_SFT_PEER) and gpuprofile (its GPU time by
@@ -34,9 +35,11 @@ export DISTILL_CACHE=/tmp/kdcache
 
 STEPS=${STEPS:-gpu tokref bench}
 has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
-if has gpu; then
-echo "== GPU tests"
+if has gpu || has gputests; then
+echo "== GPU tests $(date -u +%T)"
 for t in $b/tests/gpu_test_*; do timeout 300 $t >/tmp/t.log 2>&1 && echo "ok   $(basename $t)" || echo "FAIL $(basename $t)"; grep -v "^ok\|^  linear\|^  rmsnorm\|^  rope\|^  swiglu\|^  emb\|^  resid\|^  qkv\|^  adamw\|^  grad norm\|^  column" /tmp/t.log | tail -40; done
+fi
+if has gpu; then
 echo "== distill parity --device cuda, every dense fixture"
 for fx in tiny-qwen2 tiny-qwen2-untied tiny-qwen2-mha tiny-qwen2-bf16 tiny-llama3 tiny-llama32-tied tiny-llama-norope; do
   $b/distill parity $b/fixtures/$fx --device cuda >/tmp/p.log 2>&1; tail -1 /tmp/p.log; grep "^FAIL" /tmp/p.log
@@ -118,7 +121,7 @@ for spec in ${TEACHER_MODELS:-"tiny-deepseek-v3:128:32" "tiny-qwen2:128:32" "qwe
 done
 fi
 if has gpusft; then
-echo "== training-step throughput on the GPU: distill (CUDA) vs PyTorch + transformers, Qwen2.5-1.5B shape, same machine"
+echo "== training-step throughput on the GPU: distill (CUDA) vs PyTorch + transformers, Qwen2.5-1.5B shape, same machine $(date -u +%T)"
 for r in ${GPU_SFT_RUNS:-4096x2 8192x1 16384x1:recompute 32768x1:recompute 8192x1:docs8}; do
   seq=${r%%x*}; rest=${r#*x}; bsz=${rest%%:*}; extra=()
   case $r in *recompute*) extra+=(--recompute) ;; esac

@@ -191,6 +191,43 @@ int kd_cu_adamw(float *p, kd_bf16 *p16, const float *g, float *m, float *v, cons
                 int nseg, int64_t n, float lr, float beta1, float beta2, float eps, int64_t step,
                 const float *norm2_dev, float max_norm, kd_cu *cu);
 
+/* ---- MoE routing and permutation (core/cuda/moe.cu) -------------------------------------
+ * The teacher's router (route_ in teacher/model.c) on the GPU, and the
+ * grouping of token rows by expert, with no host sync.
+ * kd_cu_moe_route: logits (N, E) fp32, bias (E) or NULL -> idx (N, k) int32,
+ * wt (N, k) fp32: the experts of each token, best first, and their weights,
+ * as route_ computes them (scores by sigmoid, or softmax in double; the group
+ * limit for group-limited greedy (V2: a group's best) and noaux_tc (V3: the
+ * sum of its top two biased scores); ties to the lower id; then V3's
+ * normalisation and scaling, or V2's). E <= KD_CU_MOE_MAXE, k <= KD_CU_MOE_MAXK.
+ * kd_cu_moe_permute: a stable counting sort of the N*k assignments by expert:
+ * counts (E), off (E + 1) with expert e's slots at off[e] .. off[e + 1],
+ * src (N*k): slot -> assignment t*k + r (tokens ascending within an expert),
+ * dst (N*k): its inverse.
+ * kd_cu_moe_gather: xin (N*k, C) bf16, slot j = row src[j] / k of x (N, C).
+ * kd_cu_moe_combine: out (N, C) fp32 = sum over token t's assignments, in
+ * ascending expert order, of wt * y[dst] (y (N*k, C) bf16: the experts'
+ * outputs by slot). */
+#define KD_CU_MOE_MAXE 512
+#define KD_CU_MOE_MAXK 16
+enum { KD_CU_TOPK_GREEDY = 0, KD_CU_TOPK_GROUP_LIMITED, KD_CU_TOPK_NOAUX_TC }; /* as kd_topk_method */
+typedef struct kd_cu_route {
+    int E, k;            /* routed experts, experts per token */
+    int G, topk_group;   /* groups (0 or 1: none), groups kept */
+    int method;          /* KD_CU_TOPK_* */
+    int sigmoid;         /* scores by sigmoid (V3), else softmax (V2) */
+    int v3;              /* V3's weight rule: normalise (norm_topk_prob), then scale */
+    int norm_topk_prob;
+    float scaling;       /* routed_scaling_factor */
+} kd_cu_route;
+int kd_cu_moe_route(int32_t *idx, float *wt, const float *logits, const float *bias, int64_t N,
+                    const kd_cu_route *rc, kd_cu *cu);
+int kd_cu_moe_permute(int32_t *src, int32_t *dst, int32_t *off, int32_t *counts, const int32_t *idx, int64_t N,
+                      int k, int E, kd_cu *cu);
+int kd_cu_moe_gather(kd_bf16 *xin, const kd_bf16 *x, const int32_t *src, int64_t N, int k, int64_t C, kd_cu *cu);
+int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *dst, const int32_t *idx, const float *wt,
+                      int64_t N, int k, int64_t C, kd_cu *cu);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,289 @@
+/* moe.cu - the MoE plumbing of the teacher on the GPU: the router's choice of
+ * experts, the permutation of token rows by expert, and the weighted
+ * un-permutation. See kd_cu_moe_* in core/cuda/cuops.h; the reference is
+ * route_ and moe_ in teacher/model.c.
+ *
+ * Routing: one warp per token. The scores (sigmoid, or a softmax summed in
+ * double) and the biased choice scores live in shared memory; lanes below G
+ * score one group each, in the reference's order; the top-k is k rounds of a
+ * warp arg-max with the reference's tie rule (the lower expert id), so the
+ * experts chosen are the reference's wherever the scores are the same floats.
+ *
+ * Permutation: a stable counting sort on the device, with no host sync:
+ * counts per expert (a warp per expert, ballots over the assignments), an
+ * exclusive scan, then each expert's warp writes its assignments in order
+ * (token, then rank), the order moe_ gathers them in. So expert e's rows are
+ * slots off[e] .. off[e+1] of the permuted buffer, and src/dst map between
+ * slots and assignments (t * k + r). */
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+extern "C" {
+#include "core/cuda/cuops.h"
+#include "core/status.h"
+}
+#include "core/cuda/cutry.h"
+
+typedef __nv_bfloat16 bf16;
+
+#define RW 4 /* tokens (warps) per routing block */
+
+/* a beats b: larger value, or equal and lower id (NaN never beats anything) */
+__device__ __forceinline__ bool beats_(float v, int e, float bv, int be)
+{
+    return be < 0 || v > bv || (v == bv && e < be);
+}
+
+__global__ void moe_route_kernel(int32_t *idx, float *wt, const float *logits, const float *bias, int64_t N,
+                                 kd_cu_route rc)
+{
+    extern __shared__ float sh_[];
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, E = rc.E, k = rc.k;
+    const int64_t t = (int64_t)blockIdx.x * RW + w;
+    float *score = sh_ + (size_t)w * 2 * E, *choice = score + E;
+    unsigned char *taken = reinterpret_cast<unsigned char *>(sh_ + (size_t)RW * 2 * E) + (size_t)w * E;
+    __shared__ float gs[RW][256];
+    __shared__ int keep[RW][256];
+    if (t >= N)
+        return;
+    const float *lg = logits + t * E;
+    if (rc.sigmoid) {
+        for (int e = l; e < E; e += 32)
+            score[e] = 1.0f / (1.0f + expf(-lg[e]));
+    } else {
+        float mx = -INFINITY;
+        for (int e = l; e < E; e += 32)
+            mx = fmaxf(mx, lg[e]);
+        for (int o = 16; o > 0; o >>= 1)
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        double sum = 0;
+        for (int e = l; e < E; e += 32)
+            sum += exp((double)lg[e] - mx);
+        for (int o = 16; o > 0; o >>= 1)
+            sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        for (int e = l; e < E; e += 32)
+            score[e] = (float)(exp((double)lg[e] - mx) / sum);
+    }
+    for (int e = l; e < E; e += 32) {
+        choice[e] = score[e] + (bias ? bias[e] : 0.0f); /* the bias only chooses */
+        taken[e] = 0;
+    }
+    __syncwarp();
+    const int G = rc.G > 0 ? rc.G : 1, per = E / G;
+    if (rc.method != KD_CU_TOPK_GREEDY && G > 1) {
+        /* the group's score: V3 the sum of its top two biased scores, V2 its best */
+        if (l < G) {
+            float b1 = -INFINITY, b2 = -INFINITY;
+            for (int j = 0; j < per; j++) {
+                const float v = choice[l * per + j];
+                if (v > b1)
+                    b2 = b1, b1 = v;
+                else if (v > b2)
+                    b2 = v;
+            }
+            gs[w][l] = rc.method == KD_CU_TOPK_NOAUX_TC ? b1 + b2 : b1;
+            keep[w][l] = 0;
+        }
+        __syncwarp();
+        if (l == 0)
+            for (int r = 0; r < rc.topk_group && r < G; r++) {
+                int best = -1;
+                for (int g = 0; g < G; g++)
+                    if (!keep[w][g] && (best < 0 || gs[w][g] > gs[w][best]))
+                        best = g;
+                keep[w][best] = 1;
+            }
+        __syncwarp();
+        for (int e = l; e < E; e += 32)
+            if (!keep[w][e / per])
+                choice[e] = -INFINITY;
+        __syncwarp();
+    }
+    /* top-k: k rounds of a warp arg-max over the experts not taken */
+    float myw = 0.0f;
+    int mye = -1;
+    for (int r = 0; r < k; r++) {
+        float bv = -INFINITY;
+        int be = -1;
+        for (int e = l; e < E; e += 32)
+            if (!taken[e] && beats_(choice[e], e, bv, be))
+                bv = choice[e], be = e;
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            const int oe = __shfl_xor_sync(0xffffffffu, be, o);
+            if (oe >= 0 && beats_(ov, oe, bv, be))
+                bv = ov, be = oe;
+        }
+        if (l == 0)
+            taken[be] = 1;
+        __syncwarp();
+        if (l == r)
+            mye = be, myw = score[be];
+    }
+    /* the weights, in the reference's order of float operations (lane 0 sums) */
+    float s = 0.0f;
+    for (int r = 0; r < k; r++)
+        s += __shfl_sync(0xffffffffu, myw, r & 31);
+    if (rc.v3) {
+        if (rc.norm_topk_prob)
+            myw /= s + 1e-20f;
+        myw *= rc.scaling;
+    } else if (k > 1 && rc.norm_topk_prob) {
+        myw /= 1e-20f + s;
+    } else {
+        myw *= rc.scaling;
+    }
+    if (l < k) {
+        idx[t * k + l] = mye;
+        wt[t * k + l] = myw;
+    }
+}
+
+/* counts[e] = assignments to expert e; one warp per expert */
+__global__ void moe_count_kernel(int32_t *counts, const int32_t *idx, int64_t NK, int E)
+{
+    const int e = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), l = threadIdx.x & 31;
+    if (e >= E)
+        return;
+    int c = 0;
+    for (int64_t a0 = 0; a0 < NK; a0 += 32) {
+        const int64_t a = a0 + l;
+        c += __popc(__ballot_sync(0xffffffffu, a < NK && idx[a] == e));
+    }
+    if (l == 0)
+        counts[e] = c;
+}
+
+/* off[0..E] = the exclusive scan of counts (one block; E is small) */
+__global__ void moe_scan_kernel(int32_t *off, const int32_t *counts, int E)
+{
+    if (threadIdx.x == 0) {
+        int s = 0;
+        for (int e = 0; e < E; e++) {
+            off[e] = s;
+            s += counts[e];
+        }
+        off[E] = s;
+    }
+}
+
+/* src[off[e] + i] = the i-th assignment to e, in order; dst its inverse */
+__global__ void moe_place_kernel(int32_t *src, int32_t *dst, const int32_t *off, const int32_t *idx, int64_t NK, int E)
+{
+    const int e = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), l = threadIdx.x & 31;
+    if (e >= E)
+        return;
+    int c = off[e];
+    for (int64_t a0 = 0; a0 < NK; a0 += 32) {
+        const int64_t a = a0 + l;
+        const bool m = a < NK && idx[a] == e;
+        const unsigned b = __ballot_sync(0xffffffffu, m);
+        if (m) {
+            const int j = c + __popc(b & ((1u << l) - 1u));
+            src[j] = (int32_t)a;
+            dst[a] = j;
+        }
+        c += __popc(b);
+    }
+}
+
+/* xin[j] = x[src[j] / k], one block per slot, 16 bytes at a time where C allows */
+__global__ void moe_gather_kernel(bf16 *xin, const bf16 *x, const int32_t *src, int k, int64_t C)
+{
+    const int64_t j = blockIdx.x, t = src[j] / k;
+    if (C % 8 == 0) {
+        const uint4 *s = reinterpret_cast<const uint4 *>(x + t * C);
+        uint4 *d = reinterpret_cast<uint4 *>(xin + j * C);
+        for (int64_t i = threadIdx.x; i < C / 8; i += blockDim.x)
+            d[i] = s[i];
+    } else {
+        for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+            xin[j * C + i] = x[t * C + i];
+    }
+}
+
+/* out[t] = sum of wt[a] y[dst[a]] over token t's assignments, in ascending
+ * expert order (moe_'s order), accumulated in fp32 from zero */
+__global__ void moe_combine_kernel(float *out, const bf16 *y, const int32_t *dst, const int32_t *idx, const float *wt,
+                                   int k, int64_t C)
+{
+    const int64_t t = blockIdx.x;
+    int ord[KD_CU_MOE_MAXK];
+    for (int r = 0; r < k; r++)
+        ord[r] = r;
+    for (int r = 1; r < k; r++) /* insertion sort of the k assignments by expert */
+        for (int q = r; q > 0 && idx[t * k + ord[q - 1]] > idx[t * k + ord[q]]; q--) {
+            const int tmp = ord[q];
+            ord[q] = ord[q - 1];
+            ord[q - 1] = tmp;
+        }
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
+        float acc = 0.0f;
+        for (int r = 0; r < k; r++) {
+            const int64_t a = t * k + ord[r];
+            acc += wt[a] * __bfloat162float(y[(int64_t)dst[a] * C + i]);
+        }
+        out[t * C + i] = acc;
+    }
+}
+
+/* ==== launchers ======================================================================== */
+
+extern "C" int kd_cu_moe_route(int32_t *idx, float *wt, const float *logits, const float *bias, int64_t N,
+                               const kd_cu_route *rc, kd_cu *cu)
+{
+    const int G = rc->G > 0 ? rc->G : 1;
+    if (rc->E < 1 || rc->E > KD_CU_MOE_MAXE || rc->k < 1 || rc->k > KD_CU_MOE_MAXK || rc->k > rc->E ||
+        rc->E % G || G > 256 || (rc->method != KD_CU_TOPK_GREEDY && G > 1 && (rc->topk_group < 1 || rc->topk_group > G)))
+        return kd_err(KD_E_CUDA, "moe route: %d experts, top-%d, %d groups, top-%d groups (need 1 <= k <= %d, "
+                      "E <= %d a multiple of the groups, at most 256 groups)", rc->E, rc->k, rc->G, rc->topk_group,
+                      KD_CU_MOE_MAXK, KD_CU_MOE_MAXE);
+    if (N == 0)
+        return KD_OK;
+    const size_t shm = (size_t)RW * rc->E * (2 * sizeof(float) + 1);
+    moe_route_kernel<<<(unsigned)((N + RW - 1) / RW), RW * 32, shm, (cudaStream_t)cu->stream>>>(idx, wt, logits, bias,
+                                                                                              N, *rc);
+    CUDA_TRY(cudaGetLastError());
+    return KD_OK;
+}
+
+extern "C" int kd_cu_moe_permute(int32_t *src, int32_t *dst, int32_t *off, int32_t *counts, const int32_t *idx,
+                                 int64_t N, int k, int E, kd_cu *cu)
+{
+    if (E < 1 || E > KD_CU_MOE_MAXE || k < 1 || k > KD_CU_MOE_MAXK || N * k > 0x7fffffff)
+        return kd_err(KD_E_CUDA, "moe permute: %d experts, top-%d, %lld tokens", E, k, (long long)N);
+    cudaStream_t s = (cudaStream_t)cu->stream;
+    const int64_t NK = N * k;
+    const unsigned blocks = (unsigned)((E + 7) / 8);
+    moe_count_kernel<<<blocks, 256, 0, s>>>(counts, idx, NK, E);
+    moe_scan_kernel<<<1, 32, 0, s>>>(off, counts, E);
+    if (NK)
+        moe_place_kernel<<<blocks, 256, 0, s>>>(src, dst, off, idx, NK, E);
+    CUDA_TRY(cudaGetLastError());
+    return KD_OK;
+}
+
+extern "C" int kd_cu_moe_gather(kd_bf16 *xin, const kd_bf16 *x, const int32_t *src, int64_t N, int k, int64_t C,
+                                kd_cu *cu)
+{
+    if (N * k == 0)
+        return KD_OK;
+    moe_gather_kernel<<<(unsigned)(N * k), 128, 0, (cudaStream_t)cu->stream>>>((bf16 *)xin, (const bf16 *)x, src, k,
+                                                                               C);
+    CUDA_TRY(cudaGetLastError());
+    return KD_OK;
+}
+
+extern "C" int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *dst, const int32_t *idx, const float *wt,
+                                 int64_t N, int k, int64_t C, kd_cu *cu)
+{
+    if (k < 1 || k > KD_CU_MOE_MAXK)
+        return kd_err(KD_E_CUDA, "moe combine: top-%d (need 1 .. %d)", k, KD_CU_MOE_MAXK);
+    if (N == 0)
+        return KD_OK;
+    moe_combine_kernel<<<(unsigned)N, 256, 0, (cudaStream_t)cu->stream>>>(out, (const bf16 *)y, dst, idx, wt, k, C);
+    CUDA_TRY(cudaGetLastError());
+    return KD_OK;
+}

@@ -1,0 +1,176 @@
+/* test_moe.c (gpu) - the teacher's MoE routing and permutation on the GPU
+ * (core/cuda/moe.cu) against the CPU router (route_ in teacher/model.c,
+ * through kd_teacher_route_) and moe_'s grouping: DeepSeek-V3 (sigmoid,
+ * noaux_tc, 8 groups), Moonlight (no groups), V2-Lite (softmax, greedy), V2
+ * (softmax, group-limited greedy) and a small case whose logits take three
+ * values, so most choices are ties. The experts must be the same; weights
+ * within 1e-6. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_test.h"
+#include "core/cuda/cuops.h"
+#include "core/hfconfig.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "teacher/internal.h"
+
+typedef struct rcase_ {
+    const char *name;
+    int E, k, G, tg, sigmoid, method, v3, norm, bias, ties;
+    float scaling;
+} rcase_;
+
+static void route_case_(const rcase_ *rc_, int64_t N)
+{
+    kd_model_config c;
+    memset(&c, 0, sizeof c);
+    c.arch = rc_->v3 ? KD_ARCH_DEEPSEEK_V3 : KD_ARCH_DEEPSEEK_V2;
+    c.n_routed_experts = rc_->E;
+    c.num_experts_per_tok = rc_->k;
+    c.n_group = rc_->G;
+    c.topk_group = rc_->tg;
+    c.scoring_func = rc_->sigmoid ? KD_SCORE_SIGMOID : KD_SCORE_SOFTMAX;
+    c.topk_method = (kd_topk_method)rc_->method;
+    c.norm_topk_prob = rc_->norm;
+    c.routed_scaling_factor = rc_->scaling;
+    const int E = rc_->E, k = rc_->k;
+    float *lg = malloc((size_t)(N * E) * sizeof *lg), *bias = NULL;
+    for (int64_t i = 0; i < N * E; i++)
+        lg[i] = rc_->ties ? (float)((int)(kd_rng_uniform(&rng) * 3) - 1) : (float)(8 * kd_rng_uniform(&rng) - 4);
+    if (rc_->bias) {
+        bias = malloc((size_t)E * sizeof *bias);
+        for (int e = 0; e < E; e++)
+            bias[e] = rc_->ties ? 0.0f : (float)(0.2 * kd_rng_uniform(&rng) - 0.1);
+    }
+    int64_t *ri = malloc((size_t)(N * k) * sizeof *ri);
+    float *rw = malloc((size_t)(N * k) * sizeof *rw), *scr = malloc((size_t)(2 * E) * sizeof *scr);
+    for (int64_t t = 0; t < N; t++)
+        kd_teacher_route_(&c, lg + t * E, bias, ri + t * k, rw + t * k, scr);
+
+    kd_cu_route rc = {.E = E, .k = k, .G = rc_->G, .topk_group = rc_->tg, .method = rc_->method,
+                      .sigmoid = rc_->sigmoid, .v3 = rc_->v3, .norm_topk_prob = rc_->norm, .scaling = rc_->scaling};
+    float *dl = up32(lg, N * E), *db = bias ? up32(bias, E) : NULL, *dw = dev((size_t)(N * k) * 4);
+    int32_t *di = dev((size_t)(N * k) * 4);
+    CHECK_OK(kd_cu_moe_route(di, dw, dl, db, N, &rc, &cu));
+    CHECK_OK(kd_cu_sync(&cu));
+    int32_t *gi = malloc((size_t)(N * k) * sizeof *gi);
+    float *gw = malloc((size_t)(N * k) * sizeof *gw);
+    CHECK_OK(kd_cu_download(gi, di, (size_t)(N * k) * 4, &cu));
+    CHECK_OK(kd_cu_download(gw, dw, (size_t)(N * k) * 4, &cu));
+    int64_t diff = 0;
+    double ew = 0;
+    for (int64_t i = 0; i < N * k; i++) {
+        diff += gi[i] != ri[i];
+        double e = fabs((double)gw[i] - rw[i]) / (fabs(rw[i]) + 1e-30);
+        ew = e > ew ? e : ew;
+    }
+    printf("  route %-22s N %lld E %3d k %d G %d: %lld of %lld experts differ, weights worst rel %.1e\n", rc_->name,
+           (long long)N, E, k, rc_->G, (long long)diff, (long long)(N * k), ew);
+    CHECK_EQ_INT(diff, 0);
+    CHECK(ew <= 1e-6);
+
+    /* the permutation, against moe_'s grouping of the same assignments */
+    int32_t *dsrc = dev((size_t)(N * k) * 4), *ddst = dev((size_t)(N * k) * 4), *doff = dev((size_t)(E + 1) * 4);
+    int32_t *dcnt = dev((size_t)E * 4);
+    CHECK_OK(kd_cu_moe_permute(dsrc, ddst, doff, dcnt, di, N, k, E, &cu));
+    int32_t *src = malloc((size_t)(N * k) * 4), *dst = malloc((size_t)(N * k) * 4), *off = malloc((size_t)(E + 1) * 4);
+    int32_t *cnt = malloc((size_t)E * 4);
+    CHECK_OK(kd_cu_download(src, dsrc, (size_t)(N * k) * 4, &cu));
+    CHECK_OK(kd_cu_download(dst, ddst, (size_t)(N * k) * 4, &cu));
+    CHECK_OK(kd_cu_download(off, doff, (size_t)(E + 1) * 4, &cu));
+    CHECK_OK(kd_cu_download(cnt, dcnt, (size_t)E * 4, &cu));
+    int64_t bad = 0, j = 0;
+    for (int e = 0; e < E; e++) {
+        bad += off[e] != j;
+        int64_t c0 = j;
+        for (int64_t a = 0; a < N * k; a++)
+            if (ri[a] == e) {
+                bad += j >= N * k || src[j] != a || dst[a] != j;
+                j++;
+            }
+        bad += cnt[e] != j - c0;
+    }
+    bad += off[E] != N * k;
+    printf("  permute %-20s %lld slots: %lld mismatches\n", rc_->name, (long long)(N * k), (long long)bad);
+    CHECK_EQ_INT(bad, 0);
+
+    /* gather and combine, 16-byte and scalar rows */
+    static const int64_t widths[] = {72, 37};
+    for (int wi = 0; wi < 2; wi++) {
+        const int64_t C = widths[wi];
+        float *x = rnd(N * C, 1), *y = rnd(N * k * C, 1);
+        kd_bf16 *dx = up16(x, N * C), *dy = up16(y, N * k * C), *dxin = dev((size_t)(N * k * C) * 2);
+        float *dout = dev((size_t)(N * C) * 4);
+        CHECK_OK(kd_cu_moe_gather(dxin, dx, dsrc, N, k, C, &cu));
+        CHECK_OK(kd_cu_moe_combine(dout, dy, ddst, di, dw, N, k, C, &cu));
+        float *xin = down16(dxin, N * k * C), *out = malloc((size_t)(N * C) * 4);
+        CHECK_OK(kd_cu_download(out, dout, (size_t)(N * C) * 4, &cu));
+        int64_t gbad = 0;
+        for (int64_t s = 0; s < N * k; s++)
+            gbad += memcmp(xin + s * C, x + (src[s] / k) * C, (size_t)C * 4) != 0;
+        double eo = 0;
+        for (int64_t t = 0; t < N; t++)
+            for (int64_t i = 0; i < C; i++) {
+                double want = 0; /* moe_'s order: experts ascending */
+                for (int e = 0; e < E; e++)
+                    for (int r = 0; r < k; r++)
+                        if (ri[t * k + r] == e)
+                            want += (double)rw[t * k + r] * y[(int64_t)dst[t * k + r] * C + i];
+                double d = fabs(out[t * C + i] - want) / (fabs(want) + 1e-3);
+                eo = d > eo ? d : eo;
+            }
+        printf("  gather/combine %-13s C %3lld: %lld rows gathered wrong, combine worst rel %.1e\n", rc_->name,
+               (long long)C, (long long)gbad, eo);
+        CHECK_EQ_INT(gbad, 0);
+        CHECK(eo <= 1e-5);
+        free(x), free(y), free(xin), free(out);
+        kd_cu_free_ptr(dx), kd_cu_free_ptr(dy), kd_cu_free_ptr(dxin), kd_cu_free_ptr(dout);
+    }
+    free(lg), free(bias), free(ri), free(rw), free(scr), free(gi), free(gw), free(src), free(dst), free(off), free(cnt);
+    kd_cu_free_ptr(dl), kd_cu_free_ptr(db), kd_cu_free_ptr(dw), kd_cu_free_ptr(di), kd_cu_free_ptr(dsrc);
+    kd_cu_free_ptr(ddst), kd_cu_free_ptr(doff), kd_cu_free_ptr(dcnt);
+}
+
+TEST(route_permute_combine)
+{
+    static const rcase_ cases[] = {
+        {"deepseek-v3", 256, 8, 8, 4, 1, KD_CU_TOPK_NOAUX_TC, 1, 1, 1, 0, 2.5f},
+        {"moonlight", 64, 6, 1, 1, 1, KD_CU_TOPK_NOAUX_TC, 1, 1, 1, 0, 2.446f},
+        {"v2-lite (softmax)", 64, 6, 1, 1, 0, KD_CU_TOPK_GREEDY, 0, 0, 0, 0, 1.0f},
+        {"v2 (group-limited)", 160, 6, 8, 3, 0, KD_CU_TOPK_GROUP_LIMITED, 0, 0, 0, 0, 16.0f},
+        {"v2 normalised", 64, 6, 1, 1, 0, KD_CU_TOPK_GREEDY, 0, 1, 0, 0, 1.0f},
+        {"ties (3 logit values)", 16, 4, 4, 2, 1, KD_CU_TOPK_NOAUX_TC, 1, 1, 1, 1, 1.0f},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        route_case_(&cases[i], i == 0 ? 1031 : 517);
+}
+
+TEST(errors)
+{
+    kd_cu_route rc = {.E = 600, .k = 8, .G = 8, .topk_group = 4, .method = KD_CU_TOPK_NOAUX_TC, .sigmoid = 1};
+    CHECK_ERR(kd_cu_moe_route(NULL, NULL, NULL, NULL, 4, &rc, &cu), KD_E_CUDA, "600 experts");
+    rc.E = 256, rc.k = 17;
+    CHECK_ERR(kd_cu_moe_route(NULL, NULL, NULL, NULL, 4, &rc, &cu), KD_E_CUDA, "top-17");
+    rc.k = 8, rc.G = 7;
+    CHECK_ERR(kd_cu_moe_route(NULL, NULL, NULL, NULL, 4, &rc, &cu), KD_E_CUDA, "7 groups");
+    rc.G = 8, rc.topk_group = 9;
+    CHECK_ERR(kd_cu_moe_route(NULL, NULL, NULL, NULL, 4, &rc, &cu), KD_E_CUDA, "top-9 groups");
+    CHECK_ERR(kd_cu_moe_permute(NULL, NULL, NULL, NULL, NULL, 4, 8, 0, &cu), KD_E_CUDA, "0 experts");
+    CHECK_ERR(kd_cu_moe_combine(NULL, NULL, NULL, NULL, NULL, 4, 0, 8, &cu), KD_E_CUDA, "top-0");
+}
+
+int main(void)
+{
+    kd_rng_seed(&rng, 7);
+    if (kd_cu_init(&cu, 0) != KD_OK) {
+        fprintf(stderr, "no CUDA device: %s\n", kd_strerror(KD_E_CUDA));
+        return 1;
+    }
+    RUN(route_permute_combine);
+    RUN(errors);
+    kd_cu_free(&cu);
+    return test_summary();
+}
