@@ -207,7 +207,7 @@ int kd_cu_adamw(float *p, kd_bf16 *p16, const float *g, float *m, float *v, cons
  * kd_cu_moe_gather: xin (N*k, C) bf16, slot j = row src[j] / k of x (N, C).
  * kd_cu_moe_combine: out (N, C) fp32 = sum over token t's assignments, in
  * ascending expert order, of wt * y[dst] (y (N*k, C) bf16: the experts'
- * outputs by slot). */
+ * outputs by slot). Then kd_cu_moe_gemm below runs the experts. */
 #define KD_CU_MOE_MAXE 512
 #define KD_CU_MOE_MAXK 16
 enum { KD_CU_TOPK_GREEDY = 0, KD_CU_TOPK_GROUP_LIMITED, KD_CU_TOPK_NOAUX_TC }; /* as kd_topk_method */
@@ -227,6 +227,12 @@ int kd_cu_moe_permute(int32_t *src, int32_t *dst, int32_t *off, int32_t *counts,
 int kd_cu_moe_gather(kd_bf16 *xin, const kd_bf16 *x, const int32_t *src, int64_t N, int k, int64_t C, kd_cu *cu);
 int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *dst, const int32_t *idx, const float *wt,
                       int64_t N, int k, int64_t C, kd_cu *cu);
+/* Grouped GEMM over the permuted rows: y (NK, N) bf16 = x (NK, K) W_e^T for
+ * the rows off[e] .. off[e + 1] of each expert e, W (E, N, K) bf16 (each
+ * expert's weight as HF stores it, out x in), fp32 accumulation. off on the
+ * device (kd_cu_moe_permute's), so one launch whatever the routing. K % 8 == 0. */
+int kd_cu_moe_gemm(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t *off, int E, int64_t NK, int64_t N,
+                   int64_t K, kd_cu *cu);
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,15 @@
  * exclusive scan, then each expert's warp writes its assignments in order
  * (token, then rank), the order moe_ gathers them in. So expert e's rows are
  * slots off[e] .. off[e+1] of the permuted buffer, and src/dst map between
- * slots and assignments (t * k + r). */
+ * slots and assignments (t * k + r).
+ *
+ * Grouped GEMM: every expert's rows times its own weight in one launch,
+ * sizes read on the device. A block takes 64 rows of one expert by 64
+ * output features; grid.x is a bound on the row tiles (N*k/64 + E), and a
+ * block finds its expert and tile by walking the experts' tile counts (the
+ * blocks past the last tile exit). No host loop over experts, no sync, the
+ * same launch whatever the routing: what a CUDA graph of a decode step
+ * needs. Tiles go through shared memory to mma.sync (4 warps of 32 x 32). */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -25,8 +33,7 @@ extern "C" {
 #include "core/status.h"
 }
 #include "core/cuda/cutry.h"
-
-typedef __nv_bfloat16 bf16;
+#include "core/cuda/mma.cuh"
 
 #define RW 4 /* tokens (warps) per routing block */
 
@@ -229,6 +236,91 @@ __global__ void moe_combine_kernel(float *out, const bf16 *y, const int32_t *dst
     }
 }
 
+#define GM 64 /* rows per grouped-GEMM tile */
+#define GN 64 /* output features per tile */
+#define GK 32 /* k per step */
+
+__global__ void __launch_bounds__(128) moe_gemm_kernel(bf16 *y, const bf16 *x, const bf16 *w, const int32_t *off,
+                                                       int E, int64_t N, int64_t K)
+{
+    __shared__ __align__(16) bf16 sX[GM][GK + 8], sW[GN][GK + 8];
+    __shared__ int s_e, s_r0, s_cnt;
+    if (threadIdx.x == 0) {
+        int t = (int)blockIdx.x, found = -1;
+        for (int e = 0; e < E; e++) {
+            const int nt = (off[e + 1] - off[e] + GM - 1) / GM;
+            if (t < nt) {
+                found = e;
+                break;
+            }
+            t -= nt;
+        }
+        s_e = found;
+        s_r0 = found >= 0 ? off[found] + t * GM : 0;
+        s_cnt = found >= 0 ? min(GM, off[found + 1] - s_r0) : 0;
+    }
+    __syncthreads();
+    const int e = s_e;
+    if (e < 0)
+        return;
+    const int r0 = s_r0, cnt = s_cnt, wi = threadIdx.x >> 5, l = threadIdx.x & 31;
+    const int wm = (wi & 1) * 32, wn = (wi >> 1) * 32;
+    const int64_t n0 = (int64_t)blockIdx.y * GN;
+    const bf16 *we = w + (int64_t)e * N * K;
+    float acc[2][4][4];
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+            acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.0f;
+    for (int64_t k0 = 0; k0 < K; k0 += GK) {
+        for (int i = threadIdx.x; i < GM * (GK / 8); i += blockDim.x) {
+            const int r = i / (GK / 8), c = (i % (GK / 8)) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0), u = make_uint4(0, 0, 0, 0);
+            if (r < cnt && k0 + c < K)
+                v = *reinterpret_cast<const uint4 *>(x + (int64_t)(r0 + r) * K + k0 + c);
+            if (n0 + r < N && k0 + c < K)
+                u = *reinterpret_cast<const uint4 *>(we + (n0 + r) * K + k0 + c);
+            *reinterpret_cast<uint4 *>(&sX[r][c]) = v;
+            *reinterpret_cast<uint4 *>(&sW[r][c]) = u;
+        }
+        __syncthreads();
+        const uint32_t uX = su_(&sX[0][0]), uW = su_(&sW[0][0]);
+#pragma unroll
+        for (int kk = 0; kk < GK / 16; kk++) {
+            uint32_t a0[4], a1[4];
+            ldsm_(a0, a_at_(uX, GK + 8, wm, kk * 16, l));
+            ldsm_(a1, a_at_(uX, GK + 8, wm + 16, kk * 16, l));
+#pragma unroll
+            for (int np = 0; np < 2; np++) {
+                uint32_t b[4];
+                ldsm_(b, bnk_at_(uW, GK + 8, wn + np * 16, kk * 16, l));
+                mma_(acc[0][2 * np], a0, b[0], b[1]);
+                mma_(acc[0][2 * np + 1], a0, b[2], b[3]);
+                mma_(acc[1][2 * np], a1, b[0], b[1]);
+                mma_(acc[1][2 * np + 1], a1, b[2], b[3]);
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int r = wm + m * 16 + (l >> 2) + hf * 8;
+                const int64_t c = n0 + wn + n * 8 + (l & 3) * 2;
+                if (r >= cnt)
+                    continue;
+                bf16 *dst = y + (int64_t)(r0 + r) * N + c;
+                if (c < N)
+                    dst[0] = __float2bfloat16_rn(acc[m][n][2 * hf]);
+                if (c + 1 < N)
+                    dst[1] = __float2bfloat16_rn(acc[m][n][2 * hf + 1]);
+            }
+}
+
 /* ==== launchers ======================================================================== */
 
 extern "C" int kd_cu_moe_route(int32_t *idx, float *wt, const float *logits, const float *bias, int64_t N,
@@ -284,6 +376,21 @@ extern "C" int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *ds
     if (N == 0)
         return KD_OK;
     moe_combine_kernel<<<(unsigned)N, 256, 0, (cudaStream_t)cu->stream>>>(out, (const bf16 *)y, dst, idx, wt, k, C);
+    CUDA_TRY(cudaGetLastError());
+    return KD_OK;
+}
+
+extern "C" int kd_cu_moe_gemm(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t *off, int E, int64_t NK,
+                              int64_t N, int64_t K, kd_cu *cu)
+{
+    if (E < 1 || E > KD_CU_MOE_MAXE || K < 8 || K % 8 || N < 1 || (N + GN - 1) / GN > 65535 || NK > 0x7fffffff)
+        return kd_err(KD_E_CUDA, "moe gemm: %d experts, %lld rows, N %lld, K %lld (need K a multiple of 8)", E,
+                      (long long)NK, (long long)N, (long long)K);
+    if (NK == 0)
+        return KD_OK;
+    dim3 grid((unsigned)((NK + GM - 1) / GM + E), (unsigned)((N + GN - 1) / GN));
+    moe_gemm_kernel<<<grid, 128, 0, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x, (const bf16 *)w, off, E,
+                                                                N, K);
     CUDA_TRY(cudaGetLastError());
     return KD_OK;
 }
