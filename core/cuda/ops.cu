@@ -149,42 +149,29 @@ __global__ static void rmsnorm_fwd_kernel(bf16 *out, float *rstd, bf16 *res, con
 }
 
 /* Block b of NORM_PARTS takes rows b, b + NORM_PARTS, ...; dx per row, and the
- * block's share of dw in parts[b][C] (dynamic shared memory, C floats). Two
- * columns at a time (C is even, as the forward requires). */
+ * block's share of dw in parts[b][C] (dynamic shared memory, C floats). */
 __global__ static void rmsnorm_bwd_kernel(bf16 *dx, float *parts, const bf16 *dres_in, const bf16 *dout,
                                           const bf16 *x, const bf16 *w, const float *rstd, int64_t N, int64_t C)
 {
     extern __shared__ float dwsh[];
     __shared__ float sh[32];
-    float2 *dw2 = reinterpret_cast<float2 *>(dwsh);
-    const bf162 *w2 = reinterpret_cast<const bf162 *>(w);
-    const int64_t C2 = C / 2;
-    for (int64_t i = threadIdx.x; i < C2; i += blockDim.x)
-        dw2[i] = make_float2(0.0f, 0.0f);
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+        dwsh[i] = 0.0f;
     for (int64_t n = blockIdx.x; n < N; n += NORM_PARTS) {
-        const bf162 *xr = reinterpret_cast<const bf162 *>(x + n * C), *gr = reinterpret_cast<const bf162 *>(dout + n * C);
+        const bf16 *xr = x + n * C, *gr = dout + n * C;
         float r = rstd[n], dot = 0.0f;
-        for (int64_t i = threadIdx.x; i < C2; i += blockDim.x) {
-            const float2 xi = __bfloat1622float2(xr[i]), gi = __bfloat1622float2(gr[i]), wi = __bfloat1622float2(w2[i]);
-            dot += gi.x * wi.x * xi.x;
-            dot += gi.y * wi.y * xi.y;
-            float2 d = dw2[i];
-            d.x += gi.x * xi.x * r;
-            d.y += gi.y * xi.y * r;
-            dw2[i] = d;
+        for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
+            float xi = __bfloat162float(xr[i]), gi = __bfloat162float(gr[i]);
+            dot += gi * __bfloat162float(w[i]) * xi;
+            dwsh[i] += gi * xi * r;
         }
         dot = block_sum(dot, sh);
         float k = dot * r * r * r / (float)C;
-        const bf162 *dr = dres_in ? reinterpret_cast<const bf162 *>(dres_in + n * C) : NULL;
-        bf162 *o = reinterpret_cast<bf162 *>(dx + n * C);
-        for (int64_t i = threadIdx.x; i < C2; i += blockDim.x) {
-            const float2 xi = __bfloat1622float2(xr[i]), gi = __bfloat1622float2(gr[i]), wi = __bfloat1622float2(w2[i]);
-            float vx = r * wi.x * gi.x - xi.x * k, vy = r * wi.y * gi.y - xi.y * k;
-            if (dr) {
-                const float2 e = __bfloat1622float2(dr[i]);
-                vx += e.x, vy += e.y;
-            }
-            o[i] = __floats2bfloat162_rn(vx, vy);
+        for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
+            float v = r * __bfloat162float(w[i]) * __bfloat162float(gr[i]) - __bfloat162float(xr[i]) * k;
+            if (dres_in)
+                v += __bfloat162float(dres_in[n * C + i]);
+            dx[n * C + i] = __float2bfloat16_rn(v);
         }
     }
     __syncthreads();
@@ -412,23 +399,11 @@ __global__ static void norm2_final_kernel(float *out, const double *parts)
  * element, with the weight decay of the element's segment and the clip
  * factor of torch's clip_grad_norm_ applied to the gradient first. A block
  * takes tiles of ADAM_TILE contiguous elements; the segment of a tile's first
- * element is found by bisection, later ones by stepping forward. Four
- * elements per thread at a time (16-byte loads and stores): segments start at
- * multiples of 8 elements, so a group of four never straddles two. */
+ * element is found by bisection, later ones by stepping forward. */
 #define ADAM_TILE 2048
-__device__ __forceinline__ float adamw_one_(float *pm, float *pv, float p, float g, float decay, float b1, float b2,
-                                            float eps, float step_size, float bc2_sqrt)
-{
-    const float m = *pm + (g - *pm) * (1.0f - b1);
-    const float v = *pv * b2 + (1.0f - b2) * g * g;
-    const float denom = sqrtf(v) / bc2_sqrt + eps;
-    *pm = m, *pv = v;
-    return p * decay - step_size * (m / denom);
-}
-
 __global__ static void adamw_kernel(float *p, bf16 *p16, const float *g, float *m, float *v, const kd_cu_seg *segs,
                                     int nseg, int64_t n, float lr, float b1, float b2, float eps, float step_size,
-                                    float bc2_sqrt, const float *norm2, float max_norm, bool vec)
+                                    float bc2_sqrt, const float *norm2, float max_norm)
 {
     float clip = 1.0f;
     if (norm2 && !isfinite(*norm2))
@@ -447,40 +422,21 @@ __global__ static void adamw_kernel(float *p, bf16 *p16, const float *g, float *
             else
                 hi = mid - 1;
         }
-        for (int64_t i = base + 4 * threadIdx.x; i < base + ADAM_TILE && i < n; i += 4 * blockDim.x) {
+        for (int64_t i = base + threadIdx.x; i < base + ADAM_TILE && i < n; i += blockDim.x) {
             while (k + 1 < nseg && segs[k + 1].off <= i)
                 k++;
-            if (!vec || i + 4 > n || (k + 1 < nseg && segs[k + 1].off < i + 4)) {
-                /* one at a time: a group that a segment boundary, the end or misalignment cuts */
-                for (int64_t j = i; j < i + 4 && j < n; j++) {
-                    while (k + 1 < nseg && segs[k + 1].off <= j)
-                        k++;
-                    const float pj = adamw_one_(m + j, v + j, p[j], g[j] * clip, 1.0f - lr * segs[k].weight_decay,
-                                                b1, b2, eps, step_size, bc2_sqrt);
-                    p[j] = pj;
-                    if (p16)
-                        p16[j] = __float2bfloat16_rn(pj);
-                }
-                continue;
-            }
-            const float decay = 1.0f - lr * segs[k].weight_decay;
-            const float4 gi = *reinterpret_cast<const float4 *>(g + i);
-            float4 pi = *reinterpret_cast<const float4 *>(p + i), mi = *reinterpret_cast<const float4 *>(m + i);
-            float4 vi = *reinterpret_cast<const float4 *>(v + i);
-            pi.x = adamw_one_(&mi.x, &vi.x, pi.x, gi.x * clip, decay, b1, b2, eps, step_size, bc2_sqrt);
-            pi.y = adamw_one_(&mi.y, &vi.y, pi.y, gi.y * clip, decay, b1, b2, eps, step_size, bc2_sqrt);
-            pi.z = adamw_one_(&mi.z, &vi.z, pi.z, gi.z * clip, decay, b1, b2, eps, step_size, bc2_sqrt);
-            pi.w = adamw_one_(&mi.w, &vi.w, pi.w, gi.w * clip, decay, b1, b2, eps, step_size, bc2_sqrt);
-            *reinterpret_cast<float4 *>(p + i) = pi;
-            *reinterpret_cast<float4 *>(m + i) = mi;
-            *reinterpret_cast<float4 *>(v + i) = vi;
-            if (p16) {
-                bf162 lo = __floats2bfloat162_rn(pi.x, pi.y), hi2 = __floats2bfloat162_rn(pi.z, pi.w);
-                uint2 u;
-                u.x = *reinterpret_cast<uint32_t *>(&lo);
-                u.y = *reinterpret_cast<uint32_t *>(&hi2);
-                *reinterpret_cast<uint2 *>(p16 + i) = u;
-            }
+            float decay = 1.0f - lr * segs[k].weight_decay;
+            float gi = g[i] * clip;
+            float pi = p[i] * decay;
+            float mi = m[i] + (gi - m[i]) * (1.0f - b1);
+            float vi = v[i] * b2 + (1.0f - b2) * gi * gi;
+            float denom = sqrtf(vi) / bc2_sqrt + eps;
+            pi -= step_size * (mi / denom);
+            p[i] = pi;
+            m[i] = mi;
+            v[i] = vi;
+            if (p16)
+                p16[i] = __float2bfloat16_rn(pi);
         }
     }
 }
@@ -914,8 +870,6 @@ extern "C" int kd_cu_rmsnorm_backward(kd_bf16 *dx, float *dw, const kd_bf16 *dre
 {
     if ((int64_t)NORM_PARTS * C > (int64_t)KD_CU_SCRATCH || C * 4 > 96 * 1024)
         return kd_err(KD_E_CUDA, "rmsnorm backward: C = %lld is too wide", (long long)C);
-    if (C % 2)
-        return kd_err(KD_E_CUDA, "rmsnorm backward: C = %lld is odd", (long long)C);
     if (N == 0)
         return KD_OK;
     size_t shm = (size_t)C * sizeof(float);
@@ -1046,10 +1000,8 @@ extern "C" int kd_cu_adamw(float *p, kd_bf16 *p16, const float *g, float *m, flo
     double bc1 = 1.0 - pow((double)beta1, (double)step), bc2 = 1.0 - pow((double)beta2, (double)step);
     float step_size = (float)((double)lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     unsigned blocks = (unsigned)(cu->sms > 0 ? cu->sms * 8 : 1024);
-    /* 16-byte accesses need 16-byte aligned arrays (8 for the bf16 copy) */
-    const bool vec = (((uintptr_t)p | (uintptr_t)g | (uintptr_t)m | (uintptr_t)v) % 16 == 0) && (uintptr_t)p16 % 8 == 0;
     adamw_kernel<<<blocks, 256, 0, STREAM(cu)>>>(p, (bf16 *)p16, g, m, v, segs_dev, nseg, n, lr, beta1, beta2, eps,
-                                                 step_size, bc2_sqrt, norm2_dev, max_norm, vec);
+                                                 step_size, bc2_sqrt, norm2_dev, max_norm);
     LAUNCH_TRY("adamw");
     return KD_OK;
 }
