@@ -364,6 +364,7 @@ typedef struct num_ {
     size_t end;    /* end of the whole match */
     int expr;      /* an arithmetic expression (else a number) */
     int pct;
+    int bare;      /* a number glued to a LaTeX term: vs..ve is the term, read as LaTeX */
     /* number parts */
     size_t is, ie, ds, de; /* integer part, decimal part (with its separator) */
 } num_;
@@ -438,6 +439,48 @@ static int ex_body_(const T *t, size_t b, num_ *m)
             return 1;
         }
         return 0;
+    }
+    return 0;
+}
+
+static int alpha_(char c);
+
+/* Is the number that ends at e only the first factor of a larger term? That
+ * is, glued to a LaTeX command ("2\\sqrt{3}", "12\\pi", "2\\cdot 3"), a
+ * brace, a subscript or a power other than degrees ("2^{10}", but not
+ * "30^\\circ"), or to one variable letter ("4i", "2x"; not units and
+ * ordinals of two letters or more, "3cm", "5th"). Taking the number alone
+ * would read "The answer is 2\\sqrt{3}" as 2: a false accept against gold 2.
+ * Math-Verify's number pattern takes it; we leave such a term unread. */
+static int glued_(const T *t, size_t e)
+{
+    const char *s = t->s;
+    size_t n = t->n;
+    if (e >= n)
+        return 0;
+    char c = s[e];
+    if (c == '\\') {
+        if (e + 1 >= n || !((s[e + 1] >= 'a' && s[e + 1] <= 'z') || (s[e + 1] >= 'A' && s[e + 1] <= 'Z')))
+            return 0; /* \% \, \; \! \$ and the like */
+        static const char *const harmless[] = {"\\text", "\\mbox", "\\mathrm", "\\quad", "\\qquad", "\\hbox",
+                                               "\\rm", "\\mathbf", "\\textbf", "\\ldots", "\\dots", "\\cdots",
+                                               "\\hspace", "\\space", "\\displaystyle", "\\end", "\\right",
+                                               "\\rangle", "\\rbrace"};
+        size_t w = e + 1;
+        while (w < n && ((s[w] >= 'a' && s[w] <= 'z') || (s[w] >= 'A' && s[w] <= 'Z')))
+            w++;
+        for (size_t k = 0; k < sizeof harmless / sizeof harmless[0]; k++)
+            if (strlen(harmless[k]) == w - e && !memcmp(s + e, harmless[k], w - e))
+                return 0;
+        return 1;
+    }
+    if (c == '{' || c == '_')
+        return 1;
+    if (c == '^')
+        return !(at_(t, e + 1, "\\circ") || at_(t, e + 1, "{\\circ}"));
+    if (c == 'i' || c == 'x' || c == 'y' || c == 'z' || c == 'n') {
+        char d = e + 1 < n ? s[e + 1] : ' ';
+        return !((d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') || dg_(d));
     }
     return 0;
 }
@@ -520,7 +563,41 @@ static int num_body_(const T *t, size_t b, num_ *m)
     }
     return 0;
 found:
+    if (glued_(t, m->ve)) {
+        /* the whole term, read as bare LaTeX: up to the end of the line or
+         * sentence, a '$', ", ", ";" or a word, outside braces, at most 200 bytes */
+        size_t e = m->ve, cap = b + 200 < n ? b + 200 : n;
+        int depth = 0;
+        while (e < cap) {
+            const char c = s[e];
+            if (c == '{')
+                depth++;
+            else if (c == '}' && --depth < 0)
+                break;
+            if (depth == 0) {
+                if (c == '\n' || c == '$' || c == ';' || (c == ',' && e + 1 < n && sp_(s[e + 1])) ||
+                    (c == '.' && (e + 1 >= n || sp_(s[e + 1]))))
+                    break;
+                if (sp_(c)) {
+                    size_t w = e;
+                    while (w < n && sp_(s[w]))
+                        w++;
+                    if (w + 1 < n && alpha_(s[w]) && alpha_(s[w + 1]))
+                        break;
+                }
+            }
+            e++;
+        }
+        if (depth != 0)
+            return 0;
+        while (e > m->ve && sp_(s[e - 1]))
+            e--;
+        m->vs = b, m->ve = e, m->end = e;
+        m->expr = 0, m->pct = 0, m->bare = 1;
+        return 1;
+    }
     m->expr = 0;
+    m->bare = 0;
     m->pct = 0;
     m->end = m->ve;
     {
@@ -1576,6 +1653,12 @@ static int parse_cand_(km_ctx *x, const T *t, cand *c, km_node **tree, const cha
     *fb = NULL;
     if (c->type == C_EXPR) {
         num_ *m = &c->m;
+        if (m->bare) {
+            const char *norm = km_norm_latex(x, t->s + m->vs, m->ve - m->vs, 1);
+            *fb = norm;
+            *tree = norm && norm[0] ? parse_latex_(x, norm) : NULL;
+            return 0;
+        }
         if (!m->expr) {
             km_buf b;
             km_buf_init(&b, x);

@@ -1198,6 +1198,31 @@ static km_node *p_func_(P *p, int id)
         arg = p_power_(p);
         if (!arg)
             return NULL;
+        /* Without parentheses the argument runs over an implicit product of
+         * factors that are not functions, as latex2sympy reads it: \cos 2x is
+         * cos(2x), \sin 2\theta sin(2 theta), \sin x \cos x still sin(x) cos(x). */
+        while (!multi && !p->plain && starts_factor_(p)) {
+            int inv2;
+            if (p->t.type == T_CMD && (func_id_(p->t.p, p->t.len, &inv2) >= 0 || is_cmd_(&p->t, "mathop")))
+                break;
+            km_node *u = p_power_(p);
+            if (!u)
+                return NULL;
+            if (arg->kind == KN_MUL && arg->op == 2) {
+                km_node *m = km_node_new(p->x, KN_MUL, arg->n + 1);
+                if (!m)
+                    return NULL;
+                memcpy(m->kids, arg->kids, (size_t)arg->n * sizeof *m->kids);
+                m->kids[arg->n] = u;
+                m->op = 2;
+                arg = m;
+            } else {
+                arg = km_node2(p->x, KN_MUL, arg, u);
+                if (!arg)
+                    return NULL;
+                arg->op = 2;
+            }
+        }
         push_(p, &args, arg);
     }
     km_node *f;

@@ -293,6 +293,25 @@ TEST(answer_phrases)
     SAME("$12$", "The final answer is $12$. I hope it is correct.");
     SAME("$7$", "so 3 + 4 gives the answer: 7");
     SAME("$4$", "Answer: 4");
+    /* a number glued to a LaTeX term or a variable is not the answer alone: the term is read
+     * whole as LaTeX (these were false accepts against the number) */
+    DIFF("2", "The answer is 2\\sqrt{3}");
+    SAME("2\\sqrt{3}", "The answer is 2\\sqrt{3}");
+    DIFF("12", "The answer is 12\\pi.");
+    SAME("12\\pi", "The answer is 12\\pi.");
+    DIFF("4", "Final Answer: 4i");
+    SAME("4i", "Final Answer: 4i");
+    DIFF("2", "The answer is 2x.");
+    DIFF("2", "The answer is 2^{10}.");
+    SAME("1024", "The answer is 2^{10}.");
+    SAME("6", "The answer is 2\\cdot 3");
+    DIFF("2", "The answer is 2\\cdot 3");
+    /* but degrees, percent, units and ordinals after a number still leave the number */
+    SAME("30", "The answer is 30^\\circ.");
+    SAME("5", "The answer is 5\\%.");
+    SAME("3", "The answer is 3cm.");
+    SAME("5", "Final Answer: 5th");
+    SAME("10", "The answer is 10\\text{ cm}.");
 }
 
 TEST(think_blocks)
@@ -421,6 +440,13 @@ TEST(symbolic)
     DIFF("$x+2n+1$", "$x+1$");
     SAME("$2x+4y-3=0$", "$y=-\\frac{1}{2}x+\\frac{3}{4}$");
     SAME("$\\sqrt{2}+\\sqrt{5}$", "$\\sqrt 5+\\sqrt 2$");
+    /* a function's argument without parentheses runs over an implicit product, as latex2sympy
+     * reads it (\\cos 2x was cos(2) x) */
+    SAME("$\\cos(2x)$", "$\\cos 2x$");
+    DIFF("$\\cos(2)x$", "$\\cos 2x$");
+    SAME("$\\frac{1}{2}\\sin 2x$", "$\\sin x \\cos x$");
+    SAME("$\\sin(2\\theta)$", "$\\sin 2\\theta$");
+    SAME("$2\\ln 2$", "$\\ln 4$");
     DIFF("$f(x)$", "$f(y)$");
     kd_math_cfg c;
     kd_math_cfg_init(&c);
