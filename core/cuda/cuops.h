@@ -234,6 +234,20 @@ int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *dst, const in
 int kd_cu_moe_gemm(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t *off, int E, int64_t NK, int64_t N,
                    int64_t K, kd_cu *cu);
 
+/* ---- MLA decode attention over a paged latent cache (core/cuda/mla.cu) --------------------
+ * One new query per sequence, absorbed form: q (S, H, R + Dr) bf16 holds each
+ * head's [W_UK^T q_nope | q_rope]; cache (nblocks, block, R + Dr) bf16 is one
+ * layer's pool of [normalised latent | rotated rope key] rows; table
+ * (S, max_blocks) int32 maps sequence s's position t to row
+ * table[s][t / block] * block + t % block; lens (S) int32 >= 1: the query sees
+ * positions 0 .. lens[s] - 1 (itself included). out (S, H, R) fp32: softmax(
+ * scale q k^T) over those rows times their latent prefix (W_UV comes after).
+ * R a multiple of 32 up to 512, R + Dr a multiple of 16. kd_attention_cached
+ * on the gathered rows is the reference. */
+int kd_cu_mla_decode(float *out, const kd_bf16 *q, const kd_bf16 *cache, const int32_t *table, const int32_t *lens,
+                     int64_t S, int64_t H, int64_t R, int64_t Dr, int64_t block, int64_t max_blocks, float scale,
+                     kd_cu *cu);
+
 #ifdef __cplusplus
 }
 #endif
