@@ -113,12 +113,12 @@ __device__ __forceinline__ int row_(int w, int l, int m, int hf) { return w * 32
  * scale_log2 > 0 (kd_cu_attention_forward checks), so the max of the raw
  * scores gives the max of the scaled ones: masking needs no else branch,
  * which as a branch cost registers. */
-template <int DP>
-__device__ __forceinline__ void fwd_tile_(float o[2][DP / 8][4], float mx[2][2], float ls[2][2], const bf16 *sQ,
+template <int DK, int DV>
+__device__ __forceinline__ void fwd_tile_(float o[2][DV / 8][4], float mx[2][2], float ls[2][2], const bf16 *sQ,
                                           const bf16 *sK, const bf16 *sV, const int *sDs, int w, int l, int q0,
                                           int k0, float scale_log2, bool mask)
 {
-    constexpr int ST = DP + 8;
+    constexpr int ST = DK + 8, SV = DV + 8; /* Q and K rows; V rows */
     const uint32_t uQ = su_(sQ), uK = su_(sK), uV = su_(sV);
     float s[2][FC / 8][4];
 #pragma unroll
@@ -127,7 +127,7 @@ __device__ __forceinline__ void fwd_tile_(float o[2][DP / 8][4], float mx[2][2],
         for (int n = 0; n < FC / 8; n++)
             s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++) {
+    for (int kk = 0; kk < DK / 16; kk++) {
         uint32_t a0[4], a1[4];
         ldsm_(a0, a_at_(uQ, ST, w * 32, kk * 16, l));
         ldsm_(a1, a_at_(uQ, ST, w * 32 + 16, kk * 16, l));
@@ -180,7 +180,7 @@ __device__ __forceinline__ void fwd_tile_(float o[2][DP / 8][4], float mx[2][2],
         ls[m][0] = ls[m][0] * aa + sa, ls[m][1] = ls[m][1] * ab + sb;
         mx[m][0] = na, mx[m][1] = nb;
 #pragma unroll
-        for (int d = 0; d < DP / 8; d++)
+        for (int d = 0; d < DV / 8; d++)
             o[m][d][0] *= aa, o[m][d][1] *= aa, o[m][d][2] *= ab, o[m][d][3] *= ab;
 #pragma unroll
         for (int kk = 0; kk < FC / 16; kk++) {
@@ -193,9 +193,9 @@ __device__ __forceinline__ void fwd_tile_(float o[2][DP / 8][4], float mx[2][2],
 #pragma unroll
     for (int kk = 0; kk < FC / 16; kk++)
 #pragma unroll
-        for (int dp = 0; dp < DP / 16; dp++) {
+        for (int dp = 0; dp < DV / 16; dp++) {
             uint32_t bf[4];
-            ldsm_t_(bf, bkn_at_(uV, ST, kk * 16, dp * 16, l));
+            ldsm_t_(bf, bkn_at_(uV, SV, kk * 16, dp * 16, l));
             mma_(o[0][2 * dp], pk[0][kk], bf[0], bf[1]);
             mma_(o[0][2 * dp + 1], pk[0][kk], bf[2], bf[3]);
             mma_(o[1][2 * dp], pk[1][kk], bf[0], bf[1]);
@@ -203,51 +203,51 @@ __device__ __forceinline__ void fwd_tile_(float o[2][DP / 8][4], float mx[2][2],
         }
 }
 
-template <int DP>
+template <int DK, int DV>
 __global__ void __launch_bounds__(FW * 32, 2) attn_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                              const bf16 *v, const int32_t *pos, int T, int H, int K,
-                                                             int D, float scale_log2)
+                                                             int D, int Dv, float scale_log2)
 {
-    constexpr int ST = DP + 8;
+    constexpr int ST = DK + 8, SV = DV + 8, KV = FC * (ST + SV); /* a K tile and a V tile */
     extern __shared__ __align__(16) unsigned char smem_[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem_), *sKV = sQ + FR * ST; /* then K0 V0 K1 V1 */
     __shared__ int sDs[FR];
     const int b = blockIdx.x / H, h = blockIdx.x % H, kh = h / (H / K);
     const int q0 = (gridDim.y - 1 - blockIdx.y) * FR; /* the last query tiles see the most keys */
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
-    load_tile_async_<DP, FR>(sQ, q, b, q0, h, T, H, D);
+    load_tile_async_<DK, FR>(sQ, q, b, q0, h, T, H, D);
     for (int i = threadIdx.x; i < FR; i += blockDim.x)
         sDs[i] = ds_(pos, b, q0 + i, T);
     __syncthreads();
     const int kmax = min(q0 + FR - 1, T - 1), kfirst = (sDs[0] / FC) * FC; /* row 0 has the least ds */
-    load_tile_async_<DP, FC>(sKV, k, b, kfirst, kh, T, K, D);
-    load_tile_async_<DP, FC>(sKV + FC * ST, v, b, kfirst, kh, T, K, D);
+    load_tile_async_<DK, FC>(sKV, k, b, kfirst, kh, T, K, D);
+    load_tile_async_<DV, FC>(sKV + FC * ST, v, b, kfirst, kh, T, K, Dv);
     cp_commit_();
     /* the warp's rows: the first and last document starts bound the tiles it sees */
     const int wt0 = q0 + w * 32, wlo = sDs[w * 32], whi = sDs[w * 32 + 31];
-    float o[2][DP / 8][4], mx[2][2], ls[2][2];
+    float o[2][DV / 8][4], mx[2][2], ls[2][2];
 #pragma unroll
     for (int m = 0; m < 2; m++) {
 #pragma unroll
-        for (int d = 0; d < DP / 8; d++)
+        for (int d = 0; d < DV / 8; d++)
             o[m][d][0] = o[m][d][1] = o[m][d][2] = o[m][d][3] = 0.0f;
         mx[m][0] = mx[m][1] = -INFINITY, ls[m][0] = ls[m][1] = 0.0f;
     }
     for (int k0 = kfirst, it = 0; k0 <= kmax; k0 += FC, it++) {
-        const bf16 *sK = sKV + (it & 1) * 2 * FC * ST, *sV = sK + FC * ST;
+        const bf16 *sK = sKV + (it & 1) * KV, *sV = sK + FC * ST;
         cp_wait_all_();
         __syncthreads(); /* tile it is in; every warp is done with tile it - 1 */
         if (k0 + FC <= kmax) {
-            bf16 *nK = sKV + ((it + 1) & 1) * 2 * FC * ST;
-            load_tile_async_<DP, FC>(nK, k, b, k0 + FC, kh, T, K, D);
-            load_tile_async_<DP, FC>(nK + FC * ST, v, b, k0 + FC, kh, T, K, D);
+            bf16 *nK = sKV + ((it + 1) & 1) * KV;
+            load_tile_async_<DK, FC>(nK, k, b, k0 + FC, kh, T, K, D);
+            load_tile_async_<DV, FC>(nK + FC * ST, v, b, k0 + FC, kh, T, K, Dv);
             cp_commit_();
         }
         if (k0 > wt0 + 31 || k0 + FC - 1 < wlo)
             continue; /* the tile is after the warp's rows or before their documents */
         /* a tile ending before the warp's first row and starting at or after the
          * document start of its last row is seen whole */
-        fwd_tile_<DP>(o, mx, ls, sQ, sK, sV, sDs, w, l, q0, k0, scale_log2,
+        fwd_tile_<DK, DV>(o, mx, ls, sQ, sK, sV, sDs, w, l, q0, k0, scale_log2,
                       !(k0 + FC - 1 <= wt0 && k0 >= whi && wt0 + 31 < T));
     }
     /* out through the warp's own rows of sQ (no other warp reads them), then
@@ -262,7 +262,7 @@ __global__ void __launch_bounds__(FW * 32, 2) attn_fwd_kernel(bf16 *out, float *
         const float ia = la > 0.0f ? 1.0f / la : 0.0f, ib = lb > 0.0f ? 1.0f / lb : 0.0f;
         bf16 *ra = sQ + row_(w, l, m, 0) * ST, *rb = sQ + row_(w, l, m, 1) * ST;
 #pragma unroll
-        for (int d = 0; d < DP / 8; d++) {
+        for (int d = 0; d < DV / 8; d++) {
             const int c = d * 8 + (l & 3) * 2;
             *reinterpret_cast<bf162 *>(ra + c) = __floats2bfloat162_rn(o[m][d][0] * ia, o[m][d][1] * ia);
             *reinterpret_cast<bf162 *>(rb + c) = __floats2bfloat162_rn(o[m][d][2] * ib, o[m][d][3] * ib);
@@ -276,11 +276,11 @@ __global__ void __launch_bounds__(FW * 32, 2) attn_fwd_kernel(bf16 *out, float *
         }
     }
     __syncwarp();
-    constexpr int V8 = DP / 8;
+    constexpr int V8 = DV / 8;
     for (int i = l; i < 32 * V8; i += 32) {
         const int r = i / V8, c = (i % V8) * 8, t = wt0 + r;
-        if (t < T && c < D)
-            *reinterpret_cast<uint4 *>(out + (((int64_t)b * T + t) * H + h) * D + c) =
+        if (t < T && c < Dv)
+            *reinterpret_cast<uint4 *>(out + (((int64_t)b * T + t) * H + h) * Dv + c) =
                 *reinterpret_cast<const uint4 *>(sQ + (w * 32 + r) * ST + c);
     }
 }
@@ -710,15 +710,16 @@ template <typename F> static cudaError_t smem_attr_(F *f, size_t shm)
     return e != cudaSuccess ? e : cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
 }
 
-template <int DP>
+template <int DK, int DV>
 static int fwd_(kd_bf16 *out, float *lse, const kd_bf16 *q, const kd_bf16 *k, const kd_bf16 *v, const int32_t *pos,
-                int B, int T, int H, int K, int D, float scale, cudaStream_t s)
+                int B, int T, int H, int K, int D, int Dv, float scale, cudaStream_t s)
 {
-    const size_t shm = (size_t)(FR + 4 * FC) * (DP + 8) * sizeof(bf16); /* Q, two K/V buffers */
-    CUDA_TRY(smem_attr_(attn_fwd_kernel<DP>, shm));
+    /* Q, two K/V buffers */
+    const size_t shm = ((size_t)(FR + 2 * FC) * (DK + 8) + (size_t)2 * FC * (DV + 8)) * sizeof(bf16);
+    CUDA_TRY(smem_attr_(attn_fwd_kernel<DK, DV>, shm));
     dim3 grid(B * H, (T + FR - 1) / FR);
-    attn_fwd_kernel<DP><<<grid, FW * 32, shm, s>>>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
-                                                    (const bf16 *)v, pos, T, H, K, D, scale * LOG2E);
+    attn_fwd_kernel<DK, DV><<<grid, FW * 32, shm, s>>>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
+                                                        (const bf16 *)v, pos, T, H, K, D, Dv, scale * LOG2E);
     CUDA_TRY(cudaGetLastError());
     return KD_OK;
 }
@@ -766,17 +767,32 @@ extern "C" int kd_cu_attention_forward(kd_bf16 *out, float *lse, const kd_bf16 *
                                        const kd_bf16 *v, const int32_t *pos, int64_t B, int64_t T, int64_t H,
                                        int64_t K, int64_t D, float scale, kd_cu *cu)
 {
-    KD_TRY(check_(B, T, H, K, D));
+    return kd_cu_attention_forward_dv(out, lse, q, k, v, pos, B, T, H, K, D, D, scale, cu);
+}
+
+extern "C" int kd_cu_attention_forward_dv(kd_bf16 *out, float *lse, const kd_bf16 *q, const kd_bf16 *k,
+                                          const kd_bf16 *v, const int32_t *pos, int64_t B, int64_t T, int64_t H,
+                                          int64_t K, int64_t Dk, int64_t Dv, float scale, kd_cu *cu)
+{
+    /* MLA's decompressed form: q/k heads of up to 192 (nope + rope), values of up to 128 */
+    const int mla = Dk != Dv;
+    if (mla && (Dk % 8 || Dk > 192 || Dv % 8 || Dv < 8 || Dv > 128))
+        return kd_err(KD_E_CUDA, "attention: q/k head dim %lld, v head dim %lld (need multiples of 8, at most 192 "
+                      "and 128)", (long long)Dk, (long long)Dv);
+    KD_TRY(check_(B, T, H, K, mla ? Dv : Dk));
     if (!(scale > 0.0f)) /* the forward's softmax takes the max of the unscaled scores */
         return kd_err(KD_E_CUDA, "attention: scale %g (need > 0)", (double)scale);
     if (B * T == 0)
         return KD_OK;
     cudaStream_t s = (cudaStream_t)cu->stream;
-    switch (dp_(D)) {
-    case 16: return fwd_<16>(out, lse, q, k, v, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, s);
-    case 32: return fwd_<32>(out, lse, q, k, v, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, s);
-    case 64: return fwd_<64>(out, lse, q, k, v, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, s);
-    default: return fwd_<128>(out, lse, q, k, v, pos, (int)B, (int)T, (int)H, (int)K, (int)D, scale, s);
+    const int b = (int)B, t = (int)T, h = (int)H, kk = (int)K, dk = (int)Dk, dv = (int)Dv;
+    if (mla)
+        return fwd_<192, 128>(out, lse, q, k, v, pos, b, t, h, kk, dk, dv, scale, s);
+    switch (dp_(Dk)) {
+    case 16: return fwd_<16, 16>(out, lse, q, k, v, pos, b, t, h, kk, dk, dv, scale, s);
+    case 32: return fwd_<32, 32>(out, lse, q, k, v, pos, b, t, h, kk, dk, dv, scale, s);
+    case 64: return fwd_<64, 64>(out, lse, q, k, v, pos, b, t, h, kk, dk, dv, scale, s);
+    default: return fwd_<128, 128>(out, lse, q, k, v, pos, b, t, h, kk, dk, dv, scale, s);
     }
 }
 

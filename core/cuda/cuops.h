@@ -151,6 +151,12 @@ int kd_cu_swiglu_backward(kd_bf16 *dgu, const kd_bf16 *dout, const kd_bf16 *gu, 
 int kd_cu_attention_forward(kd_bf16 *out, float *lse, const kd_bf16 *q, const kd_bf16 *k, const kd_bf16 *v,
                             const int32_t *pos, int64_t B, int64_t T, int64_t H, int64_t K, int64_t D,
                             float scale, kd_cu *cu);
+/* The forward with value heads narrower than the q/k heads: MLA's decompressed
+ * form (prefill), q/k (B, T, H or K, Dk) with Dk <= 192, v (B, T, K, Dv) and
+ * out (B, T, H, Dv) with Dv <= 128; Dk == Dv is kd_cu_attention_forward. */
+int kd_cu_attention_forward_dv(kd_bf16 *out, float *lse, const kd_bf16 *q, const kd_bf16 *k, const kd_bf16 *v,
+                               const int32_t *pos, int64_t B, int64_t T, int64_t H, int64_t K, int64_t Dk,
+                               int64_t Dv, float scale, kd_cu *cu);
 size_t kd_cu_attention_ws_bytes(int64_t B, int64_t T, int64_t H, int64_t K, int64_t D);
 int kd_cu_attention_backward(float *dq, float *dk, float *dv, const kd_bf16 *dout, const kd_bf16 *q,
                              const kd_bf16 *k, const kd_bf16 *v, const kd_bf16 *out, const float *lse,

@@ -4,8 +4,10 @@
  * multiples of the tile, packed rows with documents of uneven lengths (one of
  * a single token) and plain causal rows, each with the backward's dQ both ways
  * (atomics, and two passes); run twice, the backward must give the same dK and
- * dV bits, and with two passes the same dQ bits. Then timing lines (not
- * assertions) at Qwen2.5-1.5B's shape, both ways. */
+ * dV bits, and with two passes the same dQ bits; the forward with value heads
+ * narrower than q/k (MLA's decompressed prefill, 192 / 128) against
+ * kd_attention_cached per document. Then timing lines (not assertions) at
+ * Qwen2.5-1.5B's shape, both ways. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +103,41 @@ static void case_(int64_t B, int64_t T, int64_t H, int64_t K, int64_t D, int pac
     free(out16);
 }
 
+/* MLA's decompressed prefill: q/k heads of 192 (or fewer), values of 128 (or fewer),
+ * against kd_attention_cached run document by document from position 0 */
+static void case_dv_(int64_t T, int64_t H, int64_t K, int64_t Dk, int64_t Dv, int packed)
+{
+    const int64_t nq = T * H * Dk, nk = T * K * Dk, nv = T * K * Dv, no = T * H * Dv;
+    const float scale = 1.0f / sqrtf((float)Dk);
+    float *q = rnd(nq, 1.5f), *k = rnd(nk, 1.5f), *v = rnd(nv, 1);
+    int32_t *pos = malloc((size_t)T * sizeof *pos);
+    for (int64_t t = 0; t < T; t++)
+        pos[t] = !packed ? (int32_t)t : (t == 0 || t % 97 == 0 || t % 97 == 38) ? 0 : pos[t - 1] + 1;
+    float *want = malloc((size_t)no * 4), *scr = malloc((size_t)T * 4);
+    for (int64_t t0 = 0; t0 < T;) { /* one document: t0 .. t1 - 1 */
+        int64_t t1 = t0 + 1;
+        while (t1 < T && pos[t1] != 0)
+            t1++;
+        kd_attention_cached(want + t0 * H * Dv, q + t0 * H * Dk, k + t0 * K * Dk, v + t0 * K * Dv, K * Dk, K * Dv, 0,
+                            t1 - t0, H, K, Dk, Dv, scale, scr);
+        t0 = t1;
+    }
+    kd_bf16 *gq = up16(q, nq), *gk = up16(k, nk), *gv = up16(v, nv), *go = dev((size_t)no * 2);
+    float *glse = dev((size_t)(H * T) * 4);
+    int32_t *gpos = dev((size_t)T * 4);
+    CHECK_OK(kd_cu_upload(gpos, pos, (size_t)T * 4, &cu));
+    CHECK_OK(kd_cu_attention_forward_dv(go, glse, gq, gk, gv, packed ? gpos : NULL, 1, T, H, K, Dk, Dv, scale, &cu));
+    CHECK_OK(kd_cu_sync(&cu));
+    float *got = down16(go, no);
+    double e = rel_err(got, want, no);
+    printf("  T%-4lld H%-2lld K%-2lld Dk %3lld Dv %3lld %s (MLA prefill): out %.1e\n", (long long)T, (long long)H,
+           (long long)K, (long long)Dk, (long long)Dv, packed ? "packed" : "causal", e);
+    CHECK(e <= 2e-2);
+    free(q), free(k), free(v), free(pos), free(want), free(scr), free(got);
+    kd_cu_free_ptr(gq), kd_cu_free_ptr(gk), kd_cu_free_ptr(gv), kd_cu_free_ptr(go), kd_cu_free_ptr(glse);
+    kd_cu_free_ptr(gpos);
+}
+
 TEST(against_cpu)
 {
     static const int64_t dims[] = {16, 24, 64, 128};
@@ -113,6 +150,10 @@ TEST(against_cpu)
     /* long enough for many key tiles per query block and query steps per key block */
     case_(1, 1000, 4, 2, 128, 0);
     case_(1, 1000, 4, 2, 128, 1);
+    /* MLA: DeepSeek's 192 / 128, the tiny fixtures' 48 / 32 */
+    case_dv_(300, 4, 4, 192, 128, 0);
+    case_dv_(1000, 4, 4, 192, 128, 1);
+    case_dv_(200, 4, 4, 48, 32, 1);
 }
 
 TEST(errors)
@@ -123,6 +164,10 @@ TEST(errors)
               "multiple of 8");
     CHECK_ERR(kd_cu_attention_forward(NULL, NULL, NULL, NULL, NULL, NULL, 1, 8, 4, 4, 64, -1.0f, &cu), KD_E_CUDA,
               "need > 0");
+    CHECK_ERR(kd_cu_attention_forward_dv(NULL, NULL, NULL, NULL, NULL, NULL, 1, 8, 4, 4, 256, 128, 1.0f, &cu),
+              KD_E_CUDA, "at most 192");
+    CHECK_ERR(kd_cu_attention_forward_dv(NULL, NULL, NULL, NULL, NULL, NULL, 1, 8, 4, 4, 192, 136, 1.0f, &cu),
+              KD_E_CUDA, "v head dim 136");
 }
 
 /* FLOPs of causal attention: 2 matmuls of T^2/2 x D per head forward, 5 in the backward */
