@@ -824,6 +824,24 @@ static int starts_factor_(P *p)
 
 static int is_int_num_(const km_node *t) { return t && t->kind == KN_NUM && !t->flt; }
 
+/* acc times u, implicitly ("2x", "\\cos 2x"): an implicit product (op 2) grows by one factor */
+static km_node *implicit_mul_(P *p, km_node *acc, km_node *u)
+{
+    if (acc->kind == KN_MUL && acc->op == 2) {
+        km_node *m = km_node_new(p->x, KN_MUL, acc->n + 1);
+        if (!m)
+            return NULL;
+        memcpy(m->kids, acc->kids, (size_t)acc->n * sizeof *m->kids);
+        m->kids[acc->n] = u;
+        m->op = 2;
+        return m;
+    }
+    km_node *m = km_node2(p->x, KN_MUL, acc, u);
+    if (m)
+        m->op = 2;
+    return m;
+}
+
 static km_node *p_term_(P *p)
 {
     if (!enter_(p))
@@ -896,23 +914,8 @@ static km_node *p_term_(P *p)
             *p = save; /* not a mixed number: read it again as a product */
         }
         km_node *u = p_unary_(p);
-        if (!u)
+        if (!u || !(acc = implicit_mul_(p, acc, u)))
             goto out;
-        if (acc->kind == KN_MUL && acc->op == 2) {
-            /* extend an implicit product */
-            km_node *m = km_node_new(p->x, KN_MUL, acc->n + 1);
-            if (!m)
-                goto out;
-            memcpy(m->kids, acc->kids, (size_t)acc->n * sizeof *m->kids);
-            m->kids[acc->n] = u;
-            m->op = 2;
-            acc = m;
-        } else {
-            acc = km_node2(p->x, KN_MUL, acc, u);
-            if (!acc)
-                goto out;
-            acc->op = 2;
-        }
         nf++;
     }
     r = acc;
@@ -1206,22 +1209,8 @@ static km_node *p_func_(P *p, int id)
             if (p->t.type == T_CMD && (func_id_(p->t.p, p->t.len, &inv2) >= 0 || is_cmd_(&p->t, "mathop")))
                 break;
             km_node *u = p_power_(p);
-            if (!u)
+            if (!u || !(arg = implicit_mul_(p, arg, u)))
                 return NULL;
-            if (arg->kind == KN_MUL && arg->op == 2) {
-                km_node *m = km_node_new(p->x, KN_MUL, arg->n + 1);
-                if (!m)
-                    return NULL;
-                memcpy(m->kids, arg->kids, (size_t)arg->n * sizeof *m->kids);
-                m->kids[arg->n] = u;
-                m->op = 2;
-                arg = m;
-            } else {
-                arg = km_node2(p->x, KN_MUL, arg, u);
-                if (!arg)
-                    return NULL;
-                arg->op = 2;
-            }
         }
         push_(p, &args, arg);
     }
