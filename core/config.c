@@ -1099,18 +1099,34 @@ void kd_cfg_release(const kd_cfg_schema *schema, void *cfg)
     release_(schema->fields, cfg);
 }
 
+int kd_cfg_text(const kd_cfg_schema *schema, const void *cfg, int with_docs, char **out, size_t *len)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    if (!f)
+        return kd_err(KD_E_NOMEM, "configuration text");
+    int st = kd_cfg_print(schema, cfg, f, with_docs);
+    if (fclose(f) != 0 && st == KD_OK)
+        st = kd_err(KD_E_NOMEM, "configuration text");
+    if (st != KD_OK) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    if (len)
+        *len = n;
+    return KD_OK;
+}
+
 uint64_t kd_cfg_hash(const kd_cfg_schema *schema, const void *cfg)
 {
     char *buf = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
     uint64_t h = 1469598103934665603ull;
-    if (f) {
-        kd_cfg_print(schema, cfg, f, 0);
-        fclose(f);
+    if (kd_cfg_text(schema, cfg, 0, &buf, &len) == KD_OK)
         for (size_t i = 0; i < len; i++)
             h = (h ^ (unsigned char)buf[i]) * 1099511628211ull;
-    }
     free(buf);
     return h;
 }

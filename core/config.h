@@ -153,6 +153,9 @@ int kd_cfg_set(const kd_cfg_schema *schema, void *cfg, const char *assignment);
  * exactly. Errors: KD_E_UTF8 (a string in the struct is not UTF-8),
  * KD_E_INTERNAL (an enum index past its choices), KD_E_IO (the write failed). */
 int kd_cfg_print(const kd_cfg_schema *schema, const void *cfg, FILE *out, int with_docs);
+/* kd_cfg_print into a new NUL-terminated string (*out, free() it; *len bytes
+ * before the NUL, len may be NULL). Errors: kd_cfg_print's, KD_E_NOMEM. */
+int kd_cfg_text(const kd_cfg_schema *schema, const void *cfg, int with_docs, char **out, size_t *len);
 /* A 64-bit FNV-1a hash of the configuration as kd_cfg_print writes it without
  * docs: equal for equal effective configurations (lineage, pipeline state). */
 uint64_t kd_cfg_hash(const kd_cfg_schema *schema, const void *cfg);

@@ -194,16 +194,7 @@ static int iter_next_(cur_iter_ *it, cur_unit_ *u)
 static int options_text_(const kd_cfg_schema *schema, const void *opts, char **out)
 {
     char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        return kd_err(KD_E_NOMEM, "out of memory");
-    int st = kd_cfg_print(schema, opts, f, 0);
-    fclose(f);
-    if (st != KD_OK) {
-        free(text);
-        return st;
-    }
+    KD_TRY(kd_cfg_text(schema, opts, 0, &text, NULL));
     char *w = text;
     for (char *line = text; *line;) {
         char *nl = strchr(line, '\n');

@@ -365,11 +365,7 @@ static int stage_names_(const kd_cfg_schema *schema, const void *cfg, strs_ *r)
 {
     char *text = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        return kd_err(KD_E_NOMEM, "stage config");
-    int rc = kd_cfg_print(schema, cfg, f, 0);
-    fclose(f);
+    int rc = kd_cfg_text(schema, cfg, 0, &text, &len);
     yaml_parser_t p;
     if (rc == KD_OK && !yaml_parser_initialize(&p))
         rc = kd_err(KD_E_NOMEM, "yaml parser");
