@@ -58,7 +58,6 @@ extern "C" {
 #define KW 8          /* warps of a dK/dV block, 16 keys each */
 #define KR (KW * 16)  /* keys per dK/dV block */
 #define KC 64         /* queries per dK/dV step */
-#define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
 /* NR rows of a (B, T, NH, D) tensor, head hh, rows r0.., into smem [NR][ST]
@@ -77,6 +76,7 @@ __device__ __forceinline__ void load_tile_async_(bf16 *s, const bf16 *g, int b, 
     for (; r < NR; r += dr, src += step) {
         bf16 *dst = s + r * ST + c;
         if (r0 + r < T && c < D) {
+            /* inline, not cp16_: the address arithmetic stays in this loop as ptxas schedules it best */
             uint32_t a = (uint32_t)__cvta_generic_to_shared(dst);
             asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(src));
         } else {
@@ -84,14 +84,6 @@ __device__ __forceinline__ void load_tile_async_(bf16 *s, const bf16 *g, int b, 
         }
     }
 }
-/* one 4-byte word by cp.async */
-__device__ __forceinline__ void cp4_(void *dst, const void *src)
-{
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(a), "l"(src));
-}
-__device__ __forceinline__ void cp_commit_() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_wait_all_() { asm volatile("cp.async.wait_group 0;\n" ::); }
 
 /* ds(t): the start of t's document; past T a value that masks everything */
 __device__ __forceinline__ int ds_(const int32_t *pos, int b, int t, int T)

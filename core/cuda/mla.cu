@@ -30,14 +30,6 @@ extern "C" {
 #define MK 64  /* keys per tile */
 #define MW 4   /* warps */
 #define MNT 16 /* most n8 output tiles per warp: R <= 4 * 16 * 8 = 512 */
-#define LOG2E_ 1.4426950408889634f
-
-__device__ __forceinline__ float ex2f_(float x)
-{
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
 
 __global__ void __launch_bounds__(MW * 32) mla_decode_kernel(float *out, const bf16 *q, const bf16 *cache,
                                                              const int32_t *table, const int32_t *lens, int H, int R,
@@ -73,14 +65,13 @@ __global__ void __launch_bounds__(MW * 32) mla_decode_kernel(float *out, const b
             bf16 *dst = sK + r * ST + c;
             if (t < len) {
                 const int64_t row = (int64_t)tab[t / block] * block + t % block;
-                const uint32_t a = (uint32_t)__cvta_generic_to_shared(dst);
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(cache + row * D + c));
+                cp16_(dst, cache + row * D + c);
             } else {
                 *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
             }
         }
-        asm volatile("cp.async.commit_group;\n" ::);
-        asm volatile("cp.async.wait_group 0;\n" ::);
+        cp_commit_();
+        cp_wait_all_();
         __syncthreads();
         /* S for keys 16w .. 16w + 15: two n8 tiles */
         const uint32_t uQ = su_(sQ), uK = su_(sK);
@@ -109,7 +100,7 @@ __global__ void __launch_bounds__(MW * 32) mla_decode_kernel(float *out, const b
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
             const float old = sMx[row], nm = fmaxf(old, mx);
             const float base = nm == -INFINITY ? 0.0f : nm * scale_log2; /* all masked so far: 0 */
-            const float pa = ex2f_(fmaf(a, scale_log2, -base)), pb = ex2f_(fmaf(b, scale_log2, -base));
+            const float pa = ex2_(fmaf(a, scale_log2, -base)), pb = ex2_(fmaf(b, scale_log2, -base));
             float sum = pa + pb;
             for (int o = 16; o > 0; o >>= 1)
                 sum += __shfl_xor_sync(0xffffffffu, sum, o);
@@ -117,7 +108,7 @@ __global__ void __launch_bounds__(MW * 32) mla_decode_kernel(float *out, const b
             sP[row * (MK + 8) + l + 32] = __float2bfloat16_rn(pb);
             __syncwarp();
             if (l == 0) {
-                const float al = ex2f_(fmaf(old, scale_log2, -base));
+                const float al = ex2_(fmaf(old, scale_log2, -base));
                 sAl[row] = al;
                 sL[row] = sL[row] * al + sum;
                 sMx[row] = nm;
@@ -184,7 +175,7 @@ extern "C" int kd_cu_mla_decode(float *out, const kd_bf16 *q, const kd_bf16 *cac
     mla_decode_kernel<<<grid, MW * 32, shm, (cudaStream_t)cu->stream>>>(out, (const bf16 *)q, (const bf16 *)cache,
                                                                           table, lens, (int)H, (int)R, (int)Dr,
                                                                           (int)block, (int)max_blocks,
-                                                                          scale * LOG2E_);
+                                                                          scale * LOG2E);
     CUDA_TRY(cudaGetLastError());
     return KD_OK;
 }

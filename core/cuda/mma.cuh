@@ -1,7 +1,8 @@
-/* mma.cuh - the tensor-core helpers the hand-written CUDA kernels share
- * (attention.cu, moe.cu): mma.sync m16n8k16 bf16 with fp32 accumulation,
- * ldmatrix fragment loads from shared memory, and the fragment addresses of
- * row-major tiles. Device code only; include after cuda_bf16.h. */
+/* mma.cuh - the device helpers the hand-written CUDA kernels share
+ * (attention.cu, moe.cu, mla.cu): cp.async copies, mma.sync m16n8k16 bf16
+ * with fp32 accumulation, base-2 exponentials, ldmatrix fragment loads from
+ * shared memory, and the fragment addresses of row-major tiles. Device code
+ * only; include after cuda_bf16.h. */
 #ifndef KD_CORE_CUDA_MMA_CUH
 #define KD_CORE_CUDA_MMA_CUH
 
@@ -10,6 +11,23 @@
 
 typedef __nv_bfloat16 bf16;
 typedef __nv_bfloat162 bf162;
+
+#define LOG2E 1.4426950408889634f
+
+/* cp.async from global to shared memory: 16 bytes (bypassing L1) or one
+ * 4-byte word; the caller commits the group and waits for it. */
+__device__ __forceinline__ void cp16_(void *dst, const void *src)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(src));
+}
+__device__ __forceinline__ void cp4_(void *dst, const void *src)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(a), "l"(src));
+}
+__device__ __forceinline__ void cp_commit_() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_wait_all_() { asm volatile("cp.async.wait_group 0;\n" ::); }
 
 __device__ __forceinline__ uint32_t pack_(float a, float b)
 {

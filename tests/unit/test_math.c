@@ -562,6 +562,17 @@ TEST(hostile)
     s[k++] = '$';
     s[k] = 0;
     hostile_("nested parens", "$1$", s, k, any_reject);
+    /* numbers glued to LaTeX terms, 20k times over, the last one unclosed: each bare term is
+     * scanned at most 200 bytes */
+    k = 0;
+    for (size_t i = 0; k + 16 < 2 * n; i++) {
+        memcpy(s + k, " 2\\sqrt{3}", 10);
+        k += 10;
+    }
+    memcpy(s + k, " 2\\sqrt{", 8);
+    k += 8;
+    s[k] = 0;
+    hostile_("glued terms", "$2$", s, k, any_reject);
     free(s);
     static const char *const big[] = {"too_large", "wrong_answer", "parse_error", NULL};
     const char *tower = "$\\boxed{2^{2^{2^{100}}}}$";
