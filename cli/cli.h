@@ -33,6 +33,7 @@ int cmd_demo(int argc, char **argv);
 int cmd_data_problems(int argc, char **argv); /* `distill data problems` */
 int bench_sft(int argc, char **argv);     /* `distill bench sft` */
 int bench_teacher(int argc, char **argv); /* `distill bench teacher` */
+int bench_generate(int argc, char **argv); /* `distill bench generate` */
 int bench_verify(int argc, char **argv);  /* `distill bench verify` */
 
 /* Print "error: <kd_strerror(st)>" and return the exit code for st. */

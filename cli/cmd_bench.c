@@ -194,6 +194,7 @@ static void usage(FILE *f)
                "  tokenize   encode throughput of a tokenizer, 1 thread and N threads\n"
                "  sft        training-step throughput of the student (CPU reference backend)\n"
                "  teacher    prefill and decode throughput of a teacher, by batch size\n"
+               "  generate   bulk generation on the GPU (CUDA teacher engine), tokens/s and roofline\n"
                "  verify     math verifier checks/s on one core, and agreement with expected labels\n\n"
                "'distill bench <what> --help' for each one's options.\n");
 }
@@ -214,6 +215,8 @@ int cmd_bench(int argc, char **argv)
         return bench_sft(argc - 1, argv + 1);
     if (!strcmp(argv[1], "teacher"))
         return bench_teacher(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "generate"))
+        return bench_generate(argc - 1, argv + 1);
     if (!strcmp(argv[1], "verify"))
         return bench_verify(argc - 1, argv + 1);
     return kd_cli_usage_error("bench", "unknown benchmark '%s'", argv[1]);

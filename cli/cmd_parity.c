@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "core/device.h"
 #include "core/hfconfig.h"
 #include "student/parity.h"
 #include "teacher/parity.h"
@@ -19,9 +20,9 @@ static void usage_(FILE *f)
                "deepseek_v3 and deepseek_v2 (the teacher: inference, plus absorbed vs\n"
                "decompressed MLA decode).\n\n"
                "options:\n"
-               "      --device DEV  cpu (default), or cuda: the CUDA student against the\n"
-               "                    bf16 tolerances of FIXTURES.md (needs a CUDA build and a\n"
-               "                    GPU; the teacher's checks run on the cpu only)\n"
+               "      --device DEV  cpu (default), or cuda: the CUDA student or teacher against\n"
+               "                    the bf16 tolerances of FIXTURES.md (needs a CUDA build and\n"
+               "                    a GPU; the teacher's mla and training checks stay on the cpu)\n"
                "  -h, --help        this help\n\n"
                "exit codes: 0 every check passed, 1 a check failed or the folder cannot be\n"
                "checked, 2 usage error\n");
@@ -63,10 +64,11 @@ int cmd_parity(int argc, char **argv)
     int deepseek = kd_model_config_load(dir, &cfg) == KD_OK &&
                    (cfg.arch == KD_ARCH_DEEPSEEK_V3 || cfg.arch == KD_ARCH_DEEPSEEK_V2);
     kd_err_clear(); /* kd_parity_run reports a bad folder itself */
-    if (deepseek && dev == KD_PARITY_CUDA)
-        st = kd_err(KD_E_UNSUPPORTED, "device cuda: the teacher has no CUDA backend yet; use --device cpu");
+    if (deepseek && dev == KD_PARITY_CUDA && kd_cuda_device_count() == 0)
+        st = kd_err(KD_E_CUDA, "device cuda: %s", kd_cuda_built() ? "no CUDA device is visible"
+                                                                   : "this build has no CUDA backend");
     else if (deepseek)
-        st = kd_teacher_parity_run(dir, stdout, &failed);
+        st = kd_teacher_parity_run(dir, dev == KD_PARITY_CUDA, stdout, &failed);
     else
         st = kd_parity_run(dir, dev, stdout, &failed);
     fflush(stdout);

@@ -14,7 +14,40 @@ struct kd_kvpool {
     int32_t *freel;     /* (nblocks) a stack of free block ids */
     int64_t nfree;
     float *cos_, *sin_; /* (max_pos, half) */
+    void (*on_copy)(void *ctx, int32_t from, int32_t to);
+    void *copy_ctx;
 };
+
+int kd_kvpool_new_index(int64_t nblocks, int64_t block, int64_t max_pos, kd_kvpool **out)
+{
+    *out = NULL;
+    if (nblocks <= 0 || block <= 0 || max_pos <= 0 || nblocks > INT32_MAX)
+        return kd_err(KD_E_RANGE, "kv pool index of %lld blocks of %lld positions, context %lld",
+                      (long long)nblocks, (long long)block, (long long)max_pos);
+    kd_kvpool *p = calloc(1, sizeof *p);
+    if (p) {
+        p->ref = calloc((size_t)nblocks, sizeof *p->ref);
+        p->freel = malloc((size_t)nblocks * sizeof *p->freel);
+    }
+    if (!p || !p->ref || !p->freel) {
+        kd_kvpool_free(p);
+        return kd_err(KD_E_NOMEM, "kv pool index of %lld blocks", (long long)nblocks);
+    }
+    p->bs = block;
+    p->nblocks = nblocks;
+    p->max_pos = max_pos;
+    for (int64_t i = 0; i < nblocks; i++)
+        p->freel[i] = (int32_t)(nblocks - 1 - i);
+    p->nfree = nblocks;
+    *out = p;
+    return KD_OK;
+}
+
+void kd_kvpool_on_copy(kd_kvpool *p, void (*fn)(void *ctx, int32_t from, int32_t to), void *ctx)
+{
+    p->on_copy = fn;
+    p->copy_ctx = ctx;
+}
 
 int kd_kvpool_new(int64_t L, int64_t row, int64_t nblocks, int64_t block, const kd_rope *rope,
                   int64_t rope_dim, int64_t max_pos, kd_kvpool **out)
@@ -126,7 +159,10 @@ static int grow_(kd_kvpool *p, kd_kvseq *s, int64_t n)
     if (s->len % p->bs && s->nblocks && p->ref[s->blocks[s->nblocks - 1]] > 1) {
         int32_t old = s->blocks[s->nblocks - 1], nw = p->freel[--p->nfree];
         const size_t bsz = (size_t)(p->L * p->bs * p->row);
-        memcpy(p->mem + (size_t)nw * bsz, p->mem + (size_t)old * bsz, bsz * sizeof(float));
+        if (p->mem)
+            memcpy(p->mem + (size_t)nw * bsz, p->mem + (size_t)old * bsz, bsz * sizeof(float));
+        if (p->on_copy)
+            p->on_copy(p->copy_ctx, old, nw);
         p->ref[nw] = 1;
         unref_(p, old);
         s->blocks[s->nblocks - 1] = nw;

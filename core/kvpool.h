@@ -37,6 +37,14 @@ typedef struct kd_kvseq {
  * Errors: KD_E_RANGE (a size <= 0), KD_E_NOMEM, and kd_rope_table's. */
 int kd_kvpool_new(int64_t L, int64_t row, int64_t nblocks, int64_t block, const kd_rope *rope,
                   int64_t rope_dim, int64_t max_pos, kd_kvpool **out);
+/* A pool of block ids only (no rows, no rope table): the rows live elsewhere
+ * (the GPU's cache, teacher/cuda.h) and only the tables, reference counts and
+ * copy-on-write decisions are kept here; kd_kvpool_at, kd_kvpool_gather and
+ * the rope rows must not be used on it. */
+int kd_kvpool_new_index(int64_t nblocks, int64_t block, int64_t max_pos, kd_kvpool **out);
+/* Call fn(ctx, from, to) whenever a shared block is copied to a fresh one
+ * (copy-on-write in kd_kvpool_reserve), after the host rows (if any) are. */
+void kd_kvpool_on_copy(kd_kvpool *p, void (*fn)(void *ctx, int32_t from, int32_t to), void *ctx);
 void kd_kvpool_free(kd_kvpool *p);
 int64_t kd_kvpool_free_blocks(const kd_kvpool *p);
 int64_t kd_kvpool_block(const kd_kvpool *p);

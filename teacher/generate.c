@@ -1,5 +1,6 @@
 /* generate.c - the generation job. See generate.h. */
 #include "teacher/generate.h"
+#include "teacher/cuda.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -79,11 +80,34 @@ typedef struct gmodel_ {
     kd_student *s;
     int64_t V, max_pos;
     kd_mla_mode mode;
+    int cuda;            /* the teacher on the GPU (runtime.device cuda) */
+    int64_t batch;       /* most sequences of a step */
+    kd_cu_teacher *cu;   /* made with the pool, as its blocks are the GPU cache's */
 } gmodel_;
 
-static int gm_pool_(const gmodel_ *g, int64_t nblocks, int64_t bs, kd_kvpool **pool)
+static int gm_pool_(gmodel_ *g, int64_t nblocks, int64_t bs, kd_kvpool **pool)
 {
+    if (g->t && g->cuda) {
+        /* the pool is the CUDA teacher's (its block ids index the GPU cache); a
+         * prefill step packs one prompt, so a step's positions stay within the context */
+        const int64_t ctx = g->max_pos < 16384 ? g->max_pos : 16384;
+        kd_cu_teacher_opts o = {.device = 0, .max_tokens = ctx > g->batch ? ctx : g->batch, .max_seqs = g->batch,
+                                .block = bs, .kv_blocks = nblocks};
+        KD_TRY(kd_cu_teacher_new(g->t, &o, &g->cu));
+        *pool = kd_cu_teacher_pool(g->cu);
+        return KD_OK;
+    }
     return g->t ? kd_teacher_kvpool_new(g->t, nblocks, bs, pool) : kd_student_kvpool_new(g->s, nblocks, bs, pool);
+}
+
+static void gm_pool_free_(gmodel_ *g, kd_kvpool *pool)
+{
+    if (g->cu) {
+        kd_cu_teacher_free(g->cu); /* its pool with it */
+        g->cu = NULL;
+        return;
+    }
+    kd_kvpool_free(pool);
 }
 
 /* One batched step (kd_teacher_step, kd_student_step_paged): a prompt's
@@ -91,6 +115,9 @@ static int gm_pool_(const gmodel_ *g, int64_t nblocks, int64_t bs, kd_kvpool **p
 static int gm_step_(gmodel_ *g, kd_kvpool *pool, kd_kvseq *const *seqs, int nseq, const int64_t *ids,
                     const int64_t *nn, int prefill, float *logits)
 {
+    if (g->cu) /* decode absorbed: the decompressed form re-expands every cached latent */
+        return kd_cu_teacher_step(g->cu, seqs, nseq, ids, nn, prefill ? KD_MLA_DECOMPRESSED : KD_MLA_ABSORBED, 0,
+                                  logits);
     if (g->t)
         return kd_teacher_step(g->t, pool, seqs, nseq, ids, nn, prefill ? KD_MLA_DECOMPRESSED : g->mode, 0,
                                logits);
@@ -853,7 +880,7 @@ static int run_engine_(gctx_ *x)
     free(next);
     free(nn);
     free(logits);
-    kd_kvpool_free(pool);
+    gm_pool_free_(m, pool);
     return rc;
 }
 
@@ -889,6 +916,13 @@ int kd_generate_run(const kd_gen_config *c, kd_gen_result *res)
     j.g.V = mc.vocab_size;
     j.g.max_pos = mc.max_position > 0 ? mc.max_position : INT64_MAX;
     j.g.mode = c->mla ? KD_MLA_DECOMPRESSED : KD_MLA_ABSORBED;
+    j.g.batch = c->batch;
+    j.g.cuda = c->runtime.device == KD_DEVICE_CUDA && j.g.t;
+    if (rc == KD_OK && c->runtime.device == KD_DEVICE_CUDA && !j.g.t)
+        kd_info("generate: runtime.device cuda: dense models generate on the CPU (the CUDA engine runs "
+                "the DeepSeek teacher)");
+    if (rc == KD_OK && j.g.cuda && c->mla)
+        kd_info("generate: on CUDA the decode is absorbed whatever `mla` says");
     if (rc == KD_OK)
         rc = kd_chat_template_find(c->template_name ? c->template_name : "deepseek_r1", &j.tpl);
     if (rc == KD_OK)

@@ -244,6 +244,20 @@ void kd_teacher_free(kd_teacher *m)
 }
 
 const kd_model_config *kd_teacher_config(const kd_teacher *m) { return &m->cfg; }
+
+const float *kd_teacher_weight(const kd_teacher *m, const char *name, size_t *numel)
+{
+    const float *w = W_(m, name);
+    *numel = 0;
+    if (!w)
+        return NULL;
+    for (size_t i = 0; i < m->nspecs; i++)
+        if (m->w + m->off[i] == w) {
+            *numel = (size_t)m->specs[i].shape[0] * (size_t)(m->specs[i].ndim > 1 ? m->specs[i].shape[1] : 1);
+            break;
+        }
+    return w;
+}
 float kd_teacher_softmax_scale(const kd_teacher *m) { return m->scale; }
 
 /* ---- random weights ------------------------------------------------------------------ */

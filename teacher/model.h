@@ -49,6 +49,9 @@ typedef struct kd_teacher kd_teacher;
 int kd_teacher_load(const char *dir, kd_teacher **out);
 void kd_teacher_free(kd_teacher *m);
 const kd_model_config *kd_teacher_config(const kd_teacher *m);
+/* The fp32 data of a manifest tensor by its HF name (FP8 dequantised), and
+ * its element count; NULL (and 0) when the model has no such tensor. */
+const float *kd_teacher_weight(const kd_teacher *m, const char *name, size_t *numel);
 
 /* Write out_dir/config.json (cfg_dir's) and out_dir/model.safetensors with
  * random F32 weights of that config: normal(0, std) per fixed chunk of its

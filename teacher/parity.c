@@ -10,9 +10,23 @@
 #include "core/safetensors.h"
 #include "core/status.h"
 #include "student/parity.h"
+#include "teacher/cuda.h"
 #include "teacher/model.h"
 
 #define TOL_MLA 1e-5 /* absorbed vs decompressed decode: the same math, reassociated */
+#define TOL16 2e-2    /* bf16 (the CUDA teacher): the student's CUDA tolerances (student/parity.h) */
+#define TOL16_MARGIN 2e-2
+
+static int cu_logits_(void *g, const int64_t *ids, int64_t T, float *out)
+{
+    return kd_cu_teacher_logits(g, ids, T, out);
+}
+
+static int cu_generate_(void *g, const int64_t *prompt, int64_t P, int64_t N, const int64_t *sup, int nsup,
+                        int64_t *out, float *steps)
+{
+    return kd_cu_teacher_generate_greedy(g, prompt, P, N, sup, nsup, out, steps);
+}
 
 static int logits_(void *m, const int64_t *ids, int64_t T, float *out)
 {
@@ -86,7 +100,7 @@ static int check_mla_(kd_teacher *m, const char *file, FILE *out, int *failed)
     return rc;
 }
 
-int kd_teacher_parity_run(const char *dir, FILE *out, int *failed)
+int kd_teacher_parity_run(const char *dir, int cuda, FILE *out, int *failed)
 {
     *failed = 0;
     char infer[4200], train[4200];
@@ -99,17 +113,28 @@ int kd_teacher_parity_run(const char *dir, FILE *out, int *failed)
     KD_TRY(kd_teacher_load(dir, &m));
     const kd_model_config *c = kd_teacher_config(m);
     fprintf(out, "info model    %s, %lld layers, hidden %lld, vocab %lld, %lld experts (top %lld), "
-                 "q_lora %lld, kv_lora %lld, rope %s, softmax scale %.6g, device cpu\n",
+                 "q_lora %lld, kv_lora %lld, rope %s, softmax scale %.6g, device %s\n",
             c->model_type, (long long)c->num_layers, (long long)c->hidden_size, (long long)c->vocab_size,
             (long long)c->n_routed_experts, (long long)c->num_experts_per_tok, (long long)c->q_lora_rank,
             (long long)c->kv_lora_rank, c->rope.type == KD_ROPE_YARN ? "yarn" : "default",
-            (double)kd_teacher_softmax_scale(m));
+            (double)kd_teacher_softmax_scale(m), cuda ? "cuda (bf16)" : "cpu");
     kd_parity_model pm = {m, c->vocab_size, logits_, generate_};
-    int rc = kd_parity_check_infer(&pm, dir, infer, out, failed);
+    kd_cu_teacher *g = NULL;
+    int rc = KD_OK;
+    if (cuda) { /* the CUDA teacher, the CPU one as the reference for greedy margins */
+        kd_cu_teacher_opts o = {.device = 0, .max_tokens = 4096, .max_seqs = 8, .kv_blocks = 1024};
+        rc = kd_cu_teacher_new(m, &o, &g);
+        pm = (kd_parity_model){g, c->vocab_size, cu_logits_, cu_generate_, TOL16, TOL16_MARGIN, 0, m, logits_};
+    }
     if (!rc)
+        rc = kd_parity_check_infer(&pm, dir, infer, out, failed);
+    if (!rc && !cuda)
         rc = check_mla_(m, infer, out, failed);
+    kd_cu_teacher_free(g);
     kd_teacher_free(m);
-    if (!rc && stat(train, &sb) == 0)
+    if (!rc && cuda)
+        fprintf(out, "skip train    the teacher trains on the CPU only\n");
+    else if (!rc && stat(train, &sb) == 0)
         rc = kd_teacher_parity_train(dir, out, failed);
     return rc;
 }

@@ -12,7 +12,10 @@
 # exportcheck, sftbench, teacherbench, gpusft (the CUDA trainer's benchmark and
 # its PyTorch peer: GPU_SFT_RUNS, e.g. "8192x1 8192x1:twopass 32768x1:recompute",
 # and GPU_SFT_PEER) and gpuprofile (its GPU time by
-# op at GPU_PROFILE_SEQ tokens).
+# op at GPU_PROFILE_SEQ tokens), gpuparity (`parity --device cuda` on the DeepSeek
+# fixtures), gpugen (`bench generate` at GPU_GEN_CONC, its profile, and the
+# transformers peer at GPU_GEN_PEER concurrencies when set), gpugenjob (`distill
+# generate` on CUDA under load, twice, and on the CPU).
 set -uo pipefail
 : "${OUT:?OUT must be set}"
 root=$PWD
@@ -41,7 +44,8 @@ for t in $b/tests/gpu_test_*; do timeout 300 $t >/tmp/t.log 2>&1 && echo "ok   $
 fi
 if has gpu; then
 echo "== distill parity --device cuda, every dense fixture"
-for fx in tiny-qwen2 tiny-qwen2-untied tiny-qwen2-mha tiny-qwen2-bf16 tiny-llama3 tiny-llama32-tied tiny-llama-norope; do
+for fx in tiny-qwen2 tiny-qwen2-untied tiny-qwen2-mha tiny-qwen2-bf16 tiny-llama3 tiny-llama32-tied tiny-llama-norope \
+          tiny-deepseek-v3 tiny-deepseek-v2 tiny-deepseek-v2-lite; do
   $b/distill parity $b/fixtures/$fx --device cuda >/tmp/p.log 2>&1; tail -1 /tmp/p.log; grep "^FAIL" /tmp/p.log
 done
 echo "== the tiny recipe on the CPU and on CUDA, and a CUDA run stopped at step 9 and resumed (from a CUDA and from a CPU checkpoint)"
@@ -131,6 +135,50 @@ for r in ${GPU_SFT_RUNS:-4096x2 8192x1 16384x1:recompute 32768x1:recompute 8192x
 done
 peer=(); for r in ${GPU_SFT_PEER:-4096x2 8192x1 8192x1:compile 16384x1:ckpt 32768x1}; do peer+=(--run $r); done
 PYTHONUNBUFFERED=1 python3 tools/bench_sft_peer.py --model-config configs/models/qwen2.5-1.5b "${peer[@]}" --out $OUT/bench_sft_peer.json 2>&1 | grep "^{"
+fi
+if has gpuparity; then
+echo "== distill parity --device cuda, the DeepSeek fixtures"
+for fx in tiny-deepseek-v3 tiny-deepseek-v2 tiny-deepseek-v2-lite; do
+  $b/distill parity $b/fixtures/$fx --device cuda >/tmp/p.log 2>&1; echo "rc $? $fx"; grep -v "^info" /tmp/p.log
+done
+fi
+if has gpugen; then
+echo "== bench generate (the CUDA teacher, Moonlight-16B-A3B shape, random bf16) and its transformers peer"
+gen=(--model-config configs/models/moonlight-16b-a3b --new ${GPU_GEN_NEW:-256})
+$b/distill bench generate "${gen[@]}" --conc ${GPU_GEN_CONC:-1,64,256} --json 2>&1 | tee $OUT/bench_generate.jsonl
+DISTILL_PROFILE=1 $b/distill bench generate "${gen[@]}" --conc ${GPU_GEN_PROFILE:-64} --new 32 2>&1 | grep -v "^{"
+if [ -n "${GPU_GEN_PEER:-}" ]; then
+  PYTHONUNBUFFERED=1 python3 tools/bench_generate_peer.py --model-config configs/models/moonlight-16b-a3b \
+    --conc $GPU_GEN_PEER --new ${GPU_GEN_PEER_NEW:-128} --budget-s ${GPU_GEN_PEER_BUDGET:-300} --out $OUT/bench_generate_peer.json
+fi
+fi
+if has gpugenjob; then
+echo "== distill generate on CUDA under load: a tiny DeepSeek-V3 (random weights, the real vocabulary),"
+echo "   ${GPU_JOB_PROMPTS:-1000} prompts x 4 samples, batch 64, twice with the same seed, and on the CPU"
+x=/tmp/kdg && rm -rf $x && mkdir -p $x
+$b/distill -q init configs/models/tiny-deepseek-v3 $x/ds --tokenizer /tmp/kdcache/tokenizers/deepseek_v3 --seed 3
+python3 -c "
+import json
+with open('$x/p.jsonl', 'w') as f:
+    for i in range(${GPU_JOB_PROMPTS:-1000}):
+        f.write(json.dumps({'problem': f'What is {i} + {i * 7 % 13}? Think step by step.', 'answer': str(i + i * 7 % 13)}) + '\\n')"
+texts() { $b/distill data export $1 --kind generations 2>/dev/null | python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin]
+for r in sorted(rows, key=lambda r: (r["prompt_id"], r["sample"])):
+    print(r["prompt_id"], r["sample"], r["finish_reason"], json.dumps(r["generation"]))'; }
+for d in c1 c2 cpu; do
+  $b/distill data import $x/$d $x/p.jsonl --kind prompts >/dev/null 2>&1
+  dev=cuda; [ $d = cpu ] && dev=cpu
+  /usr/bin/time -f "$d: %e s wall" $b/distill generate configs/generate/r1.yaml --set model=$x/ds --set input=$x/$d \
+    --set samples=4 --set batch=64 --set sampling.max_new_tokens=64 --set runtime.device=$dev \
+    --set progress=false 2>&1 | grep -v "^progress" | tail -3
+  texts $x/$d > $x/$d.txt; echo "$d: $(wc -l < $x/$d.txt) records"
+done
+cmp -s $x/c1.txt $x/c2.txt && echo "cuda run 1 = cuda run 2: identical texts" || echo "FAIL cuda runs differ: $(diff $x/c1.txt $x/c2.txt | head -4)"
+python3 -c "
+a = open('$x/c1.txt').read().splitlines(); b = open('$x/cpu.txt').read().splitlines()
+print('cuda vs cpu (bf16 vs fp32): %d of %d texts identical' % (sum(x == y for x, y in zip(a, b)), len(b)))"
 fi
 if has gpuprofile; then
 echo "== GPU time by op, one step at ${GPU_PROFILE_SEQ:-8192} tokens"

@@ -98,6 +98,17 @@ int kd_cu_colsum_f32(float *db, const float *dy, int64_t N, int64_t nO, kd_cu *c
 int kd_cu_gemm(void *d, int d_f32, const kd_bf16 *a, int ta, const kd_bf16 *b, int tb, const kd_bf16 *bias,
                int64_t m, int64_t n, int64_t k, float alpha, float beta, kd_cu *cu);
 
+/* The same with explicit leading dimensions (elements between rows of A, B
+ * and D as stored) and, for batch > 1, a strided batch: matrix i of A, B, D
+ * starts sa, sb, sd elements after matrix i - 1 (MLA's per-head products
+ * over slices of wider rows). Offsets and leading dimensions must keep 16-byte
+ * alignment (multiples of 8 elements). */
+typedef struct kd_cu_gemm_shape {
+    int64_t lda, ldb, ldd, batch, sa, sb, sd;
+} kd_cu_gemm_shape;
+int kd_cu_gemm_ex(void *d, int d_f32, const kd_bf16 *a, int ta, const kd_bf16 *b, int tb, const kd_bf16 *bias,
+                  int64_t m, int64_t n, int64_t k, const kd_cu_gemm_shape *sh, float alpha, float beta, kd_cu *cu);
+
 /* ---- embedding -------------------------------------------------------------------
  * out (N, C) = wte[ids[n]] (bf16); dwte (V, C) fp32 += scatter of dout. */
 int kd_cu_embedding_forward(kd_bf16 *out, const int32_t *ids, const kd_bf16 *wte, int64_t N, int64_t C,
@@ -239,6 +250,12 @@ int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *dst, const in
  * device (kd_cu_moe_permute's), so one launch whatever the routing. K % 8 == 0. */
 int kd_cu_moe_gemm(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t *off, int E, int64_t NK, int64_t N,
                    int64_t K, kd_cu *cu);
+/* The same with the kernel chosen: path 1 tiles of 64 rows x 64 features
+ * (prefill), path 2 one block per expert and 128 features streaming the
+ * weight once per 32 rows through a 4-stage pipeline, experts without rows
+ * skipped (decode), 0 = path 2 when NK <= 32 E, else 1 (what kd_cu_moe_gemm does). */
+int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t *off, int E, int64_t NK,
+                        int64_t N, int64_t K, int path, kd_cu *cu);
 
 /* ---- MLA decode attention over a paged latent cache (core/cuda/mla.cu) --------------------
  * One new query per sequence, absorbed form: q (S, H, R + Dr) bf16 holds each
@@ -253,6 +270,45 @@ int kd_cu_moe_gemm(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t
 int kd_cu_mla_decode(float *out, const kd_bf16 *q, const kd_bf16 *cache, const int32_t *table, const int32_t *lens,
                      int64_t S, int64_t H, int64_t R, int64_t Dr, int64_t block, int64_t max_blocks, float scale,
                      kd_cu *cu);
+
+/* ---- the teacher's other pieces (core/cuda/mla_ops.cu) --------------------------------------
+ * kd_cu_rmsnorm_rows: out (N, C, row stride ldo) = rmsnorm(x (row stride ldx)) * w.
+ * kd_cu_mla_rope: rotate the Dr values of each (token n, head h) of src at
+ *   src + n sn + h sh into dst (dn, dh likewise; dst may be src) at the angle
+ *   of pos[n] (cos, sin (P, Dr/2) fp32); interleave: the values come as pairs
+ *   (2i, 2i+1) and leave as halves (i, i + Dr/2), as DeepSeek-V3's rope.
+ * kd_cu_mla_kv_write: token n's ckv row (R + Dr, stride ld) -> cache row
+ *   slot[n] (R + Dr wide): [rmsnorm(c) * w | rope(kr) at pos[n]].
+ * kd_cu_rows_gather: dst row m (W elements, stride ldd) = src row idx[m]
+ *   (stride lds), zeros where idx[m] < 0.
+ * kd_cu_mla_prefill_qkv: the decompressed attention's inputs for M packed
+ *   positions: Q (M, H, Dkp) from the new tokens' q (N, H, Dn + Dr) (row
+ *   qrow[m], zeros when < 0), K (M, H, Dkp) = [kv nope | lat's rope key],
+ *   V (M, H, Dvp), from kv (M, H, Dn + Dv) = kv_b(latent) and lat (M, R + Dr);
+ *   zero-padded to Dkp >= Dn + Dr, Dvp >= Dv.
+ * kd_cu_add_f32_bf16: y (n) = bf16(a + b), b may be NULL.
+ * kd_cu_router_logits: out (N, E) fp32 = x (N, C) bf16 times w (E, C) fp32.
+ * kd_cu_fill_normal: xb (bf16) or xf (fp32, when xb is NULL) ~ normal(0, std)
+ *   from a hash of (seed, index); kd_cu_fill_bf16: a constant.
+ * kd_cu_copy: device to device, on the stream. */
+int kd_cu_rmsnorm_rows(kd_bf16 *out, int64_t ldo, const kd_bf16 *x, int64_t ldx, const kd_bf16 *w, int64_t N,
+                       int64_t C, float eps, kd_cu *cu);
+int kd_cu_mla_rope(kd_bf16 *dst, int64_t dn, int64_t dh, const kd_bf16 *src, int64_t sn, int64_t sh, int64_t N,
+                   int64_t H, int64_t Dr, const int32_t *pos, const float *cos_, const float *sin_, int interleave,
+                   kd_cu *cu);
+int kd_cu_mla_kv_write(kd_bf16 *cache, const int32_t *slot, const kd_bf16 *ckv, int64_t ld, const kd_bf16 *w,
+                       int64_t N, int64_t R, int64_t Dr, float eps, const int32_t *pos, const float *cos_,
+                       const float *sin_, int interleave, kd_cu *cu);
+int kd_cu_rows_gather(kd_bf16 *dst, int64_t ldd, const kd_bf16 *src, int64_t lds, const int32_t *idx, int64_t M,
+                      int64_t W, kd_cu *cu);
+int kd_cu_mla_prefill_qkv(kd_bf16 *Q, kd_bf16 *K, kd_bf16 *V, int64_t Dkp, int64_t Dvp, const kd_bf16 *q,
+                          const int32_t *qrow, const kd_bf16 *kv, const kd_bf16 *lat, int64_t M, int64_t H,
+                          int64_t Dn, int64_t Dr, int64_t Dv, int64_t R, kd_cu *cu);
+int kd_cu_add_f32_bf16(kd_bf16 *y, const float *a, const kd_bf16 *b, int64_t n, kd_cu *cu);
+int kd_cu_router_logits(float *out, const kd_bf16 *x, const float *w, int64_t N, int64_t E, int64_t C, kd_cu *cu);
+int kd_cu_fill_normal(kd_bf16 *xb, float *xf, int64_t n, float std, uint64_t seed, kd_cu *cu);
+int kd_cu_fill_bf16(kd_bf16 *x, int64_t n, float v, kd_cu *cu);
+int kd_cu_copy(void *dst, const void *src, size_t bytes, kd_cu *cu);
 
 #ifdef __cplusplus
 }

@@ -321,6 +321,100 @@ __global__ void __launch_bounds__(128) moe_gemm_kernel(bf16 *y, const bf16 *x, c
             }
 }
 
+
+/* ---- the grouped GEMM for few rows per expert (decode) ------------------------------------------
+ * Bandwidth-bound: each expert's weight is read once per 32 of its rows, and
+ * an expert without rows is not read at all. A block takes one expert and 128
+ * output features; warp w computes features 16w .. 16w + 15 for up to 32 rows
+ * as D^T = W x^T (the weight as mma's A operand, the rows as B, so a few rows
+ * waste little). Weight and row tiles of 64 k stream through a 4-stage
+ * cp.async pipeline. */
+#define SF 128 /* features per block */
+#define SR 32  /* rows per pass */
+#define SK 64  /* k per stage */
+#define SS 4   /* stages */
+#define SST (SK + 8)
+
+template <int N_> __device__ __forceinline__ void cp_wait_() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N_)); }
+
+__global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 *x, const bf16 *w, const int32_t *off,
+                                                            int64_t N, int64_t K)
+{
+    extern __shared__ __align__(16) unsigned char smem_[];
+    bf16 *sW = reinterpret_cast<bf16 *>(smem_), *sX = sW + SS * SF * SST; /* [SS][SF][SST], [SS][SR][SST] */
+    const int e = blockIdx.x, wi = threadIdx.x >> 5, l = threadIdx.x & 31;
+    const int base = off[e], cnt = off[e + 1] - base;
+    if (cnt <= 0)
+        return;
+    const int64_t n0 = (int64_t)blockIdx.y * SF;
+    const bf16 *we = w + (int64_t)e * N * K;
+    const int nk = (int)((K + SK - 1) / SK);
+    for (int r0 = 0; r0 < cnt; r0 += SR) {
+        const int rows = min(SR, cnt - r0);
+        auto load = [&](int st, int kt) {
+            const int64_t k0 = (int64_t)kt * SK;
+            bf16 *dW = sW + st * SF * SST, *dX = sX + st * SR * SST;
+            for (int i = threadIdx.x; i < SF * (SK / 8); i += 256) {
+                const int r = i / (SK / 8), c = (i % (SK / 8)) * 8;
+                if (n0 + r < N && k0 + c < K)
+                    cp16_(dW + r * SST + c, we + (n0 + r) * K + k0 + c);
+                else
+                    *reinterpret_cast<uint4 *>(dW + r * SST + c) = make_uint4(0, 0, 0, 0);
+            }
+            for (int i = threadIdx.x; i < SR * (SK / 8); i += 256) {
+                const int r = i / (SK / 8), c = (i % (SK / 8)) * 8;
+                if (r < rows && k0 + c < K)
+                    cp16_(dX + r * SST + c, x + (int64_t)(base + r0 + r) * K + k0 + c);
+                else
+                    *reinterpret_cast<uint4 *>(dX + r * SST + c) = make_uint4(0, 0, 0, 0);
+            }
+        };
+        float acc[SR / 8][4];
+#pragma unroll
+        for (int j = 0; j < SR / 8; j++)
+            acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+#pragma unroll
+        for (int st = 0; st < SS - 1; st++) {
+            if (st < nk)
+                load(st, st);
+            cp_commit_();
+        }
+        for (int kt = 0; kt < nk; kt++) {
+            cp_wait_<SS - 2>();
+            __syncthreads();
+            if (kt + SS - 1 < nk)
+                load((kt + SS - 1) % SS, kt + SS - 1);
+            cp_commit_();
+            const int st = kt % SS;
+            const uint32_t uW = su_(sW + st * SF * SST), uX = su_(sX + st * SR * SST);
+#pragma unroll
+            for (int kk = 0; kk < SK / 16; kk++) {
+                uint32_t a[4];
+                ldsm_(a, a_at_(uW, SST, wi * 16, kk * 16, l));
+#pragma unroll
+                for (int jp = 0; jp < SR / 16; jp++) {
+                    uint32_t b[4];
+                    ldsm_(b, bnk_at_(uX, SST, jp * 16, kk * 16, l));
+                    mma_(acc[2 * jp], a, b[0], b[1]);
+                    mma_(acc[2 * jp + 1], a, b[2], b[3]);
+                }
+            }
+        }
+        cp_wait_all_();
+        __syncthreads();
+        /* acc[j]: features f (l/4) and f + 8 of the warp's 16, rows 8j + 2(l%4) and + 1 */
+#pragma unroll
+        for (int j = 0; j < SR / 8; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int64_t f = n0 + wi * 16 + (l >> 2) + (q >> 1) * 8;
+                const int t = j * 8 + (l & 3) * 2 + (q & 1);
+                if (t < rows && f < N)
+                    y[(int64_t)(base + r0 + t) * N + f] = __float2bfloat16_rn(acc[j][q]);
+            }
+    }
+}
+
 /* ==== launchers ======================================================================== */
 
 extern "C" int kd_cu_moe_route(int32_t *idx, float *wt, const float *logits, const float *bias, int64_t N,
@@ -383,11 +477,32 @@ extern "C" int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *ds
 extern "C" int kd_cu_moe_gemm(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t *off, int E, int64_t NK,
                               int64_t N, int64_t K, kd_cu *cu)
 {
+    return kd_cu_moe_gemm_path(y, x, w, off, E, NK, N, K, 0, cu);
+}
+
+extern "C" int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t *off, int E,
+                                   int64_t NK, int64_t N, int64_t K, int path, kd_cu *cu)
+{
     if (E < 1 || E > KD_CU_MOE_MAXE || K < 8 || K % 8 || N < 1 || (N + GN - 1) / GN > 65535 || NK > 0x7fffffff)
         return kd_err(KD_E_CUDA, "moe gemm: %d experts, %lld rows, N %lld, K %lld (need K a multiple of 8)", E,
                       (long long)NK, (long long)N, (long long)K);
     if (NK == 0)
         return KD_OK;
+    if (path == 0)
+        path = NK <= (int64_t)SR * E ? 2 : 1; /* about a pass of 32 rows per expert or less: decode */
+    if (path == 2) {
+        const size_t shm = (size_t)SS * (SF + SR) * SST * sizeof(bf16);
+        static int attr_set = 0;
+        if (!attr_set) {
+            CUDA_TRY(cudaFuncSetAttribute(moe_gemm_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
+            attr_set = 1;
+        }
+        dim3 grid((unsigned)E, (unsigned)((N + SF - 1) / SF));
+        moe_gemm_rows_kernel<<<grid, 256, shm, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x, (const bf16 *)w,
+                                                                           off, N, K);
+        CUDA_TRY(cudaGetLastError());
+        return KD_OK;
+    }
     dim3 grid((unsigned)((NK + GM - 1) / GM + E), (unsigned)((N + GN - 1) / GN));
     moe_gemm_kernel<<<grid, 128, 0, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x, (const bf16 *)w, off, E,
                                                                 N, K);

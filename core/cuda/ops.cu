@@ -450,12 +450,13 @@ __global__ static void adamw_kernel(float *p, bf16 *p16, const float *g, float *
 typedef struct {
     int64_t m, n, k;
     int ta, tb, d_f32, bias, beta;
+    int64_t lda, ldb, ldd, batch, sa, sb, sd; /* leading dimensions; batch count and strides */
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
 } gemm_plan;
 
-enum { MAX_PLANS = 256 };
+enum { MAX_PLANS = 4096 }; /* the teacher makes a few per batch size */
 typedef struct {
     gemm_plan p[MAX_PLANS];
     int n;
@@ -475,16 +476,26 @@ static int plan_make(gemm_plan *p, kd_cu *cu)
         LT_TRY(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
         LT_TRY(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
     }
-    /* first operand: B^T (n, k) as stored: (n, k) ld n when !tb, else (k, n) ld k */
+    /* first operand: B^T (n, k) as stored: (n, k) ld ldb when !tb, else (k, n) */
     if (!p->tb)
-        LT_TRY(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, p->n, p->k, p->n));
+        LT_TRY(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, p->n, p->k, p->ldb));
     else
-        LT_TRY(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, p->k, p->n, p->k));
+        LT_TRY(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, p->k, p->n, p->ldb));
     if (!p->ta)
-        LT_TRY(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, p->k, p->m, p->k));
+        LT_TRY(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, p->k, p->m, p->lda));
     else
-        LT_TRY(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, p->m, p->k, p->m));
-    LT_TRY(cublasLtMatrixLayoutCreate(&p->lc, dt, p->n, p->m, p->n));
+        LT_TRY(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, p->m, p->k, p->lda));
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->lc, dt, p->n, p->m, p->ldd));
+    if (p->batch > 1) {
+        int32_t bc = (int32_t)p->batch;
+        cublasLtMatrixLayout_t ls[3] = {p->la, p->lb, p->lc};
+        const int64_t st[3] = {p->sb, p->sa, p->sd};
+        for (int i = 0; i < 3; i++) {
+            LT_TRY(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+            LT_TRY(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &st[i],
+                                                    sizeof st[i]));
+        }
+    }
     cublasLtMatmulPreference_t pref;
     LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
     LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &cu->ws_size,
@@ -526,15 +537,26 @@ static void plans_free(plan_cache *c)
 extern "C" int kd_cu_gemm(void *d, int d_f32, const kd_bf16 *a, int ta, const kd_bf16 *b, int tb, const kd_bf16 *bias,
                           int64_t m, int64_t n, int64_t k, float alpha, float beta, kd_cu *cu)
 {
-    if (m == 0 || n == 0)
+    const kd_cu_gemm_shape sh = {ta ? m : k, tb ? k : n, n, 1, 0, 0, 0};
+    return kd_cu_gemm_ex(d, d_f32, a, ta, b, tb, bias, m, n, k, &sh, alpha, beta, cu);
+}
+
+extern "C" int kd_cu_gemm_ex(void *d, int d_f32, const kd_bf16 *a, int ta, const kd_bf16 *b, int tb,
+                             const kd_bf16 *bias, int64_t m, int64_t n, int64_t k, const kd_cu_gemm_shape *sh,
+                             float alpha, float beta, kd_cu *cu)
+{
+    if (m == 0 || n == 0 || sh->batch == 0)
         return KD_OK;
     plan_cache *c = (plan_cache *)cu->plans;
     int beta_on = beta != 0.0f;
+    const int64_t bt = sh->batch > 1 ? sh->batch : 1;
+    const int64_t sa = bt > 1 ? sh->sa : 0, sb = bt > 1 ? sh->sb : 0, sd = bt > 1 ? sh->sd : 0;
     gemm_plan *p = NULL;
     for (int i = 0; i < c->n && !p; i++) {
         gemm_plan *q = &c->p[i];
         if (q->m == m && q->n == n && q->k == k && q->ta == ta && q->tb == tb && q->d_f32 == d_f32 &&
-            q->bias == (bias != NULL) && q->beta == beta_on)
+            q->bias == (bias != NULL) && q->beta == beta_on && q->lda == sh->lda && q->ldb == sh->ldb &&
+            q->ldd == sh->ldd && q->batch == bt && q->sa == sa && q->sb == sb && q->sd == sd)
             p = q;
     }
     if (!p) {
@@ -544,6 +566,7 @@ extern "C" int kd_cu_gemm(void *d, int d_f32, const kd_bf16 *a, int ta, const kd
         memset(p, 0, sizeof *p);
         p->m = m, p->n = n, p->k = k, p->ta = ta, p->tb = tb, p->d_f32 = d_f32, p->bias = bias != NULL,
         p->beta = beta_on;
+        p->lda = sh->lda, p->ldb = sh->ldb, p->ldd = sh->ldd, p->batch = bt, p->sa = sa, p->sb = sb, p->sd = sd;
         KD_TRY(plan_make(p, cu));
         c->n++;
     }

@@ -59,6 +59,10 @@ run "$BIN" parity "$FIX/tiny-qwen2" --device cpu
 run "$BIN" parity "$FIX/tiny-qwen2" --device cuda
 [ "$rc" -eq 1 ] || fail "--device cuda: exit $rc, want 1"
 grep -q "KD_E_UNSUPPORTED\|KD_E_CUDA" "$TMP/err" || fail "--device cuda: $(cat "$TMP/err")"
+if ! nvidia-smi >/dev/null 2>&1; then # the teacher's CUDA path, on a machine without a GPU
+    run "$BIN" parity "$FIX/tiny-deepseek-v3" --device cuda
+    [ "$rc" -eq 1 ] && grep -q "KD_E_CUDA" "$TMP/err" || fail "teacher --device cuda without a GPU: $rc $(cat "$TMP/err")"
+fi
 
 # the teacher: DeepSeek-V3 (yarn, noaux_tc group-limited routing), V2 (softmax,
 # group-limited greedy, routed scaling 16) and V2-Lite (no q_lora, greedy); MLA both ways

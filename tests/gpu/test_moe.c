@@ -171,14 +171,18 @@ static void gemm_case_(const int32_t *counts, int E, int64_t N, int64_t K)
     kd_bf16 *dx = up16(x, NK * K), *dw = up16(w, (int64_t)E * N * K), *dy = dev((size_t)(NK * N) * 2);
     int32_t *doff = dev((size_t)(E + 1) * 4);
     CHECK_OK(kd_cu_upload(doff, off, (size_t)(E + 1) * 4, &cu));
-    CHECK_OK(kd_cu_moe_gemm(dy, dx, dw, doff, E, NK, N, K, &cu));
-    CHECK_OK(kd_cu_sync(&cu));
-    float *got = down16(dy, NK * N);
-    double err = rel_err(got, want, NK * N);
-    printf("  grouped gemm E %d rows %lld N %lld K %lld: rel err %.1e\n", E, (long long)NK, (long long)N, (long long)K,
-           err);
-    CHECK(err <= 1e-2);
-    free(off), free(x), free(w), free(want), free(got);
+    for (int path = 1; path <= 2; path++) { /* tiles of 64 rows; per expert, 32 rows a pass */
+        CHECK_OK(kd_cu_memset0(dy, (size_t)(NK * N) * 2, &cu));
+        CHECK_OK(kd_cu_moe_gemm_path(dy, dx, dw, doff, E, NK, N, K, path, &cu));
+        CHECK_OK(kd_cu_sync(&cu));
+        float *got = down16(dy, NK * N);
+        double err = rel_err(got, want, NK * N);
+        printf("  grouped gemm path %d E %d rows %lld N %lld K %lld: rel err %.1e\n", path, E, (long long)NK,
+               (long long)N, (long long)K, err);
+        CHECK(err <= 1e-2);
+        free(got);
+    }
+    free(off), free(x), free(w), free(want);
     kd_cu_free_ptr(dx), kd_cu_free_ptr(dw), kd_cu_free_ptr(dy), kd_cu_free_ptr(doff);
 }
 
@@ -188,27 +192,35 @@ TEST(grouped_gemm)
     gemm_case_(c1, 8, 100, 136);
     static const int32_t c2[] = {64, 64, 0};
     gemm_case_(c2, 3, 64, 32);
+    static const int32_t c3[] = {3, 0, 9, 1, 0, 17, 6, 4, 0, 2, 8, 5, 1, 0, 33, 7}; /* decode-like: few rows, N % 128 != 0 */
+    gemm_case_(c3, 16, 200, 328);
     /* timing (not an assertion): a Moonlight-16B-A3B layer's routed gate/up at 256 tokens of
      * decode, top-6 of 64 experts, 1408 x 2 features of 2048 */
     const int E = 64;
-    const int64_t NK = 256 * 6, N = 2 * 1408, K = 2048;
-    int32_t off[65];
-    for (int e = 0; e <= E; e++)
-        off[e] = (int32_t)(NK * e / E);
-    kd_bf16 *dx = dev((size_t)(NK * K) * 2), *dw = dev((size_t)E * N * K * 2), *dy = dev((size_t)(NK * N) * 2);
-    int32_t *doff = dev(sizeof off);
-    CHECK_OK(kd_cu_upload(doff, off, sizeof off, &cu));
-    for (int pass = 0; pass < 2; pass++) {
-        CHECK_OK(kd_cu_sync(&cu));
-        double t0 = kd_now();
-        for (int r = 0; r < 10; r++)
-            CHECK_OK(kd_cu_moe_gemm(dy, dx, dw, doff, E, NK, N, K, &cu));
-        CHECK_OK(kd_cu_sync(&cu));
-        double dt = (kd_now() - t0) / 10;
-        if (pass)
-            printf("  grouped gemm timing: %d experts, %lld rows, N %lld, K %lld: %.3f ms, weights %.0f GB/s, "
-                   "%.0f TFLOP/s\n", E, (long long)NK, (long long)N, (long long)K, dt * 1e3,
-                   (double)E * N * K * 2 / dt / 1e9, 2.0 * NK * N * K / dt / 1e12);
+    const int64_t N = 2 * 1408, K = 2048;
+    kd_bf16 *dx = dev((size_t)(2048 * 6 * K) * 2), *dw = dev((size_t)E * N * K * 2), *dy = dev((size_t)(2048 * 6 * N) * 2);
+    int32_t *doff = dev((E + 1) * 4);
+    static const int64_t toks[] = {1, 64, 256, 2048};
+    for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++) {
+        const int64_t NK = toks[ti] * 6;
+        int32_t off[65];
+        for (int e = 0; e <= E; e++) /* spread evenly, the first NK experts when fewer */
+            off[e] = (int32_t)(NK >= E ? NK * e / E : (e < NK ? e : NK));
+        CHECK_OK(kd_cu_upload(doff, off, sizeof off, &cu));
+        const double touched = NK >= E ? E : (double)NK;
+        for (int path = 1; path <= 2; path++)
+            for (int pass = 0; pass < 2; pass++) {
+                CHECK_OK(kd_cu_sync(&cu));
+                double t0 = kd_now();
+                for (int r = 0; r < 10; r++)
+                    CHECK_OK(kd_cu_moe_gemm_path(dy, dx, dw, doff, E, NK, N, K, path, &cu));
+                CHECK_OK(kd_cu_sync(&cu));
+                double dt = (kd_now() - t0) / 10;
+                if (pass)
+                    printf("  grouped gemm timing, path %d: %d experts (%.0f with rows), %lld rows, N %lld, K %lld: "
+                           "%.3f ms, weights %.0f GB/s, %.1f TFLOP/s\n", path, E, touched, (long long)NK, (long long)N,
+                           (long long)K, dt * 1e3, touched * N * K * 2 / dt / 1e9, 2.0 * NK * N * K / dt / 1e12);
+            }
     }
     kd_cu_free_ptr(dx), kd_cu_free_ptr(dw), kd_cu_free_ptr(dy), kd_cu_free_ptr(doff);
 }

@@ -348,8 +348,67 @@ TEST(mtp_skipped)
     kd_teacher_free(b);
 }
 
+/* A pool of block ids only (the CUDA teacher's): the same tables, free counts
+ * and copy-on-write decisions as a pool with rows, and each copy reported. */
+static int copies_, last_from_, last_to_;
+static void on_copy_(void *ctx, int32_t from, int32_t to)
+{
+    (void)ctx;
+    copies_++;
+    last_from_ = from;
+    last_to_ = to;
+}
+
+TEST(index_pool)
+{
+    kd_kvpool *a = NULL, *b = NULL;
+    kd_rope rope;
+    memset(&rope, 0, sizeof rope);
+    rope.theta = 10000;
+    CHECK_OK(kd_kvpool_new(2, 8, 10, 4, &rope, 4, 64, &a));
+    CHECK_OK(kd_kvpool_new_index(10, 4, 64, &b));
+    if (!a || !b)
+        return;
+    kd_kvpool_on_copy(a, on_copy_, NULL);
+    kd_kvpool_on_copy(b, on_copy_, NULL);
+    kd_kvseq sa[2], sb[2];
+    memset(sa, 0, sizeof sa);
+    memset(sb, 0, sizeof sb);
+    kd_kvseq *pa = &sa[0], *pb = &sb[0];
+    const int64_t six = 6, one = 1;
+    CHECK_OK(kd_kvpool_reserve(a, &pa, 1, &six));
+    CHECK_OK(kd_kvpool_reserve(b, &pb, 1, &six));
+    sa[0].len = sb[0].len = 6;
+    CHECK_OK(kd_kvseq_fork(a, &sa[0], &sa[1]));
+    CHECK_OK(kd_kvseq_fork(b, &sb[0], &sb[1]));
+    copies_ = 0;
+    pa = &sa[1], pb = &sb[1];
+    CHECK(kd_kvseq_need(b, &sb[1], 1) == 1); /* the shared, partly filled block is copied */
+    CHECK_OK(kd_kvpool_reserve(a, &pa, 1, &one));
+    CHECK_OK(kd_kvpool_reserve(b, &pb, 1, &one));
+    CHECK(copies_ == 2); /* once per pool */
+    CHECK(last_from_ == sb[0].blocks[1] && last_to_ == sb[1].blocks[1] && last_from_ != last_to_);
+    for (int i = 0; i < 2; i++)
+        for (int64_t j = 0; j < sa[i].nblocks; j++)
+            CHECK(sa[i].blocks[j] == sb[i].blocks[j]);
+    CHECK(kd_kvpool_free_blocks(a) == kd_kvpool_free_blocks(b));
+    const int64_t many = 64;
+    CHECK(kd_kvpool_reserve(b, &pb, 1, &many) == KD_E_RANGE); /* past max_pos */
+    kd_err_clear();
+    for (int i = 0; i < 2; i++) {
+        kd_kvseq_release(a, &sa[i]);
+        kd_kvseq_release(b, &sb[i]);
+    }
+    CHECK(kd_kvpool_free_blocks(b) == 10);
+    kd_kvpool_free(b);
+    CHECK(kd_kvpool_new_index(0, 4, 64, &b) == KD_E_RANGE && b == NULL);
+    kd_err_clear();
+    kd_kvpool_free(a);
+}
+
 int main(void)
 {
+    RUN(index_pool);
     RUN(fp8);
     RUN(mla_forms);
     RUN(paged_batch);
