@@ -22,7 +22,8 @@
 static void usage_(FILE *f)
 {
     fprintf(f, "usage: distill bench generate --model-config DIR [--prompt P] [--new N] [--samples K]\n"
-               "                              [--conc C,C,...] [--temperature T] [--top-p P] [--json]\n\n"
+               "                              [--conc C,C,...] [--dtype bf16|fp8] [--temperature T] [--top-p P]\n"
+               "                              [--json]\n\n"
                "Makes a DeepSeek-V3/V2 model of DIR's config.json with random bf16 weights on the\n"
                "GPU (no checkpoint is read) and, for each concurrency C: prefills ceil(C / K)\n"
                "prompts of P random tokens in one step, forks K samples from each (sharing the\n"
@@ -41,6 +42,8 @@ static void usage_(FILE *f)
                "      --new N             tokens generated per sequence (default 256)\n"
                "      --samples K         samples per prompt (default 16)\n"
                "      --conc LIST         concurrent sequences (default 1,64,256)\n"
+               "      --dtype D           bf16 (default), or fp8: the routed experts in e4m3 with 128x128\n"
+               "                          block scales, multiplied weight-only (the rest stays bf16)\n"
                "      --temperature T     (default 0.6; 0 = greedy)\n"
                "      --top-p P           (default 0.95)\n"
                "      --json              one JSON line per concurrency\n"
@@ -54,12 +57,13 @@ int bench_generate(int argc, char **argv)
         {"new", required_argument, NULL, 'n'},          {"samples", required_argument, NULL, 'k'},
         {"conc", required_argument, NULL, 'c'},         {"temperature", required_argument, NULL, 't'},
         {"top-p", required_argument, NULL, 'P'},        {"json", no_argument, NULL, 'j'},
+        {"dtype", required_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *clist = "1,64,256";
     long P = 128, N = 256, K = 16;
     double temp = 0.6, top_p = 0.95;
-    int json = 0, opt;
+    int json = 0, fp8 = 0, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         char *end;
@@ -95,6 +99,11 @@ int bench_generate(int argc, char **argv)
         case 'j':
             json = 1;
             break;
+        case 'd':
+            if (strcmp(optarg, "bf16") && strcmp(optarg, "fp8"))
+                return kd_cli_usage_error("bench generate", "--dtype: bf16 or fp8, not '%s'", optarg);
+            fp8 = !strcmp(optarg, "fp8");
+            break;
         default:
             return kd_cli_usage_error("bench generate", "bad option");
         }
@@ -112,7 +121,7 @@ int bench_generate(int argc, char **argv)
         p = *end == ',' ? end + 1 : end;
     }
 #ifndef KD_HAVE_CUDA
-    (void)json, (void)temp, (void)top_p, (void)conc;
+    (void)json, (void)temp, (void)top_p, (void)conc, (void)fp8;
     return kd_cli_fail(kd_err(KD_E_CUDA, "bench generate: this build has no CUDA backend"));
 #else
     kd_model_config mc;
@@ -123,7 +132,8 @@ int bench_generate(int argc, char **argv)
     for (int i = 0; i < nc; i++)
         cmax = conc[i] > cmax ? conc[i] : cmax;
     const long np_max = (cmax + K - 1) / K;
-    kd_cu_teacher_opts o = {.device = 0, .max_tokens = np_max * P > cmax ? np_max * P : cmax, .max_seqs = cmax};
+    kd_cu_teacher_opts o = {.device = 0, .max_tokens = np_max * P > cmax ? np_max * P : cmax, .max_seqs = cmax,
+                            .fp8_experts = fp8};
     if (o.max_tokens < 256)
         o.max_tokens = 256;
     kd_cu_teacher *g = NULL;
@@ -145,7 +155,7 @@ int bench_generate(int argc, char **argv)
                          (R + Dr) * C + H * (Dn + Dv) * R + C * H * Dv;
     const int64_t dense = L * attn + (L - nmoe) * 3 * mc.intermediate_size * C +
                           nmoe * (3 * Fm * mc.n_shared_experts * C + E * C) + V * C;
-    const double expert_bytes = 2.0 * 3 * Fm * C;
+    const double expert_bytes = (fp8 ? 1.0 : 2.0) * 3 * Fm * C;
 
     /* the copy bandwidth of this device, the roofline's denominator */
     double bw = 0;
@@ -253,18 +263,20 @@ int bench_generate(int argc, char **argv)
             kd_cu_teacher_mem mem;
             kd_cu_teacher_mem_get(g, &mem);
             if (json)
-                printf("{\"bench\": \"generate\", \"model_config\": \"%s\", \"dtype\": \"bf16\", \"concurrency\": %ld, "
+                printf("{\"bench\": \"generate\", \"model_config\": \"%s\", \"dtype\": \"%s\", \"concurrency\": %ld, "
                        "\"prompt\": %ld, \"new\": %ld, \"samples\": %ld, \"temperature\": %g, \"top_p\": %g, "
                        "\"output_tokens_per_second\": %.1f, \"step_ms\": %.3f, \"prefill_s\": %.3f, "
                        "\"step_bytes\": %.0f, \"weight_bytes\": %.0f, \"experts_touched_per_layer\": %.1f, "
                        "\"copy_bandwidth_gbs\": %.0f, \"roofline_step_ms\": %.3f, \"roofline_fraction\": %.3f, "
                        "\"cache_tokens\": %lld}\n",
-                       dir, S, P, N, K, temp, top_p, tps, step_s * 1e3, t_pre, step_bytes, wbytes, touched, bw / 1e9,
+                       dir, fp8 ? "fp8" : "bf16", S, P, N, K, temp, top_p, tps, step_s * 1e3, t_pre, step_bytes, wbytes,
+                       touched, bw / 1e9,
                        floor_s * 1e3, floor_s / step_s, (long long)kd_cu_teacher_cache_tokens(g));
             else
-                printf("bench generate: %4ld sequences: %9.1f output tokens/s, %.2f ms/step, roofline %.2f ms "
+                printf("bench generate: %s, %4ld sequences: %9.1f output tokens/s, %.2f ms/step, roofline %.2f ms "
                        "(%.1f MB/step: %.1f experts/layer) = %.0f%%, prefill %.2f s\n",
-                       S, tps, step_s * 1e3, floor_s * 1e3, step_bytes / 1e6, touched, 100 * floor_s / step_s, t_pre);
+                       fp8 ? "fp8" : "bf16", S, tps, step_s * 1e3, floor_s * 1e3, step_bytes / 1e6, touched,
+                       100 * floor_s / step_s, t_pre);
         }
         if (prof && *prof && *prof != '0' && ci == nc - 1)
             kd_cu_teacher_prof_report(g, stdout);

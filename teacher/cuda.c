@@ -77,6 +77,8 @@ typedef struct layer_ {
     kd_bf16 *gu, *down;        /* dense: (2F, C), (C, F) */
     float *router, *rbias;     /* (E, C) fp32, (E) fp32 or NULL */
     kd_bf16 *egu, *edown;      /* (E, 2Fm, C), (E, C, Fm) */
+    uint8_t *egu8, *edown8;    /* FP8 experts: e4m3 and 128 x 128 block scales (kd_cu_fp8_quantize) */
+    float *egus, *edowns;
     kd_bf16 *sgu, *sdown;      /* shared experts: (2Fs, C), (C, Fs) or NULL */
 } layer_;
 
@@ -102,6 +104,7 @@ struct kd_cu_teacher {
     int32_t *ridx, *psrc, *pdst, *poff, *pcnt;
     kd_bf16 *xin, *egu_o, *eact, *ey, *sgu_o, *sact, *sy;
     float *lg;                 /* (rows_lg, V) fp32 */
+    kd_bf16 *stage16;          /* FP8: one layer's experts in bf16, before quantisation */
     kd_bf16 *lnsel;
     int32_t *d_i32;            /* device copies of the step's index arrays */
     int32_t *h_i32;            /* host staging */
@@ -296,8 +299,19 @@ static int weights_(kd_cu_teacher *m, src_ *s)
             continue;
         }
         y->router = A32_(E * C);
-        y->egu = A16_(E * 2 * Fm * C);
-        y->edown = A16_(E * C * Fm);
+        if (m->o.fp8_experts) { /* staged in bf16 (one layer's, shared), then quantised */
+            if (!m->stage16 && !(m->stage16 = (kd_bf16 *)dalloc_(m, (size_t)(E * 2 * Fm * C) * 2, &m->mem.work)))
+                return kd_err(KD_E_NOMEM, "FP8 staging");
+            y->egu = m->stage16, y->edown = m->stage16;
+            y->egu8 = (uint8_t *)dalloc_(m, (size_t)(E * 2 * Fm * C), cnt);
+            y->edown8 = (uint8_t *)dalloc_(m, (size_t)(E * C * Fm), cnt);
+            y->egus = A32_(E * ((2 * Fm + 127) / 128) * ((C + 127) / 128));
+            y->edowns = A32_(E * ((C + 127) / 128) * ((Fm + 127) / 128));
+            CK_(y->egu8 && y->edown8 && y->egus && y->edowns);
+        } else {
+            y->egu = A16_(E * 2 * Fm * C);
+            y->edown = A16_(E * C * Fm);
+        }
         CK_(y->router && y->egu && y->edown);
         NAME_(nm, l, "mlp.gate.weight");
         KD_TRY(put_(m, s, y->router, 1, nm, (size_t)(E * C), 0));
@@ -313,9 +327,16 @@ static int weights_(kd_cu_teacher *m, src_ *s)
             KD_TRY(put_(m, s, y->egu + e * 2 * Fm * C, 0, en, (size_t)(Fm * C), 0));
             snprintf(en, sizeof en, "model.layers.%lld.mlp.experts.%lld.up_proj.weight", (long long)l, (long long)e);
             KD_TRY(put_(m, s, y->egu + e * 2 * Fm * C + Fm * C, 0, en, (size_t)(Fm * C), 0));
+        }
+        if (y->egu8)
+            KD_TRY(kd_cu_fp8_quantize(y->egu8, y->egus, y->egu, E, 2 * Fm, C, &m->cu));
+        for (int64_t e = 0; e < E; e++) {
+            char en[200];
             snprintf(en, sizeof en, "model.layers.%lld.mlp.experts.%lld.down_proj.weight", (long long)l, (long long)e);
             KD_TRY(put_(m, s, y->edown + e * C * Fm, 0, en, (size_t)(C * Fm), 0));
         }
+        if (y->edown8)
+            KD_TRY(kd_cu_fp8_quantize(y->edown8, y->edowns, y->edown, E, C, Fm, &m->cu));
         if (Fs > 0) {
             y->sgu = A16_(2 * Fs * C);
             y->sdown = A16_(C * Fs);
@@ -443,6 +464,8 @@ static int make_(const kd_model_config *c, const kd_cu_teacher_opts *o, src_ *s,
         return kd_err(KD_E_UNSUPPORTED, "the CUDA teacher needs hidden, q_lora, intermediate sizes multiples of 8, "
                       "kv_lora a multiple of 32 up to 512 (+ rope dim a multiple of 16), head dims multiples of 8 "
                       "up to 128 (or 192/128), at most %d experts, top-%d", KD_CU_MOE_MAXE, KD_CU_MOE_MAXK);
+    if (o->fp8_experts && (c->moe_intermediate_size % 16 || c->hidden_size % 16))
+        return kd_err(KD_E_UNSUPPORTED, "FP8 experts need hidden and moe_intermediate sizes multiples of 16");
     if (o->max_tokens <= 0 || o->max_seqs <= 0 || o->max_seqs > o->max_tokens)
         return kd_err(KD_E_RANGE, "CUDA teacher: max_tokens %lld, max_seqs %lld", (long long)o->max_tokens,
                       (long long)o->max_seqs);
@@ -490,9 +513,9 @@ static int make_(const kd_model_config *c, const kd_cu_teacher_opts *o, src_ *s,
         return rc;
     }
     const double G = 1073741824.0;
-    kd_info("CUDA teacher: weights %.2f GiB, work %.2f GiB, cache %.2f GiB = %lld blocks of %lld = %lld tokens "
+    kd_info("CUDA teacher: weights %.2f GiB (%s experts), work %.2f GiB, cache %.2f GiB = %lld blocks of %lld = %lld tokens "
             "(%lld layers x %lld values per token, bf16)",
-            m->mem.weights / G, m->mem.work / G, m->mem.cache / G, (long long)m->nblocks, (long long)m->block,
+            m->mem.weights / G, o->fp8_experts ? "FP8" : "bf16", m->mem.work / G, m->mem.cache / G, (long long)m->nblocks, (long long)m->block,
             (long long)(m->nblocks * m->block), (long long)c->num_layers, (long long)m->row);
     *out = m;
     return KD_OK;
@@ -544,9 +567,15 @@ static int moe_(kd_cu_teacher *m, const layer_ *y, int64_t N)
     KD_TRY(kd_cu_moe_permute(m->psrc, m->pdst, m->poff, m->pcnt, m->ridx, N, (int)k, (int)E, cu));
     KD_TRY(kd_cu_moe_gather(m->xin, m->ln, m->psrc, N, (int)k, C, cu));
     P_(cu, "moe experts");
-    KD_TRY(kd_cu_moe_gemm(m->egu_o, m->xin, y->egu, m->poff, (int)E, N * k, 2 * Fm, C, cu));
-    KD_TRY(kd_cu_swiglu_forward(m->eact, m->egu_o, N * k, Fm, cu));
-    KD_TRY(kd_cu_moe_gemm(m->ey, m->eact, y->edown, m->poff, (int)E, N * k, C, Fm, cu));
+    if (y->egu8) {
+        KD_TRY(kd_cu_moe_gemm_fp8(m->egu_o, m->xin, y->egu8, y->egus, m->poff, (int)E, N * k, 2 * Fm, C, cu));
+        KD_TRY(kd_cu_swiglu_forward(m->eact, m->egu_o, N * k, Fm, cu));
+        KD_TRY(kd_cu_moe_gemm_fp8(m->ey, m->eact, y->edown8, y->edowns, m->poff, (int)E, N * k, C, Fm, cu));
+    } else {
+        KD_TRY(kd_cu_moe_gemm(m->egu_o, m->xin, y->egu, m->poff, (int)E, N * k, 2 * Fm, C, cu));
+        KD_TRY(kd_cu_swiglu_forward(m->eact, m->egu_o, N * k, Fm, cu));
+        KD_TRY(kd_cu_moe_gemm(m->ey, m->eact, y->edown, m->poff, (int)E, N * k, C, Fm, cu));
+    }
     P_(cu, "moe combine");
     KD_TRY(kd_cu_moe_combine(m->comb, m->ey, m->pdst, m->ridx, m->rwt, N, (int)k, C, cu));
     if (y->sgu) {

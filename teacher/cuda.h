@@ -48,6 +48,8 @@ typedef struct kd_cu_teacher_opts {
     int64_t block;       /* positions per cache block; 0 = 16 */
     int64_t kv_blocks;   /* cache blocks; 0 = what the device memory holds after the rest */
     double reserve_gib;  /* left free on the device when kv_blocks is 0; 0 = 2 GiB */
+    int fp8_experts;     /* routed experts in e4m3 with 128 x 128 block scales, quantised at load
+                            (kd_cu_fp8_quantize), multiplied weight-only (kd_cu_moe_gemm_fp8) */
 } kd_cu_teacher_opts;
 
 /* From a loaded CPU teacher (its fp32 weights, rounded to bf16). */

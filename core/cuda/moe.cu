@@ -24,6 +24,7 @@
  * same launch whatever the routing: what a CUDA graph of a decode step
  * needs. Tiles go through shared memory to mma.sync (4 warps of 32 x 32). */
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -337,30 +338,52 @@ __global__ void __launch_bounds__(128) moe_gemm_kernel(bf16 *y, const bf16 *x, c
 
 template <int N_> __device__ __forceinline__ void cp_wait_() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N_)); }
 
-__global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 *x, const bf16 *w, const int32_t *off,
-                                                            int64_t N, int64_t K)
+/* F8: the weight is e4m3 with one fp32 scale per 128 x 128 block (DeepSeek's
+ * weight_scale_inv: w = w8 * scale), (E, ceil(N/128), ceil(K/128)) scales;
+ * each stage's bytes are widened to bf16 times their scale in shared memory
+ * before the MMAs (weight-only FP8: decode reads half the bytes). */
+template <bool F8>
+__global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 *x, const void *wv, const float *ws,
+                                                            const int32_t *off, int64_t N, int64_t K)
 {
     extern __shared__ __align__(16) unsigned char smem_[];
-    bf16 *sW = reinterpret_cast<bf16 *>(smem_), *sX = sW + SS * SF * SST; /* [SS][SF][SST], [SS][SR][SST] */
+    constexpr int WST = F8 ? SK + 16 : SST;         /* a stage's weight row: bytes (F8) or bf16 elements */
+    constexpr int WSZ = F8 ? SF * WST / 2 : SF * SST; /* a stage's weight tile, in bf16 units */
+    bf16 *sW = reinterpret_cast<bf16 *>(smem_), *sX = sW + SS * WSZ; /* [SS] weight tiles, [SS][SR][SST] rows */
+    bf16 *sWb = sX + SS * SR * SST;                                /* F8: the widened tile [SF][SST] */
     const int e = blockIdx.x, wi = threadIdx.x >> 5, l = threadIdx.x & 31;
     const int base = off[e], cnt = off[e + 1] - base;
     if (cnt <= 0)
         return;
     const int64_t n0 = (int64_t)blockIdx.y * SF;
-    const bf16 *we = w + (int64_t)e * N * K;
+    const int64_t nkb = (K + 127) / 128, nfb = (N + 127) / 128;
+    const bf16 *we = reinterpret_cast<const bf16 *>(wv) + (F8 ? 0 : (int64_t)e * N * K);
+    const uint8_t *we8 = reinterpret_cast<const uint8_t *>(wv) + (F8 ? (int64_t)e * N * K : 0);
     const int nk = (int)((K + SK - 1) / SK);
     for (int r0 = 0; r0 < cnt; r0 += SR) {
         const int rows = min(SR, cnt - r0);
         auto load = [&](int st, int kt) {
             const int64_t k0 = (int64_t)kt * SK;
-            bf16 *dW = sW + st * SF * SST, *dX = sX + st * SR * SST;
-            for (int i = threadIdx.x; i < SF * (SK / 8); i += 256) {
-                const int r = i / (SK / 8), c = (i % (SK / 8)) * 8;
-                if (n0 + r < N && k0 + c < K)
-                    cp16_(dW + r * SST + c, we + (n0 + r) * K + k0 + c);
-                else
-                    *reinterpret_cast<uint4 *>(dW + r * SST + c) = make_uint4(0, 0, 0, 0);
+            if (F8) {
+                uint8_t *dW = reinterpret_cast<uint8_t *>(sW + st * WSZ);
+                for (int i = threadIdx.x; i < SF * (SK / 16); i += 256) {
+                    const int r = i / (SK / 16), c = (i % (SK / 16)) * 16;
+                    if (n0 + r < N && k0 + c < K)
+                        cp16_(dW + r * WST + c, we8 + (n0 + r) * K + k0 + c);
+                    else
+                        *reinterpret_cast<uint4 *>(dW + r * WST + c) = make_uint4(0, 0, 0, 0);
+                }
+            } else {
+                bf16 *dW = sW + st * WSZ;
+                for (int i = threadIdx.x; i < SF * (SK / 8); i += 256) {
+                    const int r = i / (SK / 8), c = (i % (SK / 8)) * 8;
+                    if (n0 + r < N && k0 + c < K)
+                        cp16_(dW + r * SST + c, we + (n0 + r) * K + k0 + c);
+                    else
+                        *reinterpret_cast<uint4 *>(dW + r * SST + c) = make_uint4(0, 0, 0, 0);
+                }
             }
+            bf16 *dX = sX + st * SR * SST;
             for (int i = threadIdx.x; i < SR * (SK / 8); i += 256) {
                 const int r = i / (SK / 8), c = (i % (SK / 8)) * 8;
                 if (r < rows && k0 + c < K)
@@ -386,7 +409,28 @@ __global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 
                 load((kt + SS - 1) % SS, kt + SS - 1);
             cp_commit_();
             const int st = kt % SS;
-            const uint32_t uW = su_(sW + st * SF * SST), uX = su_(sX + st * SR * SST);
+            const bf16 *tile = sW + st * WSZ;
+            if (F8) { /* widen this stage's bytes into sWb, times the block's scale */
+                const float sc = ws[((int64_t)e * nfb + blockIdx.y) * nkb + ((int64_t)kt * SK) / 128];
+                const uint8_t *b8 = reinterpret_cast<const uint8_t *>(tile);
+                for (int i = threadIdx.x; i < SF * (SK / 8); i += 256) {
+                    const int r = i / (SK / 8), c = (i % (SK / 8)) * 8;
+                    const uint2 v = *reinterpret_cast<const uint2 *>(b8 + r * WST + c);
+                    const uint8_t *vb = reinterpret_cast<const uint8_t *>(&v);
+                    uint32_t o[4];
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        __nv_fp8_e4m3 a, b;
+                        a.__x = vb[2 * q];
+                        b.__x = vb[2 * q + 1];
+                        o[q] = pack_((float)a * sc, (float)b * sc);
+                    }
+                    *reinterpret_cast<uint4 *>(sWb + r * SST + c) = make_uint4(o[0], o[1], o[2], o[3]);
+                }
+                __syncthreads();
+                tile = sWb;
+            }
+            const uint32_t uW = su_(tile), uX = su_(sX + st * SR * SST);
 #pragma unroll
             for (int kk = 0; kk < SK / 16; kk++) {
                 uint32_t a[4];
@@ -412,6 +456,42 @@ __global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 
                 if (t < rows && f < N)
                     y[(int64_t)(base + r0 + t) * N + f] = __float2bfloat16_rn(acc[j][q]);
             }
+    }
+}
+
+/* ---- FP8 block quantisation: one block per 128 x 128 tile ---------------------------------------
+ * scale = amax / 448 (1 for an all-zero tile), w8 = e4m3(w / scale), saturating. */
+__global__ void fp8_quant_kernel(uint8_t *w8, float *ws, const bf16 *w, int64_t N, int64_t K)
+{
+    __shared__ float red[32];
+    const int64_t e = blockIdx.z, nb = blockIdx.y, kb = blockIdx.x;
+    const int64_t nkb = gridDim.x, nfb = gridDim.y;
+    const bf16 *we = w + e * N * K;
+    float mx = 0.0f;
+    for (int i = threadIdx.x; i < 128 * 128; i += blockDim.x) {
+        const int64_t r = nb * 128 + i / 128, c = kb * 128 + i % 128;
+        if (r < N && c < K)
+            mx = fmaxf(mx, fabsf(__bfloat162float(we[r * K + c])));
+    }
+#pragma unroll
+    for (int o = 16; o; o >>= 1)
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if ((threadIdx.x & 31) == 0)
+        red[threadIdx.x >> 5] = mx;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float m = 0.0f;
+        for (int i = 0; i < (int)(blockDim.x >> 5); i++)
+            m = fmaxf(m, red[i]);
+        red[0] = m > 0.0f ? m / 448.0f : 1.0f;
+        ws[(e * nfb + nb) * nkb + kb] = red[0];
+    }
+    __syncthreads();
+    const float inv = 1.0f / red[0];
+    for (int i = threadIdx.x; i < 128 * 128; i += blockDim.x) {
+        const int64_t r = nb * 128 + i / 128, c = kb * 128 + i % 128;
+        if (r < N && c < K)
+            w8[e * N * K + r * K + c] = __nv_fp8_e4m3(__bfloat162float(we[r * K + c]) * inv).__x;
     }
 }
 
@@ -474,6 +554,45 @@ extern "C" int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *ds
     return KD_OK;
 }
 
+template <bool F8>
+static int rows_launch_(kd_bf16 *y, const kd_bf16 *x, const void *w, const float *ws, const int32_t *off, int E,
+                        int64_t N, int64_t K, kd_cu *cu)
+{
+    const size_t shm = F8 ? (size_t)SS * SF * (SK + 16) + (size_t)(SS * SR + SF) * SST * sizeof(bf16)
+                          : (size_t)SS * (SF + SR) * SST * sizeof(bf16);
+    static int attr_set = 0;
+    if (!attr_set) {
+        CUDA_TRY(cudaFuncSetAttribute(moe_gemm_rows_kernel<F8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
+        attr_set = 1;
+    }
+    dim3 grid((unsigned)E, (unsigned)((N + SF - 1) / SF));
+    moe_gemm_rows_kernel<F8><<<grid, 256, shm, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x, w, ws, off, N,
+                                                                           K);
+    CUDA_TRY(cudaGetLastError());
+    return KD_OK;
+}
+
+extern "C" int kd_cu_moe_gemm_fp8(kd_bf16 *y, const kd_bf16 *x, const uint8_t *w, const float *ws, const int32_t *off,
+                                  int E, int64_t NK, int64_t N, int64_t K, kd_cu *cu)
+{
+    if (E < 1 || E > KD_CU_MOE_MAXE || K < 16 || K % 16 || N < 1 || (N + SF - 1) / SF > 65535 || NK > 0x7fffffff)
+        return kd_err(KD_E_CUDA, "moe gemm fp8: %d experts, %lld rows, N %lld, K %lld (need K a multiple of 16)", E,
+                      (long long)NK, (long long)N, (long long)K);
+    if (NK == 0)
+        return KD_OK;
+    return rows_launch_<true>(y, x, w, ws, off, E, N, K, cu);
+}
+
+extern "C" int kd_cu_fp8_quantize(uint8_t *w8, float *ws, const kd_bf16 *w, int64_t E, int64_t N, int64_t K, kd_cu *cu)
+{
+    if (E < 1 || N < 1 || K < 1 || (N + 127) / 128 > 65535 || E > 65535)
+        return kd_err(KD_E_CUDA, "fp8 quantise: %lld x %lld x %lld", (long long)E, (long long)N, (long long)K);
+    dim3 grid((unsigned)((K + 127) / 128), (unsigned)((N + 127) / 128), (unsigned)E);
+    fp8_quant_kernel<<<grid, 256, 0, (cudaStream_t)cu->stream>>>(w8, ws, (const bf16 *)w, N, K);
+    CUDA_TRY(cudaGetLastError());
+    return KD_OK;
+}
+
 extern "C" int kd_cu_moe_gemm(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t *off, int E, int64_t NK,
                               int64_t N, int64_t K, kd_cu *cu)
 {
@@ -490,19 +609,8 @@ extern "C" int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *
         return KD_OK;
     if (path == 0)
         path = NK <= (int64_t)SR * E ? 2 : 1; /* about a pass of 32 rows per expert or less: decode */
-    if (path == 2) {
-        const size_t shm = (size_t)SS * (SF + SR) * SST * sizeof(bf16);
-        static int attr_set = 0;
-        if (!attr_set) {
-            CUDA_TRY(cudaFuncSetAttribute(moe_gemm_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-            attr_set = 1;
-        }
-        dim3 grid((unsigned)E, (unsigned)((N + SF - 1) / SF));
-        moe_gemm_rows_kernel<<<grid, 256, shm, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x, (const bf16 *)w,
-                                                                           off, N, K);
-        CUDA_TRY(cudaGetLastError());
-        return KD_OK;
-    }
+    if (path == 2)
+        return rows_launch_<false>(y, x, w, NULL, off, E, N, K, cu);
     dim3 grid((unsigned)((NK + GM - 1) / GM + E), (unsigned)((N + GN - 1) / GN));
     moe_gemm_kernel<<<grid, 128, 0, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x, (const bf16 *)w, off, E,
                                                                 N, K);

@@ -140,7 +140,20 @@ if ! "$BIN" version 2>/dev/null | grep -q "cuda:0"; then
         || fail "sft on cuda without a GPU: $rc $(cat "$TMP/err")"
     run "$BIN" bench sft --model-config "$ROOT/configs/models/tiny-qwen2" --device cuda --seq 64
     [ "$rc" -eq 1 ] && grep -q "KD_E_CUDA" "$TMP/err" || fail "bench sft --device cuda without a GPU: $rc $(cat "$TMP/err")"
+    run "$BIN" bench generate --model-config "$ROOT/configs/models/tiny-deepseek-v3" --conc 2 --new 4
+    [ "$rc" -eq 1 ] && grep -q "KD_E_CUDA" "$TMP/err" || fail "bench generate without a GPU: $rc $(cat "$TMP/err")"
 fi
+# bench generate's usage errors (checked before any GPU work)
+run "$BIN" bench generate --model-config "$ROOT/configs/models/tiny-deepseek-v3" --dtype fp16
+[ "$rc" -eq 2 ] && grep -q "bf16 or fp8" "$TMP/err" || fail "bench generate --dtype fp16: $rc $(cat "$TMP/err")"
+run "$BIN" bench generate --model-config "$ROOT/configs/models/tiny-deepseek-v3" --conc 4,0
+[ "$rc" -eq 2 ] && grep -q "conc" "$TMP/err" || fail "bench generate --conc 4,0: $rc $(cat "$TMP/err")"
+run "$BIN" bench generate --top-p 1.5 --model-config "$ROOT/configs/models/tiny-deepseek-v3"
+[ "$rc" -eq 2 ] && grep -q "top-p" "$TMP/err" || fail "bench generate --top-p 1.5: $rc $(cat "$TMP/err")"
+run "$BIN" bench generate
+[ "$rc" -eq 2 ] && grep -q "model-config" "$TMP/err" || fail "bench generate without a model: $rc $(cat "$TMP/err")"
+run "$BIN" bench generate --help
+[ "$rc" -eq 0 ] && grep -q "roofline" "$TMP/out" || fail "bench generate --help"
 run "$BIN" bench sft --model-config "$ROOT/configs/models/tiny-qwen2" --device tpu
 [ "$rc" -eq 2 ] && grep -q "cpu or cuda" "$TMP/err" || fail "bench sft --device tpu: $rc $(cat "$TMP/err")"
 run "$BIN" bench sft --model-config "$ROOT/configs/models/tiny-qwen2" --docs 4 --seq 64

@@ -200,6 +200,9 @@ TEST(grouped_gemm)
     const int64_t N = 2 * 1408, K = 2048;
     kd_bf16 *dx = dev((size_t)(2048 * 6 * K) * 2), *dw = dev((size_t)E * N * K * 2), *dy = dev((size_t)(2048 * 6 * N) * 2);
     int32_t *doff = dev((E + 1) * 4);
+    uint8_t *d8 = dev((size_t)E * N * K);
+    float *dsc = dev((size_t)E * ((N + 127) / 128) * ((K + 127) / 128) * 4);
+    CHECK_OK(kd_cu_fp8_quantize(d8, dsc, dw, E, N, K, &cu));
     static const int64_t toks[] = {1, 64, 256, 2048};
     for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++) {
         const int64_t NK = toks[ti] * 6;
@@ -208,21 +211,101 @@ TEST(grouped_gemm)
             off[e] = (int32_t)(NK >= E ? NK * e / E : (e < NK ? e : NK));
         CHECK_OK(kd_cu_upload(doff, off, sizeof off, &cu));
         const double touched = NK >= E ? E : (double)NK;
-        for (int path = 1; path <= 2; path++)
+        for (int path = 1; path <= 3; path++) /* 3: fp8 weights (1 byte each) */
             for (int pass = 0; pass < 2; pass++) {
                 CHECK_OK(kd_cu_sync(&cu));
                 double t0 = kd_now();
                 for (int r = 0; r < 10; r++)
-                    CHECK_OK(kd_cu_moe_gemm_path(dy, dx, dw, doff, E, NK, N, K, path, &cu));
+                    CHECK_OK(path == 3 ? kd_cu_moe_gemm_fp8(dy, dx, d8, dsc, doff, E, NK, N, K, &cu)
+                                       : kd_cu_moe_gemm_path(dy, dx, dw, doff, E, NK, N, K, path, &cu));
                 CHECK_OK(kd_cu_sync(&cu));
                 double dt = (kd_now() - t0) / 10;
                 if (pass)
-                    printf("  grouped gemm timing, path %d: %d experts (%.0f with rows), %lld rows, N %lld, K %lld: "
-                           "%.3f ms, weights %.0f GB/s, %.1f TFLOP/s\n", path, E, touched, (long long)NK, (long long)N,
-                           (long long)K, dt * 1e3, touched * N * K * 2 / dt / 1e9, 2.0 * NK * N * K / dt / 1e12);
+                    printf("  grouped gemm timing, %s: %d experts (%.0f with rows), %lld rows, N %lld, K %lld: "
+                           "%.3f ms, weights %.0f GB/s, %.1f TFLOP/s\n", path == 1 ? "tiles" : path == 2 ? "rows" : "rows fp8",
+                           E, touched, (long long)NK, (long long)N, (long long)K, dt * 1e3,
+                           touched * N * K * (path == 3 ? 1 : 2) / dt / 1e9, 2.0 * NK * N * K / dt / 1e12);
             }
     }
     kd_cu_free_ptr(dx), kd_cu_free_ptr(dw), kd_cu_free_ptr(dy), kd_cu_free_ptr(doff);
+    kd_cu_free_ptr(d8), kd_cu_free_ptr(dsc);
+}
+
+/* FP8 experts: the quantiser against the same arithmetic on the CPU (bytes and
+ * scales exact), then the weight-only FP8 grouped GEMM against the products of
+ * the dequantised weights (bf16 tolerance), and how far those are from the
+ * unquantised ones (printed: e4m3's rounding) */
+static void fp8_case_(const int32_t *counts, int E, int64_t N, int64_t K)
+{
+    int32_t *off = malloc((size_t)(E + 1) * sizeof *off);
+    off[0] = 0;
+    for (int e = 0; e < E; e++)
+        off[e + 1] = off[e] + counts[e];
+    const int64_t NK = off[E], nfb = (N + 127) / 128, nkb = (K + 127) / 128, nw = (int64_t)E * N * K;
+    float *x = rnd(NK * K, 1), *w = rnd(nw, 0.1f);
+    for (int64_t i = 0; i < nw; i += 977) /* a few large weights, so blocks have different scales */
+        w[i] *= 8;
+    kd_bf16 *dx = up16(x, NK * K), *dw = up16(w, nw), *dy = dev((size_t)(NK * N) * 2);
+    uint8_t *d8 = dev((size_t)nw);
+    float *dsc = dev((size_t)(E * nfb * nkb) * 4);
+    int32_t *doff = dev((size_t)(E + 1) * 4);
+    CHECK_OK(kd_cu_upload(doff, off, (size_t)(E + 1) * 4, &cu));
+    CHECK_OK(kd_cu_fp8_quantize(d8, dsc, dw, E, N, K, &cu));
+    CHECK_OK(kd_cu_moe_gemm_fp8(dy, dx, d8, dsc, doff, E, NK, N, K, &cu));
+    CHECK_OK(kd_cu_sync(&cu));
+    uint8_t *h8 = malloc((size_t)nw);
+    float *hs = malloc((size_t)(E * nfb * nkb) * 4), *wq = malloc((size_t)nw * 4);
+    CHECK_OK(kd_cu_download(h8, d8, (size_t)nw, &cu));
+    CHECK_OK(kd_cu_download(hs, dsc, (size_t)(E * nfb * nkb) * 4, &cu));
+    int64_t bad_scale = 0, bad_byte = 0;
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t nb = 0; nb < nfb; nb++)
+            for (int64_t kb = 0; kb < nkb; kb++) {
+                float mx = 0;
+                for (int64_t r = nb * 128; r < N && r < nb * 128 + 128; r++)
+                    for (int64_t c = kb * 128; c < K && c < kb * 128 + 128; c++)
+                        mx = fmaxf(mx, fabsf(w[(e * N + r) * K + c]));
+                const float sc = mx > 0 ? mx / 448.0f : 1.0f, got = hs[(e * nfb + nb) * nkb + kb], inv = 1.0f / sc;
+                bad_scale += got != sc;
+                for (int64_t r = nb * 128; r < N && r < nb * 128 + 128; r++)
+                    for (int64_t c = kb * 128; c < K && c < kb * 128 + 128; c++) {
+                        const int64_t i = (e * N + r) * K + c;
+                        bad_byte += h8[i] != kd_f32_to_fp8e4m3(w[i] * inv);
+                        wq[i] = kd_fp8e4m3_to_f32(h8[i]) * got;
+                    }
+            }
+    CHECK(bad_scale == 0 && bad_byte == 0);
+    float *want = malloc((size_t)(NK * N) * 4), *orig = malloc((size_t)(NK * N) * 4);
+    for (int e = 0; e < E; e++)
+        for (int64_t r = off[e]; r < off[e + 1]; r++)
+            for (int64_t n = 0; n < N; n++) {
+                double a = 0, b = 0;
+                for (int64_t k = 0; k < K; k++) {
+                    const int64_t wi = ((int64_t)e * N + n) * K + k;
+                    a += (double)x[r * K + k] * (double)kd_bf16_to_f32(kd_f32_to_bf16(wq[wi]));
+                    b += (double)x[r * K + k] * w[wi];
+                }
+                want[r * N + n] = (float)a;
+                orig[r * N + n] = (float)b;
+            }
+    float *got = down16(dy, NK * N);
+    const double err = rel_err(got, want, NK * N), qerr = rel_err(got, orig, NK * N);
+    printf("  fp8 grouped gemm E %d rows %lld N %lld K %lld: rel err %.1e against the dequantised weights, %.1e "
+           "against the bf16 ones; quantiser: %lld scales, %lld bytes differ\n", E, (long long)NK, (long long)N,
+           (long long)K, err, qerr, (long long)bad_scale, (long long)bad_byte);
+    CHECK(err <= 1e-2);
+    CHECK(qerr <= 6e-2);
+    free(off), free(x), free(w), free(h8), free(hs), free(wq), free(want), free(orig), free(got);
+    kd_cu_free_ptr(dx), kd_cu_free_ptr(dw), kd_cu_free_ptr(dy), kd_cu_free_ptr(d8), kd_cu_free_ptr(dsc);
+    kd_cu_free_ptr(doff);
+}
+
+TEST(fp8_experts)
+{
+    static const int32_t c1[] = {3, 0, 40, 1, 0, 17, 6, 70};
+    fp8_case_(c1, 8, 200, 336); /* N, K not multiples of 128: partial scale blocks */
+    static const int32_t c2[] = {5, 9};
+    fp8_case_(c2, 2, 256, 256);
 }
 
 TEST(errors)
@@ -238,6 +321,7 @@ TEST(errors)
     CHECK_ERR(kd_cu_moe_permute(NULL, NULL, NULL, NULL, NULL, 4, 8, 0, &cu), KD_E_CUDA, "0 experts");
     CHECK_ERR(kd_cu_moe_combine(NULL, NULL, NULL, NULL, NULL, 4, 0, 8, &cu), KD_E_CUDA, "top-0");
     CHECK_ERR(kd_cu_moe_gemm(NULL, NULL, NULL, NULL, 8, 16, 64, 12, &cu), KD_E_CUDA, "K 12");
+    CHECK_ERR(kd_cu_moe_gemm_fp8(NULL, NULL, NULL, NULL, NULL, 8, 16, 64, 24, &cu), KD_E_CUDA, "K 24");
 }
 
 int main(void)
@@ -249,6 +333,7 @@ int main(void)
     }
     RUN(route_permute_combine);
     RUN(grouped_gemm);
+    RUN(fp8_experts);
     RUN(errors);
     kd_cu_free(&cu);
     return test_summary();

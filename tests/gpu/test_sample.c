@@ -155,7 +155,7 @@ static void compare_(const char *name, const float *lg, const kd_cu_sample_row *
     free(ids), free(lp), free(scratch);
 }
 
-/* S rows of one kind, all with knobs made by mk (NULL: random per row) */
+/* S rows of one kind, all with proto's knobs (each its own key for the draw) */
 static void case_(const char *name, int kind, int64_t S, int64_t V, kd_cu_sample_row proto)
 {
     float *lg = malloc((size_t)(S * V) * sizeof *lg);
