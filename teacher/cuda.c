@@ -184,8 +184,8 @@ static int put_(kd_cu_teacher *m, src_ *s, void *dst, int f32, const char *name,
             return kd_cu_memset0(dst, n * (f32 ? 4 : 2), &m->cu);
         if (kind == 1)
             return f32 ? kd_err(KD_E_INTERNAL, "fp32 norm") : kd_cu_fill_bf16(dst, (int64_t)n, 1.0f, &m->cu);
-        return kd_cu_fill_normal(f32 ? NULL : dst, f32 ? dst : NULL, (int64_t)n, s->std, s->seed * 0x9e3779b97f4a7c15ull + ++s->k,
-                                 &m->cu);
+        return kd_cu_fill_normal(f32 ? NULL : dst, f32 ? dst : NULL, (int64_t)n, s->std,
+                                 s->seed * 0x9e3779b97f4a7c15ull + ++s->k, &m->cu);
     }
     size_t have = 0;
     const float *w = kd_teacher_weight(s->cpu, name, &have);
@@ -219,7 +219,11 @@ static int weights_(kd_cu_teacher *m, src_ *s)
     char nm[200], nm2[200];
 #define A16_(n) ((kd_bf16 *)dalloc_(m, (size_t)(n) * 2, cnt))
 #define A32_(n) ((float *)dalloc_(m, (size_t)(n) * 4, cnt))
-#define CK_(p) do { if (!(p)) return kd_err(KD_E_NOMEM, "teacher weights on the GPU (%zu bytes so far)", *cnt); } while (0)
+#define CK_(p)                                                                                     \
+    do {                                                                                           \
+        if (!(p))                                                                                  \
+            return kd_err(KD_E_NOMEM, "teacher weights on the GPU (%zu bytes so far)", *cnt);      \
+    } while (0)
     m->wte = A16_(V * C);
     m->lnf = A16_(C);
     m->lmh = c->tie_word_embeddings ? m->wte : A16_(V * C);
@@ -513,9 +517,10 @@ static int make_(const kd_model_config *c, const kd_cu_teacher_opts *o, src_ *s,
         return rc;
     }
     const double G = 1073741824.0;
-    kd_info("CUDA teacher: weights %.2f GiB (%s experts), work %.2f GiB, cache %.2f GiB = %lld blocks of %lld = %lld tokens "
-            "(%lld layers x %lld values per token, bf16)",
-            m->mem.weights / G, o->fp8_experts ? "FP8" : "bf16", m->mem.work / G, m->mem.cache / G, (long long)m->nblocks, (long long)m->block,
+    kd_info("CUDA teacher: weights %.2f GiB (%s experts), work %.2f GiB, cache %.2f GiB = %lld blocks of %lld = "
+            "%lld tokens (%lld layers x %lld values per token, bf16)",
+            m->mem.weights / G, o->fp8_experts ? "FP8" : "bf16", m->mem.work / G, m->mem.cache / G,
+            (long long)m->nblocks, (long long)m->block,
             (long long)(m->nblocks * m->block), (long long)c->num_layers, (long long)m->row);
     *out = m;
     return KD_OK;

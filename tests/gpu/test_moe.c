@@ -192,13 +192,15 @@ TEST(grouped_gemm)
     gemm_case_(c1, 8, 100, 136);
     static const int32_t c2[] = {64, 64, 0};
     gemm_case_(c2, 3, 64, 32);
-    static const int32_t c3[] = {3, 0, 9, 1, 0, 17, 6, 4, 0, 2, 8, 5, 1, 0, 33, 7}; /* decode-like: few rows, N % 128 != 0 */
+    /* decode-like: few rows, N % 128 != 0 */
+    static const int32_t c3[] = {3, 0, 9, 1, 0, 17, 6, 4, 0, 2, 8, 5, 1, 0, 33, 7};
     gemm_case_(c3, 16, 200, 328);
     /* timing (not an assertion): a Moonlight-16B-A3B layer's routed gate/up at 256 tokens of
      * decode, top-6 of 64 experts, 1408 x 2 features of 2048 */
     const int E = 64;
     const int64_t N = 2 * 1408, K = 2048;
-    kd_bf16 *dx = dev((size_t)(2048 * 6 * K) * 2), *dw = dev((size_t)E * N * K * 2), *dy = dev((size_t)(2048 * 6 * N) * 2);
+    kd_bf16 *dx = dev((size_t)(2048 * 6 * K) * 2), *dw = dev((size_t)E * N * K * 2);
+    kd_bf16 *dy = dev((size_t)(2048 * 6 * N) * 2);
     int32_t *doff = dev((E + 1) * 4);
     uint8_t *d8 = dev((size_t)E * N * K);
     float *dsc = dev((size_t)E * ((N + 127) / 128) * ((K + 127) / 128) * 4);
@@ -222,7 +224,8 @@ TEST(grouped_gemm)
                 double dt = (kd_now() - t0) / 10;
                 if (pass)
                     printf("  grouped gemm timing, %s: %d experts (%.0f with rows), %lld rows, N %lld, K %lld: "
-                           "%.3f ms, weights %.0f GB/s, %.1f TFLOP/s\n", path == 1 ? "tiles" : path == 2 ? "rows" : "rows fp8",
+                           "%.3f ms, weights %.0f GB/s, %.1f TFLOP/s\n",
+                           path == 1 ? "tiles" : path == 2 ? "rows" : "rows fp8",
                            E, touched, (long long)NK, (long long)N, (long long)K, dt * 1e3,
                            touched * N * K * (path == 3 ? 1 : 2) / dt / 1e9, 2.0 * NK * N * K / dt / 1e12);
             }
