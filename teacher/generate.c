@@ -21,6 +21,9 @@
 #include "data/store.h"
 #include "student/model.h"
 #include "teacher/model.h"
+#ifdef KD_HAVE_CUDA
+#include "core/cuda/cusample.h"
+#endif
 
 /* ---- configuration ---------------------------------------------------------------- */
 
@@ -183,6 +186,9 @@ typedef struct samp_ {
     int in_think;
     int64_t think_tokens, forced;
     int64_t next;          /* the token to feed */
+    int pre;               /* the GPU sampled the next token already: pre_id, with log-probability pre_lp */
+    int64_t pre_id;
+    double pre_lp;
     int done;
     double t0;
 } samp_;
@@ -234,11 +240,15 @@ static int samp_advance_(gjob_ *j, samp_ *sp)
     const int64_t V = j->g.V;
     const float *row = sp->row;
     int64_t id;
-    const double lse = kd_logsumexp(row, V); /* the model's log-probabilities, for the record */
+    double lp = 0; /* the token's log-probability under the model, for the record */
     if (sp->forced >= 0) {
         id = j->close_think[sp->forced++];
         if ((size_t)sp->forced == j->nclose)
             sp->forced = -1;
+        lp = (double)row[id] - kd_logsumexp(row, V);
+    } else if (sp->pre) { /* sampled on the GPU (the same rules and draw as kd_sample) */
+        id = sp->pre_id;
+        lp = sp->pre_lp;
     } else {
         memcpy(j->work, row, (size_t)V * sizeof(float));
         kd_sample_penalize(j->work, V, sp->seen, sp->counts, c->sampling.repetition_penalty,
@@ -246,9 +256,11 @@ static int samp_advance_(gjob_ *j, samp_ *sp)
         kd_rng r;
         kd_gen_rng((uint64_t)c->runtime.seed, sp->pid, sp->sample, (uint64_t)sp->t, &r);
         KD_TRY(kd_sample(&j->sc, &r, j->work, V, &id, j->scratch));
+        lp = (double)row[id] - kd_logsumexp(row, V);
     }
+    sp->pre = 0;
     unit_out_ *o = &sp->o;
-    o->logprob += (double)row[id] - lse;
+    o->logprob += lp;
     o->tokens++;
     sp->gen[sp->t++] = id;
     sp->counts[id]++;
@@ -682,18 +694,115 @@ static void unit_done_(unit_ *u)
     }
 }
 
+/* Sampling on the GPU (core/cuda/cusample.h) for the CUDA teacher's decode
+ * steps, when no penalty is on (they need the host's counts): only the ids and
+ * their log-probabilities come back, not (samples x vocab) logits. A sample
+ * whose next token is forced (the thinking budget's close) gets its logits
+ * row instead, for the record's log-probability. DISTILL_HOST_SAMPLING=1 keeps
+ * sampling on the host (the reference: the same tokens, kd_sample). */
+typedef struct gsamp_ {
+    int on;
+    void *rows, *ids, *lp;  /* device: (B) kd_cu_sample_row, int32, float */
+    void *h_rows;           /* host staging */
+    int32_t *h_ids;
+    float *h_lp;
+} gsamp_;
+
+#ifdef KD_HAVE_CUDA
+static int gsamp_init_(gsamp_ *g, const gjob_ *j, int64_t B)
+{
+    const kd_gen_config *c = j->cfg;
+    const char *env = getenv("DISTILL_HOST_SAMPLING");
+    memset(g, 0, sizeof *g);
+    if (!j->g.cu || (env && *env && *env != '0') || c->sampling.repetition_penalty != 1.0 ||
+        c->sampling.frequency_penalty != 0.0)
+        return KD_OK;
+    g->h_rows = calloc((size_t)B, sizeof(kd_cu_sample_row));
+    g->h_ids = malloc((size_t)B * sizeof *g->h_ids);
+    g->h_lp = malloc((size_t)B * sizeof *g->h_lp);
+    if (!g->h_rows || !g->h_ids || !g->h_lp)
+        return kd_err(KD_E_NOMEM, "sampling buffers");
+    KD_TRY(kd_cu_malloc(&g->rows, (size_t)B * sizeof(kd_cu_sample_row)));
+    KD_TRY(kd_cu_malloc(&g->ids, (size_t)B * 4));
+    KD_TRY(kd_cu_malloc(&g->lp, (size_t)B * 4));
+    g->on = 1;
+    kd_info("generate: sampling on the GPU");
+    return KD_OK;
+}
+
+static void gsamp_free_(gsamp_ *g)
+{
+    kd_cu_free_ptr(g->rows);
+    kd_cu_free_ptr(g->ids);
+    kd_cu_free_ptr(g->lp);
+    free(g->h_rows);
+    free(g->h_ids);
+    free(g->h_lp);
+    memset(g, 0, sizeof *g);
+}
+
+#else
+static int gsamp_init_(gsamp_ *g, const gjob_ *j, int64_t B)
+{
+    (void)j, (void)B;
+    memset(g, 0, sizeof *g);
+    return KD_OK;
+}
+static void gsamp_free_(gsamp_ *g) { (void)g; }
+typedef struct live_ live_;
+static int gpu_sample_(gsamp_ *g, gjob_ *j, live_ *run, int64_t nrun)
+{
+    (void)g, (void)j, (void)run, (void)nrun;
+    return kd_err(KD_E_CUDA, "no CUDA backend");
+}
+#endif
+
 /* The engine: continuous batching over a paged cache, for every model. Up to `batch`
  * samples run together; a new prompt is prefilled once and its samples fork
  * its blocks; each step advances every running sample by one token. When the
  * pool runs out, the newest sample is preempted (its blocks freed) and later
  * recomputed: its prompt prefilled, its tokens replayed, so its text is the
  * same as if it had never been preempted. */
-typedef struct live_ {
+struct live_ {
     samp_ sp;
     unit_ *u;
     int replay; /* waiting: the cache must be (re)built before it runs */
     int fed;    /* sp.row holds fresh logits (else sp.next waits to be fed) */
-} live_;
+};
+typedef struct live_ live_;
+
+#ifdef KD_HAVE_CUDA
+static int gpu_sample_(gsamp_ *g, gjob_ *j, live_ *run, int64_t nrun)
+{
+    const kd_gen_config *c = j->cfg;
+    const int64_t V = j->g.V;
+    kd_cu *cu = kd_cu_teacher_cu(j->g.cu);
+    kd_cu_sample_row *r = g->h_rows;
+    for (int64_t i = 0; i < nrun; i++)
+        r[i] = (kd_cu_sample_row){c->sampling.temperature, c->sampling.top_p, c->sampling.min_p,
+                                  c->sampling.top_k, (uint64_t)c->runtime.seed, run[i].sp.pid, run[i].sp.sample,
+                                  (uint64_t)run[i].sp.t};
+    KD_TRY(kd_cu_upload_async(g->rows, r, (size_t)nrun * sizeof *r, cu));
+    const float *lg = kd_cu_teacher_logits_dev(j->g.cu);
+    KD_TRY(kd_cu_sample(g->ids, g->lp, lg, g->rows, nrun, V, cu));
+    KD_TRY(kd_cu_download(g->h_ids, g->ids, (size_t)nrun * 4, cu));
+    KD_TRY(kd_cu_download(g->h_lp, g->lp, (size_t)nrun * 4, cu));
+    for (int64_t i = 0; i < nrun; i++) {
+        samp_ *sp = &run[i].sp;
+        if (sp->forced >= 0) { /* a forced token: its logits row, for the log-probability */
+            KD_TRY(kd_cu_download(sp->row, lg + i * V, (size_t)V * sizeof(float), cu));
+            continue;
+        }
+        if (g->h_ids[i] < 0)
+            return kd_err(KD_E_RANGE, "sampling prompt %" PRIu64 " sample %u: the logits hold a NaN or +inf, "
+                          "or are all -inf", sp->pid, sp->sample);
+        sp->pre = 1;
+        sp->pre_id = g->h_ids[i];
+        sp->pre_lp = g->h_lp[i];
+    }
+    return KD_OK;
+}
+#endif
 
 static int run_engine_(gctx_ *x)
 {
@@ -711,6 +820,11 @@ static int run_engine_(gctx_ *x)
     int64_t nrun = 0;
     unit_ *pending_unit = NULL;
     int more = 1, rc = (run && seqs && next && nn && logits) ? KD_OK : kd_err(KD_E_NOMEM, "engine");
+    gsamp_ gsamp;
+    if (rc == KD_OK)
+        rc = gsamp_init_(&gsamp, j, B);
+    else
+        memset(&gsamp, 0, sizeof gsamp);
     for (int64_t i = 0; rc == KD_OK && i < B; i++)
         nn[i] = 1;
     while (rc == KD_OK) {
@@ -855,9 +969,13 @@ static int run_engine_(gctx_ *x)
             seqs[i] = &run[i].sp.seq;
             next[i] = run[i].sp.next;
         }
-        rc = gm_step_(m, pool, seqs, (int)nrun, next, nn, 0, logits);
+        const int gpu_sample = gsamp.on;
+        rc = gm_step_(m, pool, seqs, (int)nrun, next, nn, 0, gpu_sample ? NULL : logits);
+        if (rc == KD_OK && gpu_sample)
+            rc = gpu_sample_(&gsamp, j, run, nrun);
         for (int64_t i = 0; rc == KD_OK && i < nrun; i++) {
-            memcpy(run[i].sp.row, logits + i * V, (size_t)V * sizeof(float));
+            if (!gpu_sample)
+                memcpy(run[i].sp.row, logits + i * V, (size_t)V * sizeof(float));
             run[i].fed = 1;
         }
     }
@@ -880,6 +998,7 @@ static int run_engine_(gctx_ *x)
     free(next);
     free(nn);
     free(logits);
+    gsamp_free_(&gsamp);
     gm_pool_free_(m, pool);
     return rc;
 }

@@ -156,7 +156,7 @@ fi
 fi
 if has gpugenjob; then
 echo "== distill generate on CUDA under load: a tiny DeepSeek-V3 (random weights, the real vocabulary),"
-echo "   ${GPU_JOB_PROMPTS:-1000} prompts x 4 samples, batch 64, twice with the same seed, and on the CPU"
+echo "   ${GPU_JOB_PROMPTS:-1000} prompts x 4 samples, batch 64, twice with the same seed, sampled on the host, on the CPU"
 x=/tmp/kdg && rm -rf $x && mkdir -p $x
 $b/distill -q init configs/models/tiny-deepseek-v3 $x/ds --tokenizer /tmp/kdcache/tokenizers/deepseek_v3 --seed 3
 python3 -c "
@@ -169,15 +169,17 @@ import json, sys
 rows = [json.loads(l) for l in sys.stdin]
 for r in sorted(rows, key=lambda r: (r["prompt_id"], r["sample"])):
     print(r["prompt_id"], r["sample"], r["finish_reason"], json.dumps(r["generation"]))'; }
-for d in c1 c2 cpu; do
+for d in c1 c2 ch cpu; do # ch: the CUDA teacher, sampled on the host (kd_sample)
   $b/distill data import $x/$d $x/p.jsonl --kind prompts >/dev/null 2>&1
   dev=cuda; [ $d = cpu ] && dev=cpu
-  /usr/bin/time -f "$d: %e s wall" $b/distill generate configs/generate/r1.yaml --set model=$x/ds --set input=$x/$d \
+  hs=0; [ $d = ch ] && hs=1
+  DISTILL_HOST_SAMPLING=$hs /usr/bin/time -f "$d: %e s wall" $b/distill generate configs/generate/r1.yaml --set model=$x/ds --set input=$x/$d \
     --set samples=4 --set batch=64 --set sampling.max_new_tokens=64 --set runtime.device=$dev \
     --set progress=false 2>&1 | grep -v "^progress" | tail -3
   texts $x/$d > $x/$d.txt; echo "$d: $(wc -l < $x/$d.txt) records"
 done
 cmp -s $x/c1.txt $x/c2.txt && echo "cuda run 1 = cuda run 2: identical texts" || echo "FAIL cuda runs differ: $(diff $x/c1.txt $x/c2.txt | head -4)"
+cmp -s $x/c1.txt $x/ch.txt && echo "GPU sampling = host sampling: identical texts" || echo "FAIL GPU and host sampling differ: $(diff $x/c1.txt $x/ch.txt | wc -l) lines"
 python3 -c "
 a = open('$x/c1.txt').read().splitlines(); b = open('$x/cpu.txt').read().splitlines()
 print('cuda vs cpu (bf16 vs fp32): %d of %d texts identical' % (sum(x == y for x, y in zip(a, b)), len(b)))"
