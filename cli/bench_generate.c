@@ -136,6 +136,27 @@ int bench_generate(int argc, char **argv)
                             .fp8_experts = fp8};
     if (o.max_tokens < 256)
         o.max_tokens = 256;
+    /* the copy bandwidth of this device, the roofline's denominator */
+    double bw = 0;
+    { /* before the teacher: its cache takes the memory left */
+        kd_cu bcu;
+        if ((st = kd_cu_init(&bcu, 0)))
+            return kd_cli_fail(st);
+        void *a = NULL, *b = NULL;
+        const size_t nb = (size_t)1 << 30;
+        if (!kd_cu_malloc(&a, nb) && !kd_cu_malloc(&b, nb)) {
+            kd_cu_copy(b, a, nb, &bcu);
+            kd_cu_sync(&bcu);
+            double t = kd_now();
+            for (int i = 0; i < 5; i++)
+                kd_cu_copy(b, a, nb, &bcu);
+            kd_cu_sync(&bcu);
+            bw = 2.0 * 5 * (double)nb / (kd_now() - t);
+        }
+        kd_cu_free_ptr(a);
+        kd_cu_free_ptr(b);
+        kd_cu_free(&bcu);
+    }
     kd_cu_teacher *g = NULL;
     double t0 = kd_now();
     if ((st = kd_cu_teacher_new_random(&mc, &o, 1234, 0.02, &g)))
@@ -157,23 +178,6 @@ int bench_generate(int argc, char **argv)
                           nmoe * (3 * Fm * mc.n_shared_experts * C + E * C) + V * C;
     const double expert_bytes = (fp8 ? 1.0 : 2.0) * 3 * Fm * C;
 
-    /* the copy bandwidth of this device, the roofline's denominator */
-    double bw = 0;
-    {
-        void *a = NULL, *b = NULL;
-        const size_t nb = (size_t)1 << 30;
-        if (!kd_cu_malloc(&a, nb) && !kd_cu_malloc(&b, nb)) {
-            kd_cu_copy(b, a, nb, cu);
-            kd_cu_sync(cu);
-            double t = kd_now();
-            for (int i = 0; i < 5; i++)
-                kd_cu_copy(b, a, nb, cu);
-            kd_cu_sync(cu);
-            bw = 2.0 * 5 * (double)nb / (kd_now() - t);
-        }
-        kd_cu_free_ptr(a);
-        kd_cu_free_ptr(b);
-    }
     kd_info("bench generate: device copy bandwidth %.0f GB/s (read + write)", bw / 1e9);
 
     kd_cu_sample_row *hrows = malloc((size_t)cmax * sizeof *hrows);

@@ -298,34 +298,43 @@ __device__ __forceinline__ u128 shfl_down128_(u128 v, int o)
 }
 
 /* Add this lane's key to bin b of the histogram when `in`, with its fixed
- * point mass f when `mass`. Lanes of one bin are summed first (3 pieces of
- * at most 22 bits, so the warp sums fit 32 bits), then one lane adds them:
- * integer sums, the same whatever the order. Call with the whole warp. */
+ * point mass f when `mass`: integer sums, the same whatever the order. Each
+ * lane adds its own (conflicts on a bin serialize, few in a spread row); when
+ * every lane is in one bin (a row of equal logits, a digit deep in a peak)
+ * the warp sums first (in 3 pieces of at most 22 bits, so the sums fit 32
+ * bits) and one lane adds. Call with the whole warp. */
+__device__ __forceinline__ void add128_(hist_ &h, uint32_t b, u128 t)
+{
+    const unsigned long long a = (unsigned long long)t, old = atomicAdd(&h.lo[b], a);
+    const uint32_t c = (uint32_t)(t >> 64) + (old + a < old); /* the carry */
+    if (c)
+        atomicAdd(&h.hi[b], c);
+}
+
 __device__ void hist_add_(hist_ &h, bool in, uint32_t b, u128 f, bool mass)
 {
-    const int lane = threadIdx.x & 31;
-    unsigned todo = __ballot_sync(FULL, in);
-    while (todo) {
-        const int src = __ffs(todo) - 1;
-        const uint32_t bb = __shfl_sync(FULL, b, src);
-        const unsigned peers = __ballot_sync(FULL, in && b == bb);
-        todo &= ~peers;
+    const unsigned act = __ballot_sync(FULL, in);
+    if (!act)
+        return;
+    const int lane = threadIdx.x & 31, lead = __ffs(act) - 1;
+    const uint32_t b0 = __shfl_sync(FULL, b, lead);
+    if (__all_sync(FULL, !in || b == b0)) {
         if (mass) {
-            const bool me = (peers >> lane) & 1;
             const uint64_t flo = (uint64_t)f;
-            const uint32_t p0 = __reduce_add_sync(FULL, me ? (uint32_t)flo & 0x3fffffu : 0u);
-            const uint32_t p1 = __reduce_add_sync(FULL, me ? (uint32_t)(flo >> 22) & 0x1fffffu : 0u);
-            const uint32_t p2 = __reduce_add_sync(FULL, me ? (uint32_t)(flo >> 43) | (uint32_t)(f >> 64) << 21 : 0u);
-            if (lane == src) {
-                const u128 t = (u128)p0 + ((u128)p1 << 22) + ((u128)p2 << 43);
-                const unsigned long long a = (unsigned long long)t, old = atomicAdd(&h.lo[bb], a);
-                const uint32_t c = (uint32_t)(t >> 64) + (old + a < old); /* the carry */
-                if (c)
-                    atomicAdd(&h.hi[bb], c);
-            }
+            const uint32_t p0 = __reduce_add_sync(FULL, in ? (uint32_t)flo & 0x3fffffu : 0u);
+            const uint32_t p1 = __reduce_add_sync(FULL, in ? (uint32_t)(flo >> 22) & 0x1fffffu : 0u);
+            const uint32_t p2 = __reduce_add_sync(FULL, in ? (uint32_t)(flo >> 43) | (uint32_t)(f >> 64) << 21 : 0u);
+            if (lane == lead)
+                add128_(h, b0, (u128)p0 + ((u128)p1 << 22) + ((u128)p2 << 43));
         }
-        if (lane == src)
-            atomicAdd(&h.cnt[bb], (uint32_t)__popc(peers));
+        if (lane == lead)
+            atomicAdd(&h.cnt[b0], (uint32_t)__popc(act));
+        return;
+    }
+    if (in) {
+        atomicAdd(&h.cnt[b], 1u);
+        if (mass && f)
+            add128_(h, b, f);
     }
 }
 

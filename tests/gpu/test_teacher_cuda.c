@@ -12,7 +12,11 @@
  * multi-token step onto a cached sequence (decompressed with a prefix). Every
  * step's logits must agree within bf16 tolerance (2e-2, norm-wise relative,
  * as `distill parity --device cuda`); the greedy tokens fed to both come from
- * the CPU's logits. */
+ * the CPU's logits.
+ *
+ * Test hooks for diagnosis (environment): KD_CU_TEACHER_NO_ABSORB=1 runs decode
+ * steps through the decompressed path too; KD_CU_MOE_PATH=1 or 2 forces the
+ * grouped GEMM's kernel (core/cuda/moe.cu). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
