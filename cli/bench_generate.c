@@ -23,7 +23,7 @@ static void usage_(FILE *f)
 {
     fprintf(f, "usage: distill bench generate --model-config DIR [--prompt P] [--new N] [--samples K]\n"
                "                              [--conc C,C,...] [--dtype bf16|fp8] [--temperature T] [--top-p P]\n"
-               "                              [--json]\n\n"
+               "                              [--graphs] [--json]\n\n"
                "Makes a DeepSeek-V3/V2 model of DIR's config.json with random bf16 weights on the\n"
                "GPU (no checkpoint is read) and, for each concurrency C: prefills ceil(C / K)\n"
                "prompts of P random tokens in one step, forks K samples from each (sharing the\n"
@@ -44,6 +44,7 @@ static void usage_(FILE *f)
                "      --conc LIST         concurrent sequences (default 1,64,256)\n"
                "      --dtype D           bf16 (default), or fp8: the routed experts in e4m3 with 128x128\n"
                "                          block scales, multiplied weight-only (the rest stays bf16)\n"
+               "      --graphs            replay each decode step from a CUDA graph of its bucket of rows\n"
                "      --temperature T     (default 0.6; 0 = greedy)\n"
                "      --top-p P           (default 0.95)\n"
                "      --json              one JSON line per concurrency\n"
@@ -57,13 +58,13 @@ int bench_generate(int argc, char **argv)
         {"new", required_argument, NULL, 'n'},          {"samples", required_argument, NULL, 'k'},
         {"conc", required_argument, NULL, 'c'},         {"temperature", required_argument, NULL, 't'},
         {"top-p", required_argument, NULL, 'P'},        {"json", no_argument, NULL, 'j'},
-        {"dtype", required_argument, NULL, 'd'},
+        {"dtype", required_argument, NULL, 'd'},        {"graphs", no_argument, NULL, 'g'},
         {"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *clist = "1,64,256";
     long P = 128, N = 256, K = 16;
     double temp = 0.6, top_p = 0.95;
-    int json = 0, fp8 = 0, opt;
+    int json = 0, fp8 = 0, graphs = 0, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         char *end;
@@ -99,6 +100,9 @@ int bench_generate(int argc, char **argv)
         case 'j':
             json = 1;
             break;
+        case 'g':
+            graphs = 1;
+            break;
         case 'd':
             if (strcmp(optarg, "bf16") && strcmp(optarg, "fp8"))
                 return kd_cli_usage_error("bench generate", "--dtype: bf16 or fp8, not '%s'", optarg);
@@ -121,7 +125,7 @@ int bench_generate(int argc, char **argv)
         p = *end == ',' ? end + 1 : end;
     }
 #ifndef KD_HAVE_CUDA
-    (void)json, (void)temp, (void)top_p, (void)conc, (void)fp8;
+    (void)json, (void)temp, (void)top_p, (void)conc, (void)fp8, (void)graphs;
     return kd_cli_fail(kd_err(KD_E_CUDA, "bench generate: this build has no CUDA backend"));
 #else
     kd_model_config mc;
@@ -133,7 +137,7 @@ int bench_generate(int argc, char **argv)
         cmax = conc[i] > cmax ? conc[i] : cmax;
     const long np_max = (cmax + K - 1) / K;
     kd_cu_teacher_opts o = {.device = 0, .max_tokens = np_max * P > cmax ? np_max * P : cmax, .max_seqs = cmax,
-                            .fp8_experts = fp8};
+                            .fp8_experts = fp8, .graphs = graphs};
     if (o.max_tokens < 256)
         o.max_tokens = 256;
     /* the copy bandwidth of this device, the roofline's denominator */
@@ -267,19 +271,19 @@ int bench_generate(int argc, char **argv)
             kd_cu_teacher_mem mem;
             kd_cu_teacher_mem_get(g, &mem);
             if (json)
-                printf("{\"bench\": \"generate\", \"model_config\": \"%s\", \"dtype\": \"%s\", \"concurrency\": %ld, "
+                printf("{\"bench\": \"generate\", \"model_config\": \"%s\", \"dtype\": \"%s\", \"graphs\": %d, \"concurrency\": %ld, "
                        "\"prompt\": %ld, \"new\": %ld, \"samples\": %ld, \"temperature\": %g, \"top_p\": %g, "
                        "\"output_tokens_per_second\": %.1f, \"step_ms\": %.3f, \"prefill_s\": %.3f, "
                        "\"step_bytes\": %.0f, \"weight_bytes\": %.0f, \"experts_touched_per_layer\": %.1f, "
                        "\"copy_bandwidth_gbs\": %.0f, \"roofline_step_ms\": %.3f, \"roofline_fraction\": %.3f, "
                        "\"cache_tokens\": %lld}\n",
-                       dir, fp8 ? "fp8" : "bf16", S, P, N, K, temp, top_p, tps, step_s * 1e3, t_pre, step_bytes, wbytes,
+                       dir, fp8 ? "fp8" : "bf16", graphs, S, P, N, K, temp, top_p, tps, step_s * 1e3, t_pre, step_bytes, wbytes,
                        touched, bw / 1e9,
                        floor_s * 1e3, floor_s / step_s, (long long)kd_cu_teacher_cache_tokens(g));
             else
-                printf("bench generate: %s, %4ld sequences: %9.1f output tokens/s, %.2f ms/step, roofline %.2f ms "
+                printf("bench generate: %s%s, %4ld sequences: %9.1f output tokens/s, %.2f ms/step, roofline %.2f ms "
                        "(%.1f MB/step: %.1f experts/layer) = %.0f%%, prefill %.2f s\n",
-                       fp8 ? "fp8" : "bf16", S, tps, step_s * 1e3, floor_s * 1e3, step_bytes / 1e6, touched,
+                       fp8 ? "fp8" : "bf16", graphs ? " graphs" : "", S, tps, step_s * 1e3, floor_s * 1e3, step_bytes / 1e6, touched,
                        100 * floor_s / step_s, t_pre);
         }
         if (prof && *prof && *prof != '0' && ci == nc - 1)

@@ -91,7 +91,7 @@ struct kd_cu_teacher {
     float *cos_, *sin_;        /* rope table (max_pos, Dr/2) */
     float scale;
     int64_t Dq, Wa, Dkp, Dvp, rows_lg, maxpos;
-    /* the cache */
+    /* the cache: per layer nblocks + 1 blocks, the last a trash block */
     kd_kvpool *pool;
     kd_bf16 *cache;            /* (L, nblocks, block, R + Dr) */
     int64_t nblocks, block, row;
@@ -107,6 +107,9 @@ struct kd_cu_teacher {
     kd_bf16 *stage16;          /* FP8: one layer's experts in bf16, before quantisation */
     kd_bf16 *lnsel;
     int32_t *d_i32;            /* device copies of the step's index arrays */
+    int32_t *h_pin;            /* graphs: the pinned host copy a graph's first node reads */
+    void **graphs;             /* graphs: one per bucket of decode rows (1, 2, 4, ... max_seqs), or NULL */
+    int64_t maxb_all;          /* block-table width of the graphs: the context in blocks */
     int32_t *h_i32;            /* host staging */
     int64_t n_i32;
     int64_t last_rows;
@@ -140,6 +143,10 @@ void kd_cu_teacher_free(kd_cu_teacher *m)
 {
     if (!m)
         return;
+    for (int i = 0; m->graphs && i < 32; i++)
+        kd_cu_graph_free(m->graphs[i]);
+    free(m->graphs);
+    kd_cu_host_free(m->h_pin);
     for (int i = 0; i < m->nallocs; i++)
         kd_cu_free_ptr(m->allocs[i]);
     free(m->allocs);
@@ -409,6 +416,12 @@ static int work_(kd_cu_teacher *m)
     m->n_i32 = 3 * N + m->o.max_seqs * maxb + m->o.max_seqs + 3 * M + N * H + m->rows_lg + 64;
     m->d_i32 = (int32_t *)dalloc_(m, (size_t)m->n_i32 * 4, cnt);
     m->h_i32 = malloc((size_t)m->n_i32 * 4);
+    m->maxb_all = maxb;
+    if (m->o.graphs) {
+        KD_TRY(kd_cu_host_alloc((void **)&m->h_pin, (size_t)m->n_i32 * 4));
+        if (!(m->graphs = calloc(32, sizeof *m->graphs)))
+            return kd_err(KD_E_NOMEM, "graphs");
+    }
     if (!m->x || !m->ln || !m->mo || !m->aout || !m->qan || !m->q || !m->qlat || !m->att32 || !m->att16 ||
         !m->attv || !m->lat || !m->kvd || !m->Qp || !m->Kp || !m->Vp || !m->outp || !m->lse || !m->rlog ||
         !m->rwt || !m->comb || !m->ridx || !m->psrc || !m->pdst || !m->poff || !m->pcnt || !m->xin || !m->egu_o ||
@@ -422,7 +435,7 @@ static void on_copy_(void *ctx, int32_t from, int32_t to)
     kd_cu_teacher *m = ctx;
     const size_t bb = (size_t)(m->block * m->row) * sizeof(kd_bf16);
     for (int64_t l = 0; l < m->cfg.num_layers; l++) {
-        char *base = (char *)m->cache + (size_t)l * (size_t)m->nblocks * bb;
+        char *base = (char *)m->cache + (size_t)l * (size_t)(m->nblocks + 1) * bb;
         if (kd_cu_copy(base + (size_t)to * bb, base + (size_t)from * bb, bb, &m->cu))
             kd_warn("teacher cache: a copy-on-write block copy failed");
     }
@@ -438,14 +451,14 @@ static int cache_(kd_cu_teacher *m)
         KD_TRY(kd_cu_mem_info(&used, &total));
         const double res = (m->o.reserve_gib > 0 ? m->o.reserve_gib : 2.0) * 1073741824.0;
         const double avail = (double)total - (double)used - res;
-        nb = avail > 0 ? (int64_t)(avail / (double)per_block) : 0;
+        nb = avail > 0 ? (int64_t)(avail / (double)per_block) - 1 : 0;
         const int64_t most = (int64_t)1 << 30;
         nb = nb > most ? most : nb;
         if (nb < 1)
             return kd_err(KD_E_NOMEM, "no device memory left for the teacher's cache (%.2f GiB used of %.2f)",
                           (double)used / 1073741824.0, (double)total / 1073741824.0);
     }
-    m->cache = dalloc_(m, per_block * (size_t)nb, &m->mem.cache);
+    m->cache = dalloc_(m, per_block * (size_t)(nb + 1), &m->mem.cache); /* + a trash block (graphs' padding) */
     if (!m->cache)
         return kd_err(KD_E_NOMEM, "teacher cache of %lld blocks (%.2f GiB)", (long long)nb,
                       (double)per_block * (double)nb / 1073741824.0);
@@ -592,8 +605,14 @@ static int moe_(kd_cu_teacher *m, const layer_ *y, int64_t N)
     return kd_cu_add_f32_bf16(m->mo, m->comb, y->sgu ? m->sy : NULL, N * C, cu);
 }
 
-int kd_cu_teacher_step(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, const int64_t *ids, const int64_t *nn,
-                       kd_mla_mode mode, int all_logits, float *logits)
+/* The device pointers of a step's index arrays (one upload). */
+typedef struct idx_ {
+    const int32_t *ids, *pos, *slot, *tab, *len, *lat, *ppos, *qrow, *orow, *sel;
+} idx_;
+
+/* Everything on the GPU from the ids to the logits of the first nsel selected
+ * rows (nsel <= rows_lg): what a CUDA graph of a decode step records. */
+static int body_(kd_cu_teacher *m, const idx_ *ix, int64_t N, int64_t M, int decode, int64_t maxb, int64_t nsel)
 {
     const kd_model_config *c = &m->cfg;
     kd_cu *cu = &m->cu;
@@ -601,77 +620,11 @@ int kd_cu_teacher_step(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, const 
     const int64_t Qr = c->q_lora_rank, R = c->kv_lora_rank, Dn = c->qk_nope_head_dim;
     const int64_t Dr = c->qk_rope_head_dim, Dv = c->v_head_dim, Dq = m->Dq, row = m->row;
     const float eps = (float)c->rms_norm_eps;
-    if (nseq <= 0 || nseq > m->o.max_seqs)
-        return kd_err(KD_E_RANGE, "a step of %d sequences (at most %lld)", nseq, (long long)m->o.max_seqs);
-    int64_t N = 0, M = 0, maxb = 1;
-    const char *na = getenv("KD_CU_TEACHER_NO_ABSORB"); /* a test hook: decode steps decompressed too */
-    int decode = mode == KD_MLA_ABSORBED && !(na && *na == '1');
-    for (int i = 0; i < nseq; i++) {
-        if (nn[i] <= 0)
-            return kd_err(KD_E_RANGE, "%lld new tokens for sequence %d", (long long)nn[i], i);
-        N += nn[i];
-        M += seqs[i]->len + nn[i];
-        decode &= nn[i] == 1;
-    }
-    if (N > m->o.max_tokens || (!decode && M > m->o.max_tokens))
-        return kd_err(KD_E_RANGE, "a step of %lld new tokens over %lld positions (max_tokens %lld)", (long long)N,
-                      (long long)M, (long long)m->o.max_tokens);
-    const int64_t nout = all_logits ? N : nseq;
-    if (all_logits && !logits)
-        return kd_err(KD_E_RANGE, "all_logits needs a host buffer");
-    for (int64_t r = 0; r < N; r++)
-        if (ids[r] < 0 || ids[r] >= V)
-            return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)", (long long)ids[r],
-                          (long long)r, (long long)V);
-    KD_TRY(kd_kvpool_reserve(m->pool, seqs, nseq, nn));
-    for (int i = 0; i < nseq; i++) {
-        const int64_t nbk = (seqs[i]->len + nn[i] + m->block - 1) / m->block;
-        maxb = nbk > maxb ? nbk : maxb;
-    }
-    /* the index arrays, in one upload */
-    int32_t *h = m->h_i32;
-    int32_t *h_ids = h, *h_pos = h_ids + N, *h_slot = h_pos + N, *h_tab = h_slot + N, *h_len = h_tab + nseq * maxb;
-    int32_t *h_lat = h_len + nseq, *h_ppos = h_lat + (decode ? 0 : M), *h_qrow = h_ppos + (decode ? 0 : M);
-    int32_t *h_orow = h_qrow + (decode ? 0 : M), *h_sel = h_orow + (decode ? 0 : N * H);
-    const int64_t used = (h_sel - h) + (nout > m->rows_lg ? m->rows_lg : nout);
-    if (used > m->n_i32)
-        return kd_err(KD_E_INTERNAL, "teacher step index arrays: %lld > %lld", (long long)used, (long long)m->n_i32);
-#define SLOT_(s, t) ((s)->blocks[(t) / m->block] * (int32_t)m->block + (int32_t)((t) % m->block))
-    for (int i = 0, r = 0, pm = 0; i < nseq; i++) {
-        const kd_kvseq *s = seqs[i];
-        for (int64_t j = 0; j < nn[i]; j++, r++) {
-            h_ids[r] = (int32_t)ids[r];
-            h_pos[r] = (int32_t)(s->len + j);
-            h_slot[r] = SLOT_(s, s->len + j);
-        }
-        for (int64_t b = 0; b < maxb; b++)
-            h_tab[i * maxb + b] = b < s->nblocks ? s->blocks[b] : 0;
-        h_len[i] = (int32_t)(s->len + nn[i]);
-        if (!decode)
-            for (int64_t t = 0; t < s->len + nn[i]; t++, pm++) {
-                h_lat[pm] = SLOT_(s, t);
-                h_ppos[pm] = (int32_t)t;
-                const int64_t newr = r - nn[i] + (t - s->len);
-                h_qrow[pm] = t >= s->len ? (int32_t)newr : -1;
-                if (t >= s->len)
-                    for (int64_t hh = 0; hh < H; hh++)
-                        h_orow[newr * H + hh] = (int32_t)(pm * H + hh);
-            }
-    }
-#undef SLOT_
-    for (int i = 0, r = 0, o = 0; i < nseq; i++)
-        for (int64_t j = 0; j < nn[i]; j++, r++)
-            if (all_logits || j + 1 == nn[i])
-                h_sel[o++] = r;
-    KD_TRY(kd_cu_upload_async(m->d_i32, h, (size_t)used * 4, cu));
-    const int32_t *d = m->d_i32;
-    const int32_t *d_ids = d, *d_pos = d + (h_pos - h), *d_slot = d + (h_slot - h), *d_tab = d + (h_tab - h);
-    const int32_t *d_len = d + (h_len - h), *d_lat = d + (h_lat - h), *d_ppos = d + (h_ppos - h);
-    const int32_t *d_qrow = d + (h_qrow - h), *d_orow = d + (h_orow - h), *d_sel = d + (h_sel - h);
-
+    const int32_t *d_ids = ix->ids, *d_pos = ix->pos, *d_slot = ix->slot, *d_tab = ix->tab, *d_len = ix->len;
+    const int32_t *d_lat = ix->lat, *d_ppos = ix->ppos, *d_qrow = ix->qrow, *d_orow = ix->orow;
     P_(cu, "embedding");
     KD_TRY(kd_cu_embedding_forward(m->x, d_ids, m->wte, N, C, cu));
-    const size_t lstride = (size_t)(m->nblocks * m->block * row);
+    const size_t lstride = (size_t)((m->nblocks + 1) * m->block * row); /* + the trash block */
     for (int64_t l = 0; l < L; l++) {
         const layer_ *y = &m->layers[l];
         kd_bf16 *cache = m->cache + (size_t)l * lstride;
@@ -735,18 +688,162 @@ int kd_cu_teacher_step(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, const 
     }
     P_(cu, "lm head");
     KD_TRY(kd_cu_rmsnorm_forward(m->ln, NULL, m->x, m->x, m->mo, m->lnf, N, C, eps, cu));
+    KD_TRY(kd_cu_rows_gather(m->lnsel, C, m->ln, C, ix->sel, nsel, C, cu));
+    return kd_cu_gemm(m->lg, 1, m->lnsel, 0, m->lmh, 1, NULL, nsel, V, C, 1.0f, 0.0f, cu);
+}
+
+/* The bucket of a decode step of nseq sequences for its graph: the next power
+ * of two (the last bucket is max_seqs). */
+static int bucket_(const kd_cu_teacher *m, int nseq, int64_t *rows)
+{
+    int b = 0;
+    int64_t r = 1;
+    while (r < nseq && r < m->o.max_seqs)
+        r *= 2, b++;
+    *rows = r < m->o.max_seqs ? r : m->o.max_seqs;
+    return b;
+}
+
+/* A decode step through the CUDA graph of its bucket: the index arrays of B
+ * rows (the sequences, then padding rows that read and write the trash block
+ * past the pool's) in the pinned buffer, copied by the graph's first node; the
+ * graph is recorded on the bucket's first step. */
+static int decode_graph_(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, const int64_t *ids)
+{
+    kd_cu *cu = &m->cu;
+    int64_t B = 0;
+    const int bi = bucket_(m, nseq, &B);
+    const int64_t mb = m->maxb_all, blk = m->block;
+    int32_t *h = m->h_pin;
+    int32_t *h_ids = h, *h_pos = h + B, *h_slot = h + 2 * B, *h_tab = h + 3 * B, *h_len = h_tab + B * mb;
+    int32_t *h_sel = h_len + B;
+    const int64_t used = (h_sel - h) + B;
+    if (used > m->n_i32 || B > m->rows_lg)
+        return kd_err(KD_E_INTERNAL, "teacher graph index arrays: %lld > %lld", (long long)used, (long long)m->n_i32);
+    const int32_t trash = (int32_t)m->nblocks;
+    for (int64_t i = 0; i < B; i++) {
+        const kd_kvseq *s = i < nseq ? seqs[i] : NULL;
+        h_ids[i] = s ? (int32_t)ids[i] : 0;
+        h_pos[i] = s ? (int32_t)s->len : 0;
+        h_slot[i] = s ? s->blocks[s->len / blk] * (int32_t)blk + (int32_t)(s->len % blk) : trash * (int32_t)blk;
+        for (int64_t b = 0; b < mb; b++)
+            h_tab[i * mb + b] = s && b < s->nblocks ? s->blocks[b] : trash;
+        h_len[i] = s ? (int32_t)(s->len + 1) : 1;
+        h_sel[i] = (int32_t)i;
+    }
+    if (!m->graphs[bi]) {
+        const int32_t *d = m->d_i32;
+        const idx_ ix = {d, d + B, d + 2 * B, d + 3 * B, d + 3 * B + B * mb, NULL, NULL, NULL, NULL,
+                         d + 4 * B + B * mb};
+        KD_TRY(kd_cu_capture_begin(cu));
+        int rc = kd_cu_h2d_async(m->d_i32, h, (size_t)used * 4, cu);
+        if (!rc)
+            rc = body_(m, &ix, B, B, 1, mb, B);
+        void *g = NULL;
+        const int rc2 = kd_cu_capture_end(cu, &g); /* always end the capture */
+        KD_TRY(rc);
+        KD_TRY(rc2);
+        m->graphs[bi] = g;
+        kd_debug("CUDA teacher: decode graph of %lld rows recorded", (long long)B);
+    }
+    return kd_cu_graph_launch(m->graphs[bi], cu);
+}
+
+int kd_cu_teacher_step(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, const int64_t *ids, const int64_t *nn,
+                       kd_mla_mode mode, int all_logits, float *logits)
+{
+    const kd_model_config *c = &m->cfg;
+    kd_cu *cu = &m->cu;
+    const int64_t V = c->vocab_size, C = c->hidden_size, H = c->num_heads;
+    if (nseq <= 0 || nseq > m->o.max_seqs)
+        return kd_err(KD_E_RANGE, "a step of %d sequences (at most %lld)", nseq, (long long)m->o.max_seqs);
+    int64_t N = 0, M = 0, maxb = 1;
+    const char *na = getenv("KD_CU_TEACHER_NO_ABSORB"); /* a test hook: decode steps decompressed too */
+    int decode = mode == KD_MLA_ABSORBED && !(na && *na == '1');
+    for (int i = 0; i < nseq; i++) {
+        if (nn[i] <= 0)
+            return kd_err(KD_E_RANGE, "%lld new tokens for sequence %d", (long long)nn[i], i);
+        N += nn[i];
+        M += seqs[i]->len + nn[i];
+        decode &= nn[i] == 1;
+    }
+    if (N > m->o.max_tokens || (!decode && M > m->o.max_tokens))
+        return kd_err(KD_E_RANGE, "a step of %lld new tokens over %lld positions (max_tokens %lld)", (long long)N,
+                      (long long)M, (long long)m->o.max_tokens);
+    const int64_t nout = all_logits ? N : nseq;
+    if (all_logits && !logits)
+        return kd_err(KD_E_RANGE, "all_logits needs a host buffer");
+    for (int64_t r = 0; r < N; r++)
+        if (ids[r] < 0 || ids[r] >= V)
+            return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)", (long long)ids[r],
+                          (long long)r, (long long)V);
+    KD_TRY(kd_kvpool_reserve(m->pool, seqs, nseq, nn));
+    if (decode && m->graphs && !all_logits) { /* replayed from its bucket's graph */
+        KD_TRY(decode_graph_(m, seqs, nseq, ids));
+        for (int i = 0; i < nseq; i++)
+            seqs[i]->len += 1;
+        if (logits)
+            KD_TRY(kd_cu_download(logits, m->lg, (size_t)(nseq * V) * sizeof(float), cu));
+        m->last_rows = nseq;
+        return KD_OK;
+    }
+    for (int i = 0; i < nseq; i++) {
+        const int64_t nbk = (seqs[i]->len + nn[i] + m->block - 1) / m->block;
+        maxb = nbk > maxb ? nbk : maxb;
+    }
+    /* the index arrays, in one upload */
+    int32_t *h = m->h_i32;
+    int32_t *h_ids = h, *h_pos = h_ids + N, *h_slot = h_pos + N, *h_tab = h_slot + N, *h_len = h_tab + nseq * maxb;
+    int32_t *h_lat = h_len + nseq, *h_ppos = h_lat + (decode ? 0 : M), *h_qrow = h_ppos + (decode ? 0 : M);
+    int32_t *h_orow = h_qrow + (decode ? 0 : M), *h_sel = h_orow + (decode ? 0 : N * H);
+    const int64_t used = (h_sel - h) + (nout > m->rows_lg ? m->rows_lg : nout);
+    if (used > m->n_i32)
+        return kd_err(KD_E_INTERNAL, "teacher step index arrays: %lld > %lld", (long long)used, (long long)m->n_i32);
+#define SLOT_(s, t) ((s)->blocks[(t) / m->block] * (int32_t)m->block + (int32_t)((t) % m->block))
+    for (int i = 0, r = 0, pm = 0; i < nseq; i++) {
+        const kd_kvseq *s = seqs[i];
+        for (int64_t j = 0; j < nn[i]; j++, r++) {
+            h_ids[r] = (int32_t)ids[r];
+            h_pos[r] = (int32_t)(s->len + j);
+            h_slot[r] = SLOT_(s, s->len + j);
+        }
+        for (int64_t b = 0; b < maxb; b++)
+            h_tab[i * maxb + b] = b < s->nblocks ? s->blocks[b] : 0;
+        h_len[i] = (int32_t)(s->len + nn[i]);
+        if (!decode)
+            for (int64_t t = 0; t < s->len + nn[i]; t++, pm++) {
+                h_lat[pm] = SLOT_(s, t);
+                h_ppos[pm] = (int32_t)t;
+                const int64_t newr = r - nn[i] + (t - s->len);
+                h_qrow[pm] = t >= s->len ? (int32_t)newr : -1;
+                if (t >= s->len)
+                    for (int64_t hh = 0; hh < H; hh++)
+                        h_orow[newr * H + hh] = (int32_t)(pm * H + hh);
+            }
+    }
+#undef SLOT_
+    for (int i = 0, r = 0, o = 0; i < nseq; i++)
+        for (int64_t j = 0; j < nn[i]; j++, r++)
+            if (all_logits || j + 1 == nn[i])
+                h_sel[o++] = r;
+    KD_TRY(kd_cu_upload_async(m->d_i32, h, (size_t)used * 4, cu));
+    const int32_t *d = m->d_i32;
+    const idx_ ix = {d, d + (h_pos - h), d + (h_slot - h), d + (h_tab - h), d + (h_len - h), d + (h_lat - h),
+                     d + (h_ppos - h), d + (h_qrow - h), d + (h_orow - h), d + (h_sel - h)};
+
+    KD_TRY(body_(m, &ix, N, M, decode, maxb, nout < m->rows_lg ? nout : m->rows_lg));
     for (int i = 0; i < nseq; i++)
         seqs[i]->len += nn[i];
-    /* the logits of the selected rows, rows_lg at a time */
+    /* the logits of the selected rows, rows_lg at a time (the first chunk is body_'s) */
     for (int64_t o0 = 0; o0 < nout; o0 += m->rows_lg) {
         const int64_t n = nout - o0 < m->rows_lg ? nout - o0 : m->rows_lg;
         if (o0) { /* the next chunk's selection */
             for (int64_t i = 0; i < n; i++)
                 h_sel[i] = (int32_t)(o0 + i);
-            KD_TRY(kd_cu_upload_async((int32_t *)d_sel, h_sel, (size_t)n * 4, cu));
+            KD_TRY(kd_cu_upload_async((int32_t *)ix.sel, h_sel, (size_t)n * 4, cu));
+            KD_TRY(kd_cu_rows_gather(m->lnsel, C, m->ln, C, ix.sel, n, C, cu));
+            KD_TRY(kd_cu_gemm(m->lg, 1, m->lnsel, 0, m->lmh, 1, NULL, n, V, C, 1.0f, 0.0f, cu));
         }
-        KD_TRY(kd_cu_rows_gather(m->lnsel, C, m->ln, C, d_sel, n, C, cu));
-        KD_TRY(kd_cu_gemm(m->lg, 1, m->lnsel, 0, m->lmh, 1, NULL, n, V, C, 1.0f, 0.0f, cu));
         if (logits)
             KD_TRY(kd_cu_download(logits + o0 * V, m->lg, (size_t)(n * V) * sizeof(float), cu));
     }

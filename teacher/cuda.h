@@ -17,7 +17,8 @@
  *     GEMM for every expert's gate/up and one for down, the weighted combine
  *     and the shared experts: no host loop over experts, no host sync.
  *
- * The cache lives on the GPU: (L, nblocks, block, R + Dr) bf16. Its blocks
+ * The cache lives on the GPU: (L, nblocks + 1, block, R + Dr) bf16 (the last
+ * block of each layer is where the padding rows of a graph's bucket write). Its blocks
  * are handed out by a kd_kvpool of block ids only (kd_kvpool_new_index), so
  * the scheduler's tables, forks and copy-on-write (copied on the GPU) are the
  * CPU engine's. Memory plan at creation: weights, then the work buffers of a
@@ -48,6 +49,8 @@ typedef struct kd_cu_teacher_opts {
     int64_t block;       /* positions per cache block; 0 = 16 */
     int64_t kv_blocks;   /* cache blocks; 0 = what the device memory holds after the rest */
     double reserve_gib;  /* left free on the device when kv_blocks is 0; 0 = 2 GiB */
+    int graphs;          /* decode steps replayed from CUDA graphs, one per bucket of rows (powers of
+                            two up to max_seqs; padding rows write a trash block), recorded on first use */
     int fp8_experts;     /* routed experts in e4m3 with 128 x 128 block scales, quantised at load
                             (kd_cu_fp8_quantize), multiplied weight-only (kd_cu_moe_gemm_fp8) */
 } kd_cu_teacher_opts;

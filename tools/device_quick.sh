@@ -15,8 +15,9 @@ for t in ${QUICK_TESTS:-teacher_cuda moe mla sample}; do
   timeout ${QUICK_TEST_S:-90} $b/tests/gpu_test_$t >$OUT/$t.log 2>&1; echo "== gpu_test_$t rc=$?"
   grep -v "^ok\|^  linear" $OUT/$t.log | tail -${QUICK_TAIL:-25}
 done
-for dt in ${QUICK_DTYPES:-bf16 fp8}; do
-  timeout ${QUICK_GEN_S:-100} $b/distill bench generate --model-config configs/models/moonlight-16b-a3b --dtype $dt \
+for dt in ${QUICK_DTYPES:-bf16 fp8 bf16:graphs}; do
+  g=; case $dt in *:graphs) g=--graphs; dt=${dt%:graphs};; esac
+  timeout ${QUICK_GEN_S:-100} $b/distill bench generate --model-config configs/models/moonlight-16b-a3b --dtype $dt $g \
     --new ${QUICK_NEW:-128} --conc ${QUICK_CONC:-1,64,256} 2>&1 | tee -a $OUT/generate.log | grep -v "^progress"
 done
 [ -n "${QUICK_PROFILE:-}" ] && DISTILL_PROFILE=1 timeout 60 $b/distill bench generate \

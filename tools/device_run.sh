@@ -145,7 +145,7 @@ fi
 if has gpugen; then
 echo "== bench generate (the CUDA teacher, Moonlight-16B-A3B shape, random bf16) and its transformers peer"
 gen=(--model-config configs/models/moonlight-16b-a3b --new ${GPU_GEN_NEW:-256})
-for dt in bf16 fp8; do
+for dt in bf16 fp8 "bf16 --graphs" "fp8 --graphs"; do
   $b/distill bench generate "${gen[@]}" --dtype $dt --conc ${GPU_GEN_CONC:-1,64,256} --json 2>&1 | tee -a $OUT/bench_generate.jsonl
 done
 DISTILL_PROFILE=1 $b/distill bench generate "${gen[@]}" --conc ${GPU_GEN_PROFILE:-64} --new 32 2>&1 | grep -v "^{"

@@ -321,6 +321,20 @@ int kd_cu_fill_normal(kd_bf16 *xb, float *xf, int64_t n, float std, uint64_t see
 int kd_cu_fill_bf16(kd_bf16 *x, int64_t n, float v, kd_cu *cu);
 int kd_cu_copy(void *dst, const void *src, size_t bytes, kd_cu *cu);
 
+/* ---- graphs and pinned memory (core/cuda/graph.cu) -------------------------------------------
+ * kd_cu_host_alloc / kd_cu_host_free: pinned host memory. kd_cu_h2d_async:
+ * a copy queued on the stream that reads src when it runs (src pinned, and
+ * unchanged until then; inside a capture the graph reads it at each replay).
+ * kd_cu_capture_begin / _end: record what is queued on cu's stream in between
+ * (nothing runs) into an executable graph; kd_cu_graph_launch replays it. */
+int kd_cu_host_alloc(void **p, size_t bytes);
+void kd_cu_host_free(void *p);
+int kd_cu_h2d_async(void *dst, const void *src, size_t bytes, kd_cu *cu);
+int kd_cu_capture_begin(kd_cu *cu);
+int kd_cu_capture_end(kd_cu *cu, void **exec);
+int kd_cu_graph_launch(void *exec, kd_cu *cu);
+void kd_cu_graph_free(void *exec);
+
 #ifdef __cplusplus
 }
 #endif

@@ -161,6 +161,17 @@ static void model_(const char *dir, const char *what)
         batched_(m, g, block);
         kd_cu_teacher_free(g);
     }
+    /* decode steps replayed from CUDA graphs (buckets of 1, 2, 4, 8 rows: 5 sequences pad to 8) */
+    {
+        kd_cu_teacher_opts o = {.device = 0, .max_tokens = 512, .max_seqs = 8, .kv_blocks = 64, .graphs = 1};
+        kd_cu_teacher *g = NULL;
+        CHECK_OK(kd_cu_teacher_new(m, &o, &g));
+        if (g) {
+            printf("  decode through CUDA graphs:\n");
+            batched_(m, g, 16);
+            kd_cu_teacher_free(g);
+        }
+    }
     /* FP8 experts (e4m3, 128 x 128 block scales of our own quantisation) against the
      * fp32 reference: e4m3's 3-bit mantissa, so a looser, stated tolerance */
     kd_cu_teacher_opts o = {.device = 0, .max_tokens = 512, .max_seqs = 8, .kv_blocks = 64, .fp8_experts = 1};
