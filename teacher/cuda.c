@@ -721,6 +721,7 @@ static int decode_graph_(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, cons
     if (used > m->n_i32 || B > m->rows_lg)
         return kd_err(KD_E_INTERNAL, "teacher graph index arrays: %lld > %lld", (long long)used, (long long)m->n_i32);
     const int32_t trash = (int32_t)m->nblocks;
+    KD_TRY(kd_cu_sync(cu)); /* the last replay has read the pinned arrays (its step was synced anyway) */
     for (int64_t i = 0; i < B; i++) {
         const kd_kvseq *s = i < nseq ? seqs[i] : NULL;
         h_ids[i] = s ? (int32_t)ids[i] : 0;
