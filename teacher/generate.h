@@ -29,6 +29,11 @@
  * anything is generated the pool is checked to hold every sample alone (its
  * prompt and max_new_tokens, within the context, and a block to spare); the
  * default pool grows to that, a kv_blocks too small is refused.
+ *
+ * With runtime.device cuda a DeepSeek teacher runs on the GPU (teacher/cuda.h):
+ * the same scheduler over the GPU cache's block ids, decode absorbed, and
+ * sampling on the GPU when no penalty is on (core/cuda/cusample.h: kd_sample's
+ * rules and draw; DISTILL_HOST_SAMPLING=1 samples on the host instead).
  */
 #ifndef KD_TEACHER_GENERATE_H
 #define KD_TEACHER_GENERATE_H
