@@ -26,6 +26,23 @@ __device__ static float warp_sum_(float v)
     return v;
 }
 
+/* The sum of v over the block (a multiple of 32 threads), in every thread. */
+__device__ static float block_sum_(float v, float *sh)
+{
+    v = warp_sum_(v);
+    if ((threadIdx.x & 31) == 0)
+        sh[threadIdx.x >> 5] = v;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float w = threadIdx.x < blockDim.x / 32 ? sh[threadIdx.x] : 0.0f;
+        w = warp_sum_(w);
+        if (threadIdx.x == 0)
+            sh[0] = w;
+    }
+    __syncthreads();
+    return sh[0];
+}
+
 /* ---- RMSNorm of strided rows into contiguous ones ------------------------------------------ */
 
 __global__ static void norm_rows_kernel(bf16 *out, int64_t ldo, const bf16 *x, int64_t ldx, const bf16 *w,
@@ -38,18 +55,8 @@ __global__ static void norm_rows_kernel(bf16 *out, int64_t ldo, const bf16 *x, i
         float v = __bfloat162float(xr[i]);
         ss += v * v;
     }
-    ss = warp_sum_(ss);
-    if ((threadIdx.x & 31) == 0)
-        sh[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float v = threadIdx.x < blockDim.x / 32 ? sh[threadIdx.x] : 0.0f;
-        v = warp_sum_(v);
-        if (threadIdx.x == 0)
-            sh[0] = v;
-    }
-    __syncthreads();
-    const float r = rsqrtf(sh[0] / (float)C + eps);
+    ss = block_sum_(ss, sh);
+    const float r = rsqrtf(ss / (float)C + eps);
     bf16 *o = out + blockIdx.x * ldo;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
         o[i] = __float2bfloat16(__bfloat162float(xr[i]) * r * __bfloat162float(w[i]));
@@ -140,18 +147,8 @@ __global__ static void kv_write_kernel(bf16 *cache, const int32_t *slot, const b
         float v = __bfloat162float(x[i]);
         ss += v * v;
     }
-    ss = warp_sum_(ss);
-    if ((threadIdx.x & 31) == 0)
-        sh[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float v = threadIdx.x < blockDim.x / 32 ? sh[threadIdx.x] : 0.0f;
-        v = warp_sum_(v);
-        if (threadIdx.x == 0)
-            sh[0] = v;
-    }
-    __syncthreads();
-    const float r = rsqrtf(sh[0] / (float)R + eps);
+    ss = block_sum_(ss, sh);
+    const float r = rsqrtf(ss / (float)R + eps);
     for (int i = threadIdx.x; i < R; i += blockDim.x)
         d[i] = __float2bfloat16(__bfloat162float(x[i]) * r * __bfloat162float(w[i]));
     const int half = Dr / 2;
