@@ -103,6 +103,8 @@ struct kd_cu_teacher {
     float *rlog, *rwt, *comb;
     int32_t *ridx, *psrc, *pdst, *poff, *pcnt;
     kd_bf16 *xin, *egu_o, *eact, *ey, *sgu_o, *sact, *sy;
+    uint8_t *xin8, *eact8; /* FP8 experts: the rows as e4m3, one scale per row per 128 (xins, eacts) */
+    float *xins, *eacts;
     float *lg;                 /* (rows_lg, V) fp32 */
     kd_bf16 *stage16;          /* FP8: one layer's experts in bf16, before quantisation */
     kd_bf16 *lnsel;
@@ -404,6 +406,15 @@ static int work_(kd_cu_teacher *m)
     m->egu_o = A16_(NK * 2 * (Fm > 0 ? Fm : 1));
     m->eact = A16_(NK * (Fm > 0 ? Fm : 1));
     m->ey = A16_(NK * C);
+    if (m->o.fp8_experts) {
+        const int64_t Fm1 = Fm > 0 ? Fm : 1;
+        m->xin8 = (uint8_t *)dalloc_(m, (size_t)(NK * C), cnt);
+        m->eact8 = (uint8_t *)dalloc_(m, (size_t)(NK * Fm1), cnt);
+        m->xins = A32_(NK * ((C + 127) / 128));
+        m->eacts = A32_(NK * ((Fm1 + 127) / 128));
+        if (!m->xin8 || !m->eact8 || !m->xins || !m->eacts)
+            return kd_err(KD_E_NOMEM, "teacher FP8 row buffers on the GPU (%zu bytes so far)", *cnt);
+    }
     m->sgu_o = A16_(N * 2 * Fmax);
     m->sact = A16_(N * Fmax);
     m->sy = A16_(N * C);
@@ -586,9 +597,13 @@ static int moe_(kd_cu_teacher *m, const layer_ *y, int64_t N)
     KD_TRY(kd_cu_moe_gather(m->xin, m->ln, m->psrc, N, (int)k, C, cu));
     P_(cu, "moe experts");
     if (y->egu8) {
-        KD_TRY(kd_cu_moe_gemm_fp8(m->egu_o, m->xin, y->egu8, y->egus, m->poff, (int)E, N * k, 2 * Fm, C, cu));
+        KD_TRY(kd_cu_fp8_quantize_rows(m->xin8, m->xins, m->xin, N * k, C, cu));
+        KD_TRY(kd_cu_moe_gemm_fp8(m->egu_o, m->xin8, m->xins, y->egu8, y->egus, m->poff, (int)E, N * k, 2 * Fm, C,
+                                  cu));
         KD_TRY(kd_cu_swiglu_forward(m->eact, m->egu_o, N * k, Fm, cu));
-        KD_TRY(kd_cu_moe_gemm_fp8(m->ey, m->eact, y->edown8, y->edowns, m->poff, (int)E, N * k, C, Fm, cu));
+        KD_TRY(kd_cu_fp8_quantize_rows(m->eact8, m->eacts, m->eact, N * k, Fm, cu));
+        KD_TRY(kd_cu_moe_gemm_fp8(m->ey, m->eact8, m->eacts, y->edown8, y->edowns, m->poff, (int)E, N * k, C, Fm,
+                                  cu));
     } else {
         KD_TRY(kd_cu_moe_gemm(m->egu_o, m->xin, y->egu, m->poff, (int)E, N * k, 2 * Fm, C, cu));
         KD_TRY(kd_cu_swiglu_forward(m->eact, m->egu_o, N * k, Fm, cu));

@@ -52,7 +52,8 @@ typedef struct kd_cu_teacher_opts {
     int graphs;          /* decode steps replayed from CUDA graphs, one per bucket of rows (powers of
                             two up to max_seqs; padding rows write a trash block), recorded on first use */
     int fp8_experts;     /* routed experts in e4m3 with 128 x 128 block scales, quantised at load
-                            (kd_cu_fp8_quantize), multiplied weight-only (kd_cu_moe_gemm_fp8) */
+                            (kd_cu_fp8_quantize); their input rows quantised per token per 128
+                            channels (kd_cu_fp8_quantize_rows), e4m3 MMAs (kd_cu_moe_gemm_fp8) */
 } kd_cu_teacher_opts;
 
 /* From a loaded CPU teacher (its fp32 weights, rounded to bf16). */

@@ -256,17 +256,20 @@ int kd_cu_moe_gemm(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t
  * skipped (decode), 0 = path 2 when NK <= 32 E, else 1 (what kd_cu_moe_gemm does). */
 int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t *off, int E, int64_t NK,
                         int64_t N, int64_t K, int path, kd_cu *cu);
-/* FP8 experts (weight-only: decode is bound by the bytes of the weights):
+/* FP8 experts, W8A8 as DeepSeek-V3 does it:
  * kd_cu_fp8_quantize: w (E, N, K) bf16 -> w8 e4m3 bytes and ws (E, ceil(N/128),
  * ceil(K/128)) fp32 with w ~ w8 * ws per 128 x 128 block (DeepSeek's
  * weight_scale_inv layout; scale = the block's amax / 448).
- * kd_cu_moe_gemm_fp8: path 2 of kd_cu_moe_gemm on such weights, each stage's
- * bytes widened to bf16 times their scale in shared memory, bf16 MMAs with
- * fp32 accumulation; every row count (prefill re-reads the weight per 32
- * rows). K a multiple of 16. */
+ * kd_cu_fp8_quantize_rows: x (rows, K) bf16 -> x8 e4m3 and xs (rows,
+ * ceil(K/128)) fp32, one scale per row per 128 channels (amax / 448).
+ * kd_cu_moe_gemm_fp8: path 2 of kd_cu_moe_gemm on such rows and weights: e4m3
+ * MMAs (m16n8k32) per 128 k, each group's sums added to the fp32 total times
+ * the weight block's scale and the row's; any row count (grid.z splits the
+ * passes of 32 rows when experts have more). K a multiple of 16. */
 int kd_cu_fp8_quantize(uint8_t *w8, float *ws, const kd_bf16 *w, int64_t E, int64_t N, int64_t K, kd_cu *cu);
-int kd_cu_moe_gemm_fp8(kd_bf16 *y, const kd_bf16 *x, const uint8_t *w, const float *ws, const int32_t *off, int E,
-                       int64_t NK, int64_t N, int64_t K, kd_cu *cu);
+int kd_cu_fp8_quantize_rows(uint8_t *x8, float *xs, const kd_bf16 *x, int64_t rows, int64_t K, kd_cu *cu);
+int kd_cu_moe_gemm_fp8(kd_bf16 *y, const uint8_t *x8, const float *xs, const uint8_t *w, const float *ws,
+                       const int32_t *off, int E, int64_t NK, int64_t N, int64_t K, kd_cu *cu);
 
 /* ---- MLA decode attention over a paged latent cache (core/cuda/mla.cu) --------------------
  * One new query per sequence, absorbed form: q (S, H, R + Dr) bf16 holds each

@@ -339,50 +339,29 @@ __global__ void __launch_bounds__(128) moe_gemm_kernel(bf16 *y, const bf16 *x, c
 
 template <int N_> __device__ __forceinline__ void cp_wait_() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N_)); }
 
-/* F8: the weight is e4m3 with one fp32 scale per 128 x 128 block (DeepSeek's
- * weight_scale_inv: w = w8 * scale), (E, ceil(N/128), ceil(K/128)) scales;
- * each stage's bytes are widened to bf16 times their scale in shared memory
- * before the MMAs (weight-only FP8: decode reads half the bytes). */
-template <bool F8>
-__global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 *x, const void *wv, const float *ws,
+__global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 *x, const bf16 *w,
                                                             const int32_t *off, int64_t N, int64_t K)
 {
     extern __shared__ __align__(16) unsigned char smem_[];
-    constexpr int WST = F8 ? SK + 16 : SST;         /* a stage's weight row: bytes (F8) or bf16 elements */
-    constexpr int WSZ = F8 ? SF * WST / 2 : SF * SST; /* a stage's weight tile, in bf16 units */
-    bf16 *sW = reinterpret_cast<bf16 *>(smem_), *sX = sW + SS * WSZ; /* [SS] weight tiles, [SS][SR][SST] rows */
-    bf16 *sWb = sX + SS * SR * SST;                                /* F8: the widened tile [SF][SST] */
+    bf16 *sW = reinterpret_cast<bf16 *>(smem_), *sX = sW + SS * SF * SST; /* [SS][SF][SST] weights, [SS][SR][SST] rows */
     const int e = blockIdx.x, wi = threadIdx.x >> 5, l = threadIdx.x & 31;
     const int base = off[e], cnt = off[e + 1] - base;
     if (cnt <= 0)
         return;
     const int64_t n0 = (int64_t)blockIdx.y * SF;
-    const int64_t nkb = (K + 127) / 128, nfb = (N + 127) / 128;
-    const bf16 *we = reinterpret_cast<const bf16 *>(wv) + (F8 ? 0 : (int64_t)e * N * K);
-    const uint8_t *we8 = reinterpret_cast<const uint8_t *>(wv) + (F8 ? (int64_t)e * N * K : 0);
+    const bf16 *we = w + (int64_t)e * N * K;
     const int nk = (int)((K + SK - 1) / SK);
     for (int r0 = 0; r0 < cnt; r0 += SR) {
         const int rows = min(SR, cnt - r0);
         auto load = [&](int st, int kt) {
             const int64_t k0 = (int64_t)kt * SK;
-            if (F8) {
-                uint8_t *dW = reinterpret_cast<uint8_t *>(sW + st * WSZ);
-                for (int i = threadIdx.x; i < SF * (SK / 16); i += 256) {
-                    const int r = i / (SK / 16), c = (i % (SK / 16)) * 16;
-                    if (n0 + r < N && k0 + c < K)
-                        cp16_(dW + r * WST + c, we8 + (n0 + r) * K + k0 + c);
-                    else
-                        *reinterpret_cast<uint4 *>(dW + r * WST + c) = make_uint4(0, 0, 0, 0);
-                }
-            } else {
-                bf16 *dW = sW + st * WSZ;
-                for (int i = threadIdx.x; i < SF * (SK / 8); i += 256) {
-                    const int r = i / (SK / 8), c = (i % (SK / 8)) * 8;
-                    if (n0 + r < N && k0 + c < K)
-                        cp16_(dW + r * SST + c, we + (n0 + r) * K + k0 + c);
-                    else
-                        *reinterpret_cast<uint4 *>(dW + r * SST + c) = make_uint4(0, 0, 0, 0);
-                }
+            bf16 *dW = sW + st * SF * SST;
+            for (int i = threadIdx.x; i < SF * (SK / 8); i += 256) {
+                const int r = i / (SK / 8), c = (i % (SK / 8)) * 8;
+                if (n0 + r < N && k0 + c < K)
+                    cp16_(dW + r * SST + c, we + (n0 + r) * K + k0 + c);
+                else
+                    *reinterpret_cast<uint4 *>(dW + r * SST + c) = make_uint4(0, 0, 0, 0);
             }
             bf16 *dX = sX + st * SR * SST;
             for (int i = threadIdx.x; i < SR * (SK / 8); i += 256) {
@@ -410,28 +389,7 @@ __global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 
                 load((kt + SS - 1) % SS, kt + SS - 1);
             cp_commit_();
             const int st = kt % SS;
-            const bf16 *tile = sW + st * WSZ;
-            if (F8) { /* widen this stage's bytes into sWb, times the block's scale */
-                const float sc = ws[((int64_t)e * nfb + blockIdx.y) * nkb + ((int64_t)kt * SK) / 128];
-                const uint8_t *b8 = reinterpret_cast<const uint8_t *>(tile);
-                for (int i = threadIdx.x; i < SF * (SK / 8); i += 256) {
-                    const int r = i / (SK / 8), c = (i % (SK / 8)) * 8;
-                    const uint2 v = *reinterpret_cast<const uint2 *>(b8 + r * WST + c);
-                    const uint8_t *vb = reinterpret_cast<const uint8_t *>(&v);
-                    uint32_t o[4];
-#pragma unroll
-                    for (int q = 0; q < 4; q++) {
-                        __nv_fp8_e4m3 a, b;
-                        a.__x = vb[2 * q];
-                        b.__x = vb[2 * q + 1];
-                        o[q] = pack_((float)a * sc, (float)b * sc);
-                    }
-                    *reinterpret_cast<uint4 *>(sWb + r * SST + c) = make_uint4(o[0], o[1], o[2], o[3]);
-                }
-                __syncthreads();
-                tile = sWb;
-            }
-            const uint32_t uW = su_(tile), uX = su_(sX + st * SR * SST);
+            const uint32_t uW = su_(sW + st * SF * SST), uX = su_(sX + st * SR * SST);
 #pragma unroll
             for (int kk = 0; kk < SK / 16; kk++) {
                 uint32_t a[4];
@@ -448,6 +406,123 @@ __global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 
         cp_wait_all_();
         __syncthreads();
         /* acc[j]: features f (l/4) and f + 8 of the warp's 16, rows 8j + 2(l%4) and + 1 */
+#pragma unroll
+        for (int j = 0; j < SR / 8; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int64_t f = n0 + wi * 16 + (l >> 2) + (q >> 1) * 8;
+                const int t = j * 8 + (l & 3) * 2 + (q & 1);
+                if (t < rows && f < N)
+                    y[(int64_t)(base + r0 + t) * N + f] = __float2bfloat16_rn(acc[j][q]);
+            }
+    }
+}
+
+/* ---- the same on FP8 (W8A8), DeepSeek-V3's recipe -----------------------------------------------
+ * Weights e4m3 with one fp32 scale per 128 x 128 block (weight_scale_inv: w =
+ * w8 * scale), (E, ceil(N/128), ceil(K/128)) scales; rows e4m3 with one scale
+ * per row per 128 channels (kd_cu_fp8_quantize_rows). A stage is 128 k, one
+ * scale group: its products go through mma.sync m16n8k32 e4m3 (whose
+ * fragments have the bytes of m16n8k16 bf16's, so the same ldmatrix
+ * addresses, in 2-byte units), and are added to the fp32 total times the
+ * weight block's scale and the row's (DeepGEMM's promotion per 128). Blocks
+ * as the bf16 kernel: an expert, 128 features, 32 rows a pass; grid.z splits
+ * an expert's passes (prefill). */
+#define QK 128      /* k (bytes) per stage: one scale group */
+#define QST (QK + 16) /* smem row stride, bytes: 16-byte aligned, ldmatrix without bank conflicts */
+
+__device__ __forceinline__ void mma8_(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__global__ void __launch_bounds__(256) moe_gemm_w8a8_kernel(bf16 *y, const uint8_t *x8, const float *xs,
+                                                            const uint8_t *w8, const float *ws, const int32_t *off,
+                                                            int64_t N, int64_t K)
+{
+    extern __shared__ __align__(16) unsigned char smem_[];
+    uint8_t *sW = smem_, *sX = sW + SS * SF * QST; /* [SS][SF][QST] weight bytes, [SS][SR][QST] row bytes */
+    float *sS = reinterpret_cast<float *>(sX + SS * SR * QST); /* [SS][SR] the rows' scales of the stage's group */
+    const int e = blockIdx.x, wi = threadIdx.x >> 5, l = threadIdx.x & 31;
+    const int base = off[e], cnt = off[e + 1] - base;
+    const int64_t n0 = (int64_t)blockIdx.y * SF, nkb = (K + QK - 1) / QK, nfb = (N + 127) / 128;
+    const uint8_t *we = w8 + (int64_t)e * N * K;
+    const float *wsc = ws + ((int64_t)e * nfb + blockIdx.y) * nkb;
+    const int nk = (int)nkb;
+    for (int r0 = (int)blockIdx.z * SR; r0 < cnt; r0 += (int)gridDim.z * SR) {
+        const int rows = min(SR, cnt - r0);
+        auto load = [&](int st, int kt) {
+            const int64_t k0 = (int64_t)kt * QK;
+            uint8_t *dW = sW + st * SF * QST, *dX = sX + st * SR * QST;
+            for (int i = threadIdx.x; i < SF * (QK / 16); i += 256) {
+                const int r = i / (QK / 16), c = (i % (QK / 16)) * 16;
+                if (n0 + r < N && k0 + c < K)
+                    cp16_(dW + r * QST + c, we + (n0 + r) * K + k0 + c);
+                else
+                    *reinterpret_cast<uint4 *>(dW + r * QST + c) = make_uint4(0, 0, 0, 0);
+            }
+            for (int i = threadIdx.x; i < SR * (QK / 16); i += 256) {
+                const int r = i / (QK / 16), c = (i % (QK / 16)) * 16;
+                if (r < rows && k0 + c < K)
+                    cp16_(dX + r * QST + c, x8 + (int64_t)(base + r0 + r) * K + k0 + c);
+                else
+                    *reinterpret_cast<uint4 *>(dX + r * QST + c) = make_uint4(0, 0, 0, 0);
+            }
+            if (threadIdx.x < SR) {
+                float *d = sS + st * SR + threadIdx.x;
+                if ((int)threadIdx.x < rows)
+                    cp4_(d, xs + (int64_t)(base + r0 + threadIdx.x) * nkb + kt);
+                else
+                    *d = 0.0f;
+            }
+        };
+        float acc[SR / 8][4];
+#pragma unroll
+        for (int j = 0; j < SR / 8; j++)
+            acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+#pragma unroll
+        for (int st = 0; st < SS - 1; st++) {
+            if (st < nk)
+                load(st, st);
+            cp_commit_();
+        }
+        for (int kt = 0; kt < nk; kt++) {
+            cp_wait_<SS - 2>();
+            __syncthreads();
+            if (kt + SS - 1 < nk)
+                load((kt + SS - 1) % SS, kt + SS - 1);
+            cp_commit_();
+            const int st = kt % SS;
+            const uint32_t uW = su_(sW + st * SF * QST), uX = su_(sX + st * SR * QST);
+            float part[SR / 8][4];
+#pragma unroll
+            for (int j = 0; j < SR / 8; j++)
+                part[j][0] = part[j][1] = part[j][2] = part[j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < QK / 32; kk++) { /* 32 bytes of k = 16 two-byte units */
+                uint32_t a[4];
+                ldsm_(a, a_at_(uW, QST / 2, wi * 16, kk * 16, l));
+#pragma unroll
+                for (int jp = 0; jp < SR / 16; jp++) {
+                    uint32_t b[4];
+                    ldsm_(b, bnk_at_(uX, QST / 2, jp * 16, kk * 16, l));
+                    mma8_(part[2 * jp], a, b[0], b[1]);
+                    mma8_(part[2 * jp + 1], a, b[2], b[3]);
+                }
+            }
+            const float wk = wsc[kt];
+            const float *rs = sS + st * SR;
+#pragma unroll
+            for (int j = 0; j < SR / 8; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++)
+                    acc[j][q] = fmaf(part[j][q], wk * rs[j * 8 + (l & 3) * 2 + (q & 1)], acc[j][q]);
+        }
+        cp_wait_all_();
+        __syncthreads();
 #pragma unroll
         for (int j = 0; j < SR / 8; j++)
 #pragma unroll
@@ -555,33 +630,65 @@ extern "C" int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *ds
     return KD_OK;
 }
 
-template <bool F8>
-static int rows_launch_(kd_bf16 *y, const kd_bf16 *x, const void *w, const float *ws, const int32_t *off, int E,
-                        int64_t N, int64_t K, kd_cu *cu)
-{
-    const size_t shm = F8 ? (size_t)SS * SF * (SK + 16) + (size_t)(SS * SR + SF) * SST * sizeof(bf16)
-                          : (size_t)SS * (SF + SR) * SST * sizeof(bf16);
-    static int attr_set = 0;
-    if (!attr_set) {
-        CUDA_TRY(cudaFuncSetAttribute(moe_gemm_rows_kernel<F8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
-        attr_set = 1;
-    }
-    dim3 grid((unsigned)E, (unsigned)((N + SF - 1) / SF));
-    moe_gemm_rows_kernel<F8><<<grid, 256, shm, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x, w, ws, off, N,
-                                                                           K);
-    CUDA_TRY(cudaGetLastError());
-    return KD_OK;
-}
-
-extern "C" int kd_cu_moe_gemm_fp8(kd_bf16 *y, const kd_bf16 *x, const uint8_t *w, const float *ws, const int32_t *off,
-                                  int E, int64_t NK, int64_t N, int64_t K, kd_cu *cu)
+extern "C" int kd_cu_moe_gemm_fp8(kd_bf16 *y, const uint8_t *x8, const float *xs, const uint8_t *w, const float *ws,
+                                  const int32_t *off, int E, int64_t NK, int64_t N, int64_t K, kd_cu *cu)
 {
     if (E < 1 || E > KD_CU_MOE_MAXE || K < 16 || K % 16 || N < 1 || (N + SF - 1) / SF > 65535 || NK > 0x7fffffff)
         return kd_err(KD_E_CUDA, "moe gemm fp8: %d experts, %lld rows, N %lld, K %lld (need K a multiple of 16)", E,
                       (long long)NK, (long long)N, (long long)K);
     if (NK == 0)
         return KD_OK;
-    return rows_launch_<true>(y, x, w, ws, off, E, N, K, cu);
+    const size_t shm = (size_t)SS * (SF + SR) * QST + (size_t)SS * SR * sizeof(float);
+    static int attr_set = 0;
+    if (!attr_set) {
+        CUDA_TRY(cudaFuncSetAttribute(moe_gemm_w8a8_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
+        attr_set = 1;
+    }
+    /* grid.z: more than a pass of rows per expert on average (prefill) splits the passes */
+    const int64_t passes = (NK + (int64_t)SR * E - 1) / ((int64_t)SR * E);
+    dim3 grid((unsigned)E, (unsigned)((N + SF - 1) / SF), (unsigned)(passes < 16 ? passes : 16));
+    moe_gemm_w8a8_kernel<<<grid, 256, shm, (cudaStream_t)cu->stream>>>((bf16 *)y, x8, xs, w, ws, off, N, K);
+    CUDA_TRY(cudaGetLastError());
+    return KD_OK;
+}
+
+/* one warp per row and 128 channels: scale = amax / 448 (1 when all zero), x8 = e4m3(x / scale) */
+__global__ void fp8_quant_rows_kernel(uint8_t *x8, float *xs, const bf16 *x, int64_t rows, int64_t K)
+{
+    const int64_t g = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5, nkb = (K + 127) / 128;
+    const int l = threadIdx.x & 31;
+    if (g >= rows * nkb)
+        return;
+    const int64_t r = g / nkb, c0 = (g % nkb) * 128 + l * 4;
+    float v[4], mx = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        v[i] = c0 + i < K ? __bfloat162float(x[r * K + c0 + i]) : 0.0f;
+        mx = fmaxf(mx, fabsf(v[i]));
+    }
+#pragma unroll
+    for (int o = 16; o; o >>= 1)
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    const float sc = mx > 0.0f ? mx / 448.0f : 1.0f, inv = 1.0f / sc;
+    if (l == 0)
+        xs[g] = sc;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        if (c0 + i < K)
+            x8[r * K + c0 + i] = __nv_fp8_e4m3(v[i] * inv).__x;
+}
+
+extern "C" int kd_cu_fp8_quantize_rows(uint8_t *x8, float *xs, const kd_bf16 *x, int64_t rows, int64_t K, kd_cu *cu)
+{
+    if (rows < 0 || K < 1)
+        return kd_err(KD_E_CUDA, "fp8 quantise rows: %lld x %lld", (long long)rows, (long long)K);
+    const int64_t warps = rows * ((K + 127) / 128);
+    if (warps == 0)
+        return KD_OK;
+    fp8_quant_rows_kernel<<<(unsigned)((warps + 7) / 8), 256, 0, (cudaStream_t)cu->stream>>>(x8, xs, (const bf16 *)x,
+                                                                                          rows, K);
+    CUDA_TRY(cudaGetLastError());
+    return KD_OK;
 }
 
 extern "C" int kd_cu_fp8_quantize(uint8_t *w8, float *ws, const kd_bf16 *w, int64_t E, int64_t N, int64_t K, kd_cu *cu)
@@ -613,8 +720,19 @@ extern "C" int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *
         path = *fp - '0';
     if (path == 0)
         path = NK <= (int64_t)SR * E ? 2 : 1; /* about a pass of 32 rows per expert or less: decode */
-    if (path == 2)
-        return rows_launch_<false>(y, x, w, NULL, off, E, N, K, cu);
+    if (path == 2) {
+        const size_t shm = (size_t)SS * (SF + SR) * SST * sizeof(bf16);
+        static int attr_set = 0;
+        if (!attr_set) {
+            CUDA_TRY(cudaFuncSetAttribute(moe_gemm_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
+            attr_set = 1;
+        }
+        dim3 grid((unsigned)E, (unsigned)((N + SF - 1) / SF));
+        moe_gemm_rows_kernel<<<grid, 256, shm, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x,
+                                                                           (const bf16 *)w, off, N, K);
+        CUDA_TRY(cudaGetLastError());
+        return KD_OK;
+    }
     dim3 grid((unsigned)((NK + GM - 1) / GM + E), (unsigned)((N + GN - 1) / GN));
     moe_gemm_kernel<<<grid, 128, 0, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x, (const bf16 *)w, off, E,
                                                                 N, K);

@@ -50,11 +50,17 @@ static int64_t argmax_(const float *x, int64_t n)
     return b;
 }
 
+/* the worst row's relative error; rows over the tolerance are named (which
+ * sequence, and whether the argmax agrees), so a failure says where it is */
 static double worst_rows_(const float *a, const float *b, int64_t rows, int64_t V)
 {
     double w = 0;
+    int named = 0;
     for (int64_t r = 0; r < rows; r++) {
         double e = rel_err(a + r * V, b + r * V, V);
+        if (!(e <= TOL) && named++ < 8)
+            printf("    row %lld: rel %.3g, argmax %s\n", (long long)r, e,
+                   argmax_(a + r * V, V) == argmax_(b + r * V, V) ? "same" : "differs");
         if (!(e <= w))
             w = e;
     }
