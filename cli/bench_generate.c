@@ -34,7 +34,7 @@ static void usage_(FILE *f)
                "step must read (every dense weight, the routed experts that have tokens, expected\n"
                "under uniform routing: E (1 - (1 - k/E)^C) per layer, and the cache rows) over\n"
                "the device's copy bandwidth measured here (cudaMemcpy device to device, bytes\n"
-               "read + written). DISTILL_PROFILE=1 adds GPU time by op for the last concurrency.\n"
+               "read + written). DISTILL_PROFILE=1 adds GPU time by op of the last concurrency's decode steps.\n"
                "Peer: tools/bench_generate_peer.py (transformers generate, same shapes).\n\n"
                "options:\n"
                "      --model-config DIR  a folder with config.json (e.g. configs/models/moonlight-16b-a3b)\n"
@@ -200,8 +200,6 @@ int bench_generate(int argc, char **argv)
     const char *prof = getenv("DISTILL_PROFILE");
     for (int ci = 0; st == KD_OK && ci < nc; ci++) {
         const long S = conc[ci], np = (S + K - 1) / K;
-        if (prof && *prof && *prof != '0' && ci == nc - 1)
-            kd_cu_teacher_prof_on(g);
         /* prefill the prompts, one step */
         for (long i = 0; i < np * P; i++)
             ids[i] = (int64_t)kd_rng_below(&r, (uint64_t)V);
@@ -240,7 +238,9 @@ int bench_generate(int argc, char **argv)
         if (!st)
             st = kd_cu_download(hids, dids, (size_t)S * 4, cu);
         double t_pre = kd_now() - tp;
-        /* decode */
+        /* decode (what the profile covers) */
+        if (st == KD_OK && prof && *prof && *prof != '0' && ci == nc - 1)
+            kd_cu_teacher_prof_on(g);
         double td = kd_now(), kv_bytes = 0;
         for (long t = 0; st == KD_OK && t < N; t++) {
             for (long s = 0; s < S; s++) {
@@ -252,8 +252,10 @@ int bench_generate(int argc, char **argv)
             st = kd_cu_teacher_step(g, sp, (int)S, ids, nn, KD_MLA_ABSORBED, 0, NULL);
             if (!st)
                 st = kd_cu_upload_async(drows, hrows, (size_t)S * sizeof *hrows, cu);
+            kd_cu_prof_mark(cu, "sampler");
             if (!st)
                 st = kd_cu_sample(dids, NULL, kd_cu_teacher_logits_dev(g), drows, S, V, cu);
+            kd_cu_prof_mark(cu, "id read-back");
             if (!st)
                 st = kd_cu_download(hids, dids, (size_t)S * 4, cu);
         }

@@ -43,6 +43,7 @@ int kd_cu_teacher_step(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, const 
     return NO_CUDA_;
 }
 const float *kd_cu_teacher_logits_dev(const kd_cu_teacher *m) { return (void)m, NULL; }
+int kd_cu_teacher_routes(kd_cu_teacher *m, int32_t *routes, int64_t n) { return (void)m, (void)routes, (void)n, NO_CUDA_; }
 struct kd_cu *kd_cu_teacher_cu(kd_cu_teacher *m) { return (void)m, NULL; }
 int kd_cu_teacher_logits(kd_cu_teacher *m, const int64_t *ids, int64_t T, float *logits)
 {
@@ -115,6 +116,8 @@ struct kd_cu_teacher {
     int32_t *h_i32;            /* host staging */
     int64_t n_i32;
     int64_t last_rows;
+    int32_t *rrec;             /* record_routes: (layers, rows, k) of the last step */
+    int64_t rec_rows, rec_tokens; /* its rows (a graph's bucket) and new tokens */
     kd_cu_teacher_mem mem;
     void **allocs;
     int nallocs, capallocs;
@@ -418,6 +421,8 @@ static int work_(kd_cu_teacher *m)
     m->sgu_o = A16_(N * 2 * Fmax);
     m->sact = A16_(N * Fmax);
     m->sy = A16_(N * C);
+    if (m->o.record_routes && !(m->rrec = (int32_t *)dalloc_(m, (size_t)(c->num_layers * NK) * 4, cnt)))
+        return kd_err(KD_E_NOMEM, "teacher route record");
     m->rows_lg = m->o.max_seqs;
     m->lg = A32_(m->rows_lg * V);
     m->lnsel = A16_(m->rows_lg * C);
@@ -593,6 +598,8 @@ static int moe_(kd_cu_teacher *m, const layer_ *y, int64_t N)
                       .sigmoid = c->scoring_func == KD_SCORE_SIGMOID, .v3 = c->arch == KD_ARCH_DEEPSEEK_V3,
                       .norm_topk_prob = c->norm_topk_prob, .scaling = (float)c->routed_scaling_factor};
     KD_TRY(kd_cu_moe_route(m->ridx, m->rwt, m->rlog, y->rbias, N, &rc, cu));
+    if (m->rrec)
+        KD_TRY(kd_cu_copy(m->rrec + (y - m->layers) * N * k, m->ridx, (size_t)(N * k) * 4, cu));
     KD_TRY(kd_cu_moe_permute(m->psrc, m->pdst, m->poff, m->pcnt, m->ridx, N, (int)k, (int)E, cu));
     KD_TRY(kd_cu_moe_gather(m->xin, m->ln, m->psrc, N, (int)k, C, cu));
     P_(cu, "moe experts");
@@ -737,6 +744,7 @@ static int decode_graph_(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, cons
         return kd_err(KD_E_INTERNAL, "teacher graph index arrays: %lld > %lld", (long long)used, (long long)m->n_i32);
     const int32_t trash = (int32_t)m->nblocks;
     KD_TRY(kd_cu_sync(cu)); /* the last replay has read the pinned arrays (its step was synced anyway) */
+    m->rec_rows = B;
     for (int64_t i = 0; i < B; i++) {
         const kd_kvseq *s = i < nseq ? seqs[i] : NULL;
         h_ids[i] = s ? (int32_t)ids[i] : 0;
@@ -794,6 +802,7 @@ int kd_cu_teacher_step(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, const 
             return kd_err(KD_E_RANGE, "token id %lld at %lld is outside [0, %lld)", (long long)ids[r],
                           (long long)r, (long long)V);
     KD_TRY(kd_kvpool_reserve(m->pool, seqs, nseq, nn));
+    m->rec_tokens = N;
     if (decode && m->graphs && !all_logits) { /* replayed from its bucket's graph */
         KD_TRY(decode_graph_(m, seqs, nseq, ids));
         for (int i = 0; i < nseq; i++)
@@ -847,6 +856,7 @@ int kd_cu_teacher_step(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, const 
     const idx_ ix = {d, d + (h_pos - h), d + (h_slot - h), d + (h_tab - h), d + (h_len - h), d + (h_lat - h),
                      d + (h_ppos - h), d + (h_qrow - h), d + (h_orow - h), d + (h_sel - h)};
 
+    m->rec_rows = N;
     KD_TRY(body_(m, &ix, N, M, decode, maxb, nout < m->rows_lg ? nout : m->rows_lg));
     for (int i = 0; i < nseq; i++)
         seqs[i]->len += nn[i];
@@ -866,6 +876,24 @@ int kd_cu_teacher_step(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, const 
     P_(cu, "idle");
     m->last_rows = nout;
     return KD_OK;
+}
+
+int kd_cu_teacher_routes(kd_cu_teacher *m, int32_t *routes, int64_t n)
+{
+    const int64_t L = m->cfg.num_layers, k = m->cfg.num_experts_per_tok, B = m->rec_rows;
+    if (!m->rrec || n != m->rec_tokens || n > B)
+        return kd_err(KD_E_RANGE, "teacher routes: %s (%lld tokens asked, the last step had %lld)",
+                      m->rrec ? "another step's size" : "not recorded (opts.record_routes)", (long long)n,
+                      (long long)m->rec_tokens);
+    int32_t *h = malloc((size_t)(L * B * k) * 4);
+    if (!h)
+        return kd_err(KD_E_NOMEM, "teacher routes");
+    int rc = kd_cu_download(h, m->rrec, (size_t)(L * B * k) * 4, &m->cu);
+    for (int64_t l = 0; !rc && l < L; l++)
+        if (m->layers[l].moe)
+            memcpy(routes + l * n * k, h + l * B * k, (size_t)(n * k) * 4);
+    free(h);
+    return rc;
 }
 
 /* ---- parity helpers ------------------------------------------------------------------------ */

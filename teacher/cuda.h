@@ -51,6 +51,7 @@ typedef struct kd_cu_teacher_opts {
     double reserve_gib;  /* left free on the device when kv_blocks is 0; 0 = 2 GiB */
     int graphs;          /* decode steps replayed from CUDA graphs, one per bucket of rows (powers of
                             two up to max_seqs; padding rows write a trash block), recorded on first use */
+    int record_routes;   /* keep each step's routing for kd_cu_teacher_routes (tests) */
     int fp8_experts;     /* routed experts in e4m3 with 128 x 128 block scales, quantised at load
                             (kd_cu_fp8_quantize); their input rows quantised per token per 128
                             channels (kd_cu_fp8_quantize_rows), e4m3 MMAs (kd_cu_moe_gemm_fp8) */
@@ -86,6 +87,11 @@ int kd_cu_teacher_step(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, const 
                        kd_mla_mode mode, int all_logits, float *logits);
 /* The last step's logits on the device: (rows, V) fp32, rows = its sequences. */
 const float *kd_cu_teacher_logits_dev(const kd_cu_teacher *m);
+/* The experts the last step's router chose (opts.record_routes), in
+ * kd_teacher_force_routes' layout: routes[(l * n + t) * k + r] for the step's
+ * n new tokens (the dense layers' slices are left as they are). KD_E_RANGE
+ * when not recording or n is not the last step's token count. */
+int kd_cu_teacher_routes(kd_cu_teacher *m, int32_t *routes, int64_t n);
 /* The CUDA context (stream) the teacher runs on, for ops queued after a step. */
 struct kd_cu *kd_cu_teacher_cu(kd_cu_teacher *m);
 

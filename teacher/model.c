@@ -47,6 +47,9 @@ struct kd_teacher {
     layer_ *layers;
     const float **expert_ptrs; /* 3 E per MoE layer */
     float scale;        /* softmax scale */
+    const int32_t *force; /* kd_teacher_force_routes */
+    int64_t force_differ; /* given routes unlike this model's choice, and the largest gap */
+    double force_gap;
 };
 
 static const kd_tensor_spec *specs_cmp_base_;
@@ -393,8 +396,10 @@ static void mlp_(float *out, const float *x, const float *g, const float *u, con
 
 /* Route one token: the k experts (idx) and their weights (wt) from the
  * router logits (E). scratch 2 E floats. */
+/* forced: the experts to take instead (kd_teacher_force_routes), NULL to choose;
+ * differ/gap count how far they are from this choice */
 static void route_(const kd_model_config *c, const float *logit, const float *bias, int64_t *idx,
-                   float *wt, float *scratch)
+                   float *wt, float *scratch, const int32_t *forced, int64_t *differ, double *gap)
 {
     const int64_t E = c->n_routed_experts, k = c->num_experts_per_tok;
     const int64_t G = c->n_group > 0 ? c->n_group : 1, per = E / G;
@@ -438,6 +443,16 @@ static void route_(const kd_model_config *c, const float *logit, const float *bi
                     best = g;
             keep[best] = 1;
         }
+        float kept_lo = INFINITY;
+        for (int64_t g = 0; g < G; g++)
+            kept_lo = keep[g] && gs[g] < kept_lo ? gs[g] : kept_lo;
+        for (int64_t r = 0; forced && r < k; r++) { /* a forced expert in a group left out */
+            const int64_t g = forced[r] / per;
+            if (!keep[g]) {
+                const double d = (double)kept_lo - gs[g];
+                *gap = d > *gap ? d : *gap;
+            }
+        }
         for (int64_t g = 0; g < G; g++)
             if (!keep[g])
                 for (int64_t j = 0; j < per; j++)
@@ -455,6 +470,22 @@ static void route_(const kd_model_config *c, const float *logit, const float *bi
         }
         idx[r] = best;
         wt[r] = score[best];
+    }
+    if (forced) {
+        int diff = 0;
+        for (int64_t r = 0; r < k; r++) {
+            int mine = 0;
+            for (int64_t q = 0; q < k; q++)
+                mine |= idx[q] == forced[r];
+            if (!mine && choice[forced[r]] > -INFINITY) { /* in a kept group: below this k-th best */
+                const double d = (double)choice[idx[k - 1]] - choice[forced[r]];
+                *gap = d > *gap ? d : *gap;
+            }
+            diff |= !mine;
+        }
+        *differ += diff;
+        for (int64_t r = 0; r < k; r++)
+            idx[r] = forced[r], wt[r] = score[forced[r]];
     }
     if (c->arch == KD_ARCH_DEEPSEEK_V3) {
         if (c->norm_topk_prob) {
@@ -481,7 +512,7 @@ static void route_(const kd_model_config *c, const float *logit, const float *bi
 
 /* The MoE block on n rows: routed experts (tokens grouped per expert, one
  * matmul each) plus the shared experts. out (n, C) overwritten. */
-static int moe_(const kd_teacher *m, const layer_ *y, float *out, const float *x, int64_t n)
+static int moe_(kd_teacher *m, const layer_ *y, float *out, const float *x, int64_t n)
 {
     const kd_model_config *c = &m->cfg;
     const int64_t C = c->hidden_size, E = c->n_routed_experts, k = c->num_experts_per_tok;
@@ -501,8 +532,10 @@ static int moe_(const kd_teacher *m, const layer_ *y, float *out, const float *x
         goto done;
     }
     kd_matmul_rowwise(logits, x, y->router, NULL, n, C, E);
+    const int32_t *forced = m->force ? m->force + (y - m->layers) * n * k : NULL;
     for (int64_t t = 0; t < n; t++)
-        route_(c, logits + t * E, y->router_bias, idx + t * k, wt + t * k, rs);
+        route_(c, logits + t * E, y->router_bias, idx + t * k, wt + t * k, rs, forced ? forced + t * k : NULL,
+               &m->force_differ, &m->force_gap);
     memset(out, 0, (size_t)(n * C) * sizeof(float));
     for (int64_t e = 0; e < E; e++) {
         int64_t cnt = 0;
@@ -536,6 +569,14 @@ done:
     free(rows);
     free(rw);
     return rc;
+}
+
+void kd_teacher_force_routes(kd_teacher *m, const int32_t *routes) { m->force = routes; }
+
+void kd_teacher_route_stats(kd_teacher *m, int64_t *differ, double *worst_gap)
+{
+    *differ = m->force_differ, *worst_gap = m->force_gap;
+    m->force_differ = 0, m->force_gap = 0;
 }
 
 /* ---- the forward over new tokens ---------------------------------------------------- */
@@ -790,5 +831,5 @@ int kd_teacher_generate_greedy(kd_teacher *m, const int64_t *prompt, int64_t P, 
 void kd_teacher_route_(const kd_model_config *c, const float *logit, const float *bias, int64_t *idx, float *wt,
                        float *scratch)
 {
-    route_(c, logit, bias, idx, wt, scratch);
+    route_(c, logit, bias, idx, wt, scratch, NULL, NULL, NULL);
 }

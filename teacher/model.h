@@ -98,6 +98,21 @@ int kd_teacher_kvpool_new(const kd_teacher *m, int64_t nblocks, int64_t block, k
 int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int nseq, const int64_t *ids,
                     const int64_t *nn, kd_mla_mode mode, int all_logits, float *logits);
 
+/* Routes given from outside, for comparing with an engine that computes in
+ * lower precision (tests: a near-tie between experts' scores may go either
+ * way in bf16, and one expert changed moves a row's logits far more than
+ * rounding does). While set, the MoE layers of the next kd_teacher_step calls
+ * send token n (of the step's new tokens) in layer l to experts
+ * routes[(l * n_tokens + n) * k + r], r < k (dense layers' slices are
+ * skipped), the weights still from this model's scores; NULL routes choose
+ * again. kd_teacher_route_stats: how many given routes differed from this
+ * model's own choice since the last call, and the largest gap among those
+ * (in choice-score units: how much better this model's choice scored; for an
+ * expert in a group this model left out, the gap between the groups' scores);
+ * both reset. */
+void kd_teacher_force_routes(kd_teacher *m, const int32_t *routes);
+void kd_teacher_route_stats(kd_teacher *m, int64_t *differ, double *worst_gap);
+
 /* The logits (T, V) of one sequence from position 0 (a fresh cache,
  * decompressed prefill). */
 int kd_teacher_logits(kd_teacher *m, const int64_t *ids, int64_t T, float *logits);

@@ -276,6 +276,50 @@ out:
     kd_teacher_free(m);
 }
 
+/* routes given from outside (what the GPU test does with the GPU's choices):
+ * every token of every MoE layer sent to experts 0 .. k-1 changes the logits,
+ * reports the choices unlike the model's own with a positive score gap, is
+ * deterministic, and NULL chooses again (the unforced logits come back) */
+TEST(forced_routes)
+{
+    kd_teacher *m = NULL;
+    CHECK_OK(kd_teacher_load(DS3, &m));
+    if (!m)
+        return;
+    const kd_model_config *c = kd_teacher_config(m);
+    const int64_t V = c->vocab_size, T = 12, k = c->num_experts_per_tok, L = c->num_layers;
+    int64_t ids[12];
+    for (int64_t t = 0; t < T; t++)
+        ids[t] = (t * 41 + 7) % V;
+    int32_t *routes = malloc((size_t)(L * T * k) * sizeof *routes);
+    float *a = malloc((size_t)(T * V) * sizeof(float)), *b = malloc((size_t)(T * V) * sizeof(float));
+    float *b2 = malloc((size_t)(T * V) * sizeof(float)), *a2 = malloc((size_t)(T * V) * sizeof(float));
+    for (int64_t i = 0; i < L * T * k; i++)
+        routes[i] = (int32_t)(i % k);
+    int64_t differ = -1;
+    double gap = -1;
+    CHECK_OK(kd_teacher_logits(m, ids, T, a));
+    kd_teacher_route_stats(m, &differ, &gap);
+    CHECK(differ == 0 && gap == 0); /* nothing forced */
+    kd_teacher_force_routes(m, routes);
+    CHECK_OK(kd_teacher_logits(m, ids, T, b));
+    kd_teacher_route_stats(m, &differ, &gap);
+    const int64_t d1 = differ;
+    CHECK_OK(kd_teacher_logits(m, ids, T, b2));
+    kd_teacher_route_stats(m, &differ, &gap);
+    kd_teacher_force_routes(m, NULL);
+    CHECK_OK(kd_teacher_logits(m, ids, T, a2));
+    const double moved = rel_(b, a, (size_t)(T * V));
+    printf("forced routes: %lld of %lld token-layer choices unlike the model's own, largest gap %.3g; logits moved "
+           "%.3g\n", (long long)d1, (long long)(T * (L - c->first_k_dense_replace)), gap, moved);
+    CHECK(d1 > 0 && differ == d1 && gap > 0);
+    CHECK(moved > 1e-3);
+    CHECK(memcmp(b, b2, (size_t)(T * V) * sizeof(float)) == 0);
+    CHECK(memcmp(a, a2, (size_t)(T * V) * sizeof(float)) == 0);
+    free(routes), free(a), free(b), free(b2), free(a2);
+    kd_teacher_free(m);
+}
+
 TEST(bad_folders)
 {
     kd_teacher *m = NULL;
@@ -412,6 +456,7 @@ int main(void)
     RUN(fp8);
     RUN(mla_forms);
     RUN(paged_batch);
+    RUN(forced_routes);
     RUN(mtp_skipped);
     RUN(bad_folders);
     return test_summary();
