@@ -79,7 +79,9 @@ void kd_cli_config_release(kd_cli_config *c);
 
 /* The whole of a config-driven command that has no options of its own:
  * parse [CONFIG.yaml] -c --set --print-config -h, build the configuration of
- * `schema`, refuse runtime.device cuda (CPU reference backend), apply its
- * runtime section, call run(cfg) and turn the status into an exit code. */
+ * `schema`, apply its runtime section, call run(cfg) and turn the status into
+ * an exit code. Without `cuda` the command runs on the CPU: runtime.device
+ * cuda is refused and auto means cpu; with it (generate: the DeepSeek teacher
+ * on the GPU) auto means cuda when a device is visible. */
 int kd_cli_config_main(int argc, char **argv, const char *cmd, const kd_cfg_schema *schema,
-                       void (*usage)(FILE *), int (*run)(void *cfg));
+                       void (*usage)(FILE *), int (*run)(void *cfg), int cuda);

@@ -48,7 +48,7 @@ void kd_cli_config_release(kd_cli_config *c)
 }
 
 int kd_cli_config_main(int argc, char **argv, const char *cmd, const kd_cfg_schema *schema,
-                       void (*usage)(FILE *), int (*run)(void *cfg))
+                       void (*usage)(FILE *), int (*run)(void *cfg), int cuda)
 {
     static const struct option longopts[] = {
         KD_CLI_CONFIG_LONGOPTS,
@@ -83,11 +83,12 @@ int kd_cli_config_main(int argc, char **argv, const char *cmd, const kd_cfg_sche
     kd_runtime_config *rt = kd_cfg_section(schema, cfg, "runtime");
     int printed = 0;
     int st = kd_cli_config_build(&cc, schema, cfg, &printed);
-    if (st == KD_OK && !printed && rt && rt->device == KD_DEVICE_CUDA)
+    if (st == KD_OK && !printed && rt && !cuda && rt->device == KD_DEVICE_CUDA)
         st = kd_err(KD_E_UNSUPPORTED, "%s runs on the CPU reference backend for now (runtime.device: cpu or auto)",
                     cmd);
     if (st == KD_OK && !printed && rt) {
-        rt->device = KD_DEVICE_CPU;
+        if (!cuda)
+            rt->device = KD_DEVICE_CPU;
         st = kd_runtime_apply(rt);
     }
     if (st == KD_OK && !printed)

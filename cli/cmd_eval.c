@@ -29,5 +29,5 @@ static int run_(void *cfg)
 
 int cmd_eval(int argc, char **argv)
 {
-    return kd_cli_config_main(argc, argv, "eval", &kd_eval_schema, usage_, run_);
+    return kd_cli_config_main(argc, argv, "eval", &kd_eval_schema, usage_, run_, 0);
 }

@@ -40,5 +40,5 @@ static int run_(void *cfg)
 
 int cmd_generate(int argc, char **argv)
 {
-    return kd_cli_config_main(argc, argv, "generate", &kd_gen_schema, usage_, run_);
+    return kd_cli_config_main(argc, argv, "generate", &kd_gen_schema, usage_, run_, 1);
 }

@@ -31,5 +31,5 @@ static int run_(void *cfg)
 
 int cmd_reject(int argc, char **argv)
 {
-    return kd_cli_config_main(argc, argv, "reject", &kd_reject_schema, usage_, run_);
+    return kd_cli_config_main(argc, argv, "reject", &kd_reject_schema, usage_, run_, 0);
 }

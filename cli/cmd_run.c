@@ -33,5 +33,5 @@ static int run_(void *cfg)
 
 int cmd_run(int argc, char **argv)
 {
-    return kd_cli_config_main(argc, argv, "run", &kd_pipeline_schema, usage_, run_);
+    return kd_cli_config_main(argc, argv, "run", &kd_pipeline_schema, usage_, run_, 0);
 }

@@ -146,16 +146,21 @@ int kd_parity_check_infer(const kd_parity_model *pm, const char *dir, const char
     /* logits: overall and per row */
     if ((rc = pm->logits(pm->m, ids, (int64_t)T, logits)))
         goto done;
-    double all = kd_parity_rel_err(logits, ref, T * (size_t)V), worst = 0.0;
-    size_t wrow = 0;
-    for (size_t t = 0; t < T; t++) {
-        double e = kd_parity_rel_err(logits + t * V, ref + t * V, (size_t)V);
-        if (!(e <= worst))
-            worst = e, wrow = t;
+    if (pm->logits_check) {
+        if ((rc = pm->logits_check(pm, ids, (int64_t)T, logits, ref, out, failed)))
+            goto done;
+    } else {
+        double all = kd_parity_rel_err(logits, ref, T * (size_t)V), worst = 0.0;
+        size_t wrow = 0;
+        for (size_t t = 0; t < T; t++) {
+            double e = kd_parity_rel_err(logits + t * V, ref + t * V, (size_t)V);
+            if (!(e <= worst))
+                worst = e, wrow = t;
+        }
+        const double tol = pm->tol_logits > 0 ? pm->tol_logits : TOL_LOGITS;
+        kd_parity_check(out, failed, all <= tol && worst <= tol, "logits",
+               "rel %.2g (tol %.0e), worst row %zu rel %.2g, T=%zu", all, tol, wrow, worst, T);
     }
-    const double tol = pm->tol_logits > 0 ? pm->tol_logits : TOL_LOGITS;
-    kd_parity_check(out, failed, all <= tol && worst <= tol, "logits",
-           "rel %.2g (tol %.0e), worst row %zu rel %.2g, T=%zu", all, tol, wrow, worst, T);
 
     /* greedy generation, EOS suppressed as generate(min_new_tokens=N) */
     if ((rc = kd_generation_eos(dir, eos, 16, &neos)))
@@ -204,7 +209,8 @@ int kd_parity_check_infer(const kd_parity_model *pm, const char *dir, const char
 
     /* kv cache: each decode step's logits against the full forward over gen_tokens */
     if (pm->no_kvcache)
-        fprintf(out, "skip kvcache  this backend generates by full forwards (no KV cache)\n");
+        fprintf(out, "skip kvcache  %s\n",
+                pm->no_kvcache_why ? pm->no_kvcache_why : "this backend generates by full forwards (no KV cache)");
     else if (pok && same == PN) {
         if ((rc = pm->logits(pm->m, gen, (int64_t)PN, full)))
             goto done;

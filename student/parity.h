@@ -49,6 +49,13 @@ typedef struct kd_parity_model {
     int no_kvcache;
     void *ref;
     int (*ref_logits)(void *ref, const int64_t *ids, int64_t T, float *out);
+    /* optional: the backend's own "logits" check of `ours` (its logits of
+     * ids), in place of the comparison with the reference's `hf` (the CUDA
+     * teacher: against the CPU teacher on the GPU's routes, teacher/parity.c);
+     * and why the kvcache check is skipped, when no_kvcache */
+    int (*logits_check)(const struct kd_parity_model *pm, const int64_t *ids, int64_t T, const float *ours,
+                        const float *hf, FILE *out, int *failed);
+    const char *no_kvcache_why;
 } kd_parity_model;
 
 /* The checks of ref_infer.safetensors `file` in fixture `dir` for any model:

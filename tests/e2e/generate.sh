@@ -224,6 +224,12 @@ gen "$TMP/a" --set "model=$TMP/nomodel" >/dev/null 2>"$TMP/err"
 "$BIN" generate >/dev/null 2>&1
 [ $? -eq 2 ] || fail "no config: not a usage error"
 "$BIN" generate --help | grep -q "Rerun after a crash" || fail "--help"
+# runtime.device cuda where there is no GPU (CI): a clear error, nothing generated
+# (with a GPU, tools/device_run.sh gpugenjob runs it)
+if ! "$BIN" version 2>/dev/null | grep -q "cuda:0"; then
+    gen "$TMP/a" --set runtime.device=cuda >/dev/null 2>"$TMP/err"
+    [ $? -eq 1 ] && grep -q "KD_E_CUDA" "$TMP/err" || fail "generate on cuda without a GPU: $(cat "$TMP/err")"
+fi
 set -e
 if [ "$failures" -ne 0 ]; then
     echo "$failures failure(s)" >&2
