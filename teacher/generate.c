@@ -95,7 +95,7 @@ static int gm_pool_(gmodel_ *g, int64_t nblocks, int64_t bs, kd_kvpool **pool)
          * prefill step packs one prompt, so a step's positions stay within the context */
         const int64_t ctx = g->max_pos < 16384 ? g->max_pos : 16384;
         kd_cu_teacher_opts o = {.device = 0, .max_tokens = ctx > g->batch ? ctx : g->batch, .max_seqs = g->batch,
-                                .block = bs, .kv_blocks = nblocks};
+                                .block = bs, .kv_blocks = nblocks, .graphs = 1};
         KD_TRY(kd_cu_teacher_new(g->t, &o, &g->cu));
         *pool = kd_cu_teacher_pool(g->cu);
         return KD_OK;
