@@ -244,13 +244,6 @@ int kd_cu_moe_permute(int32_t *src, int32_t *dst, int32_t *off, int32_t *counts,
 int kd_cu_moe_gather(kd_bf16 *xin, const kd_bf16 *x, const int32_t *src, int64_t N, int k, int64_t C, kd_cu *cu);
 int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *dst, const int32_t *idx, const float *wt,
                       int64_t N, int k, int64_t C, kd_cu *cu);
-/* The dense linear y = x w^T (+ b) of few rows (1 .. 64, a decode step): the
- * grouped GEMM's decode kernel on one "expert", K split so that few output
- * features still fill the GPU, the splits' fp32 sums added in order (the
- * result does not depend on timing). kd_cu_linear_forward takes it for 64
- * rows or fewer. nI a multiple of 8. */
-int kd_cu_linear_rows(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const kd_bf16 *b, int64_t M, int64_t nI,
-                      int64_t nO, kd_cu *cu);
 /* Grouped GEMM over the permuted rows: y (NK, N) bf16 = x (NK, K) W_e^T for
  * the rows off[e] .. off[e + 1] of each expert e, W (E, N, K) bf16 (each
  * expert's weight as HF stores it, out x in), fp32 accumulation. off on the

@@ -325,42 +325,36 @@ __global__ void __launch_bounds__(128) moe_gemm_kernel(bf16 *y, const bf16 *x, c
 
 
 /* ---- the grouped GEMM for few rows per expert (decode) ------------------------------------------
- * Bandwidth-bound: each expert's weight is read once per R_ of its rows, and
+ * Bandwidth-bound: each expert's weight is read once per 32 of its rows, and
  * an expert without rows is not read at all. A block takes one expert and 128
- * output features; warp w computes features 16w .. 16w + 15 for up to R_ rows
+ * output features; warp w computes features 16w .. 16w + 15 for up to 32 rows
  * as D^T = W x^T (the weight as mma's A operand, the rows as B, so a few rows
  * waste little). Weight and row tiles of 64 k stream through a 4-stage
- * cp.async pipeline. The same kernel is the dense linear of a decode step
- * (off NULL: one "expert" of M rows, kd_cu_linear_forward): there, grid.z
- * splits K into chunks whose fp32 sums go to `part` (PART) and are added in
- * order by linear_reduce_kernel, so few output features still fill the GPU. */
+ * cp.async pipeline. */
 #define SF 128 /* features per block */
-#define SR 32  /* rows per pass (the grouped GEMM) */
+#define SR 32  /* rows per pass */
 #define SK 64  /* k per stage */
 #define SS 4   /* stages */
 #define SST (SK + 8)
 
 template <int N_> __device__ __forceinline__ void cp_wait_() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N_)); }
 
-template <int R_, bool PART>
-__global__ void __launch_bounds__(256) gemm_rows_kernel(bf16 *y, float *part, const bf16 *x, const bf16 *w,
-                                                        const bf16 *bias, const int32_t *off, int64_t M, int64_t N,
-                                                        int64_t K, int kchunk)
+__global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 *x, const bf16 *w,
+                                                            const int32_t *off, int64_t N, int64_t K)
 {
     extern __shared__ __align__(16) unsigned char smem_[];
-    bf16 *sW = reinterpret_cast<bf16 *>(smem_), *sX = sW + SS * SF * SST; /* [SS][SF][SST] weights, [SS][R_][SST] rows */
+    bf16 *sW = reinterpret_cast<bf16 *>(smem_), *sX = sW + SS * SF * SST; /* [SS][SF][SST] weights, [SS][SR][SST] rows */
     const int e = blockIdx.x, wi = threadIdx.x >> 5, l = threadIdx.x & 31;
-    const int base = off ? off[e] : 0, cnt = off ? off[e + 1] - base : (int)M;
+    const int base = off[e], cnt = off[e + 1] - base;
     if (cnt <= 0)
         return;
     const int64_t n0 = (int64_t)blockIdx.y * SF;
     const bf16 *we = w + (int64_t)e * N * K;
-    const int nkall = (int)((K + SK - 1) / SK), kt0 = (int)blockIdx.z * kchunk;
-    const int nk = min(nkall, kt0 + kchunk) - kt0;
-    for (int r0 = 0; r0 < cnt; r0 += R_) {
-        const int rows = min(R_, cnt - r0);
+    const int nk = (int)((K + SK - 1) / SK);
+    for (int r0 = 0; r0 < cnt; r0 += SR) {
+        const int rows = min(SR, cnt - r0);
         auto load = [&](int st, int kt) {
-            const int64_t k0 = (int64_t)(kt0 + kt) * SK;
+            const int64_t k0 = (int64_t)kt * SK;
             bf16 *dW = sW + st * SF * SST;
             for (int i = threadIdx.x; i < SF * (SK / 8); i += 256) {
                 const int r = i / (SK / 8), c = (i % (SK / 8)) * 8;
@@ -369,8 +363,8 @@ __global__ void __launch_bounds__(256) gemm_rows_kernel(bf16 *y, float *part, co
                 else
                     *reinterpret_cast<uint4 *>(dW + r * SST + c) = make_uint4(0, 0, 0, 0);
             }
-            bf16 *dX = sX + st * R_ * SST;
-            for (int i = threadIdx.x; i < R_ * (SK / 8); i += 256) {
+            bf16 *dX = sX + st * SR * SST;
+            for (int i = threadIdx.x; i < SR * (SK / 8); i += 256) {
                 const int r = i / (SK / 8), c = (i % (SK / 8)) * 8;
                 if (r < rows && k0 + c < K)
                     cp16_(dX + r * SST + c, x + (int64_t)(base + r0 + r) * K + k0 + c);
@@ -378,9 +372,9 @@ __global__ void __launch_bounds__(256) gemm_rows_kernel(bf16 *y, float *part, co
                     *reinterpret_cast<uint4 *>(dX + r * SST + c) = make_uint4(0, 0, 0, 0);
             }
         };
-        float acc[R_ / 8][4];
+        float acc[SR / 8][4];
 #pragma unroll
-        for (int j = 0; j < R_ / 8; j++)
+        for (int j = 0; j < SR / 8; j++)
             acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 #pragma unroll
         for (int st = 0; st < SS - 1; st++) {
@@ -395,13 +389,13 @@ __global__ void __launch_bounds__(256) gemm_rows_kernel(bf16 *y, float *part, co
                 load((kt + SS - 1) % SS, kt + SS - 1);
             cp_commit_();
             const int st = kt % SS;
-            const uint32_t uW = su_(sW + st * SF * SST), uX = su_(sX + st * R_ * SST);
+            const uint32_t uW = su_(sW + st * SF * SST), uX = su_(sX + st * SR * SST);
 #pragma unroll
             for (int kk = 0; kk < SK / 16; kk++) {
                 uint32_t a[4];
                 ldsm_(a, a_at_(uW, SST, wi * 16, kk * 16, l));
 #pragma unroll
-                for (int jp = 0; jp < R_ / 16; jp++) {
+                for (int jp = 0; jp < SR / 16; jp++) {
                     uint32_t b[4];
                     ldsm_(b, bnk_at_(uX, SST, jp * 16, kk * 16, l));
                     mma_(acc[2 * jp], a, b[0], b[1]);
@@ -413,80 +407,15 @@ __global__ void __launch_bounds__(256) gemm_rows_kernel(bf16 *y, float *part, co
         __syncthreads();
         /* acc[j]: features f (l/4) and f + 8 of the warp's 16, rows 8j + 2(l%4) and + 1 */
 #pragma unroll
-        for (int j = 0; j < R_ / 8; j++)
+        for (int j = 0; j < SR / 8; j++)
 #pragma unroll
             for (int q = 0; q < 4; q++) {
                 const int64_t f = n0 + wi * 16 + (l >> 2) + (q >> 1) * 8;
                 const int t = j * 8 + (l & 3) * 2 + (q & 1);
-                if (t < rows && f < N) {
-                    const int64_t row = base + r0 + t;
-                    if (PART)
-                        part[((int64_t)blockIdx.z * M + row) * N + f] = acc[j][q];
-                    else
-                        y[row * N + f] = __float2bfloat16_rn(acc[j][q] + (bias ? __bfloat162float(bias[f]) : 0.0f));
-                }
+                if (t < rows && f < N)
+                    y[(int64_t)(base + r0 + t) * N + f] = __float2bfloat16_rn(acc[j][q]);
             }
     }
-}
-
-/* y = the splits' partial sums added in order (+ bias), rounded once */
-__global__ void linear_reduce_kernel(bf16 *y, const float *part, const bf16 *bias, int splits, int64_t MN, int64_t N)
-{
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= MN)
-        return;
-    float s = 0.0f;
-    for (int z = 0; z < splits; z++)
-        s += part[(int64_t)z * MN + i];
-    y[i] = __float2bfloat16_rn(s + (bias ? __bfloat162float(bias[i % N]) : 0.0f));
-}
-
-template <int R_, bool PART> static int rows_launch_(dim3 grid, bf16 *y, float *part, const bf16 *x, const bf16 *w,
-                                                     const bf16 *bias, const int32_t *off, int64_t M, int64_t N,
-                                                     int64_t K, int kchunk, kd_cu *cu)
-{
-    const size_t shm = (size_t)SS * (SF + R_) * SST * sizeof(bf16);
-    static int attr_set = 0;
-    if (!attr_set) {
-        CUDA_TRY(cudaFuncSetAttribute(gemm_rows_kernel<R_, PART>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)shm));
-        attr_set = 1;
-    }
-    gemm_rows_kernel<R_, PART><<<grid, 256, shm, (cudaStream_t)cu->stream>>>(y, part, x, w, bias, off, M, N, K, kchunk);
-    CUDA_TRY(cudaGetLastError());
-    return KD_OK;
-}
-
-extern "C" int kd_cu_linear_rows(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const kd_bf16 *b, int64_t M,
-                                 int64_t nI, int64_t nO, kd_cu *cu)
-{
-    if (M < 1 || M > 64 || nI < 8 || nI % 8 || nO < 1 || (nO + SF - 1) / SF > 65535)
-        return kd_err(KD_E_CUDA, "linear rows: %lld rows (1 .. 64), %lld in (a multiple of 8), %lld out", (long long)M,
-                      (long long)nI, (long long)nO);
-    /* split K until about two blocks per SM, each split at least 4 stages, the partials within the scratch */
-    const int64_t fb = (nO + SF - 1) / SF, nk = (nI + SK - 1) / SK;
-    const int64_t want = 2 * (cu->sms > 0 ? cu->sms : 132);
-    int64_t splits = (want + fb - 1) / fb;
-    splits = splits < nk / 4 ? splits : nk / 4;
-    while (splits > 1 && splits * M * nO > (int64_t)KD_CU_SCRATCH)
-        splits--;
-    splits = splits < 1 ? 1 : splits;
-    const int kchunk = (int)((nk + splits - 1) / splits);
-    splits = (nk + kchunk - 1) / kchunk;
-    dim3 grid(1, (unsigned)fb, (unsigned)splits);
-    bf16 *yy = (bf16 *)y;
-    const bf16 *xx = (const bf16 *)x, *ww = (const bf16 *)w, *bb = (const bf16 *)b;
-    if (splits == 1)
-        return M <= 32 ? rows_launch_<32, false>(grid, yy, NULL, xx, ww, bb, NULL, M, nO, nI, kchunk, cu)
-                       : rows_launch_<64, false>(grid, yy, NULL, xx, ww, bb, NULL, M, nO, nI, kchunk, cu);
-    const int rc = M <= 32 ? rows_launch_<32, true>(grid, NULL, cu->scratch, xx, ww, NULL, NULL, M, nO, nI, kchunk, cu)
-                           : rows_launch_<64, true>(grid, NULL, cu->scratch, xx, ww, NULL, NULL, M, nO, nI, kchunk, cu);
-    if (rc)
-        return rc;
-    linear_reduce_kernel<<<(unsigned)((M * nO + 255) / 256), 256, 0, (cudaStream_t)cu->stream>>>(
-        yy, cu->scratch, bb, (int)splits, M * nO, nO);
-    CUDA_TRY(cudaGetLastError());
-    return KD_OK;
 }
 
 /* ---- the same on FP8 (W8A8), DeepSeek-V3's recipe -----------------------------------------------
@@ -792,10 +721,17 @@ extern "C" int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *
     if (path == 0)
         path = NK <= (int64_t)SR * E ? 2 : 1; /* about a pass of 32 rows per expert or less: decode */
     if (path == 2) {
+        const size_t shm = (size_t)SS * (SF + SR) * SST * sizeof(bf16);
+        static int attr_set = 0;
+        if (!attr_set) {
+            CUDA_TRY(cudaFuncSetAttribute(moe_gemm_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm));
+            attr_set = 1;
+        }
         dim3 grid((unsigned)E, (unsigned)((N + SF - 1) / SF));
-        const int kchunk = (int)((K + SK - 1) / SK);
-        return rows_launch_<SR, false>(grid, (bf16 *)y, NULL, (const bf16 *)x, (const bf16 *)w, NULL, off, NK, N, K,
-                                       kchunk, cu);
+        moe_gemm_rows_kernel<<<grid, 256, shm, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x,
+                                                                           (const bf16 *)w, off, N, K);
+        CUDA_TRY(cudaGetLastError());
+        return KD_OK;
     }
     dim3 grid((unsigned)((NK + GM - 1) / GM + E), (unsigned)((N + GN - 1) / GN));
     moe_gemm_kernel<<<grid, 128, 0, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x, (const bf16 *)w, off, E,

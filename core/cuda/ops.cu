@@ -581,13 +581,6 @@ extern "C" int kd_cu_gemm_ex(void *d, int d_f32, const kd_bf16 *a, int ta, const
 extern "C" int kd_cu_linear_forward(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const kd_bf16 *b, int64_t N,
                                     int64_t nI, int64_t nO, kd_cu *cu)
 {
-    static int rows_off = -1; /* a test hook: KD_CU_LINEAR_ROWS=0 keeps cuBLASLt for few rows too */
-    if (rows_off < 0) {
-        const char *e = getenv("KD_CU_LINEAR_ROWS");
-        rows_off = e && *e == '0';
-    }
-    if (!rows_off && N >= 1 && N <= 64 && nI >= 256 && nI % 8 == 0)
-        return kd_cu_linear_rows(y, x, w, b, N, nI, nO, cu);
     return kd_cu_gemm(y, 0, x, 0, w, 1, b, N, nO, nI, 1.0f, 0.0f, cu);
 }
 

@@ -12,7 +12,6 @@
 #include "core/cuda/cuops.h"
 #include "core/dtype.h"
 #include "core/ops.h"
-#include "core/log.h"
 #include "core/rng.h"
 
 #define EXPECT(name, got, want, n, tol)                                           \
@@ -57,55 +56,6 @@ TEST(linear)
     free(gy), free(gdx), free(gdw), free(gdb), free(gdx2), free(gdw2);
     kd_cu_free_ptr(dx_), kd_cu_free_ptr(dw_), kd_cu_free_ptr(db_), kd_cu_free_ptr(ddy), kd_cu_free_ptr(dy_out);
     kd_cu_free_ptr(ddx), kd_cu_free_ptr(gw), kd_cu_free_ptr(gb);
-}
-
-/* the decode-step linear (kd_cu_linear_rows, what kd_cu_linear_forward takes
- * for 64 rows or fewer): against the CPU with a bias, K split or not, 32-row
- * and 64-row passes; then timing lines against cuBLASLt on a Moonlight
- * layer's shapes (not assertions) */
-TEST(linear_rows)
-{
-    static const int64_t shapes[][3] = {{1, 2048, 200}, {5, 256, 136}, {33, 2048, 2048}, {64, 1408, 72},
-                                        {64, 4096, 520}, {17, 8, 24}};
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        const int64_t N = shapes[si][0], nI = shapes[si][1], nO = shapes[si][2];
-        float *x = rnd(N * nI, 1), *w = rnd(nO * nI, 0.1f), *b = rnd(nO, 0.5f), *y = calloc(N * nO, 4);
-        kd_matmul_forward(y, x, w, b, N, nI, nO);
-        kd_bf16 *dx_ = up16(x, N * nI), *dw_ = up16(w, nO * nI), *db_ = up16(b, nO), *dy = dev(N * nO * 2);
-        CHECK_OK(kd_cu_linear_rows(dy, dx_, dw_, db_, N, nI, nO, &cu));
-        CHECK_OK(kd_cu_sync(&cu));
-        float *gy = down16(dy, N * nO);
-        char name[64];
-        snprintf(name, sizeof name, "linear rows %lldx%lld->%lld", (long long)N, (long long)nI, (long long)nO);
-        EXPECT(name, gy, y, N * nO, TOL16);
-        free(x), free(w), free(b), free(y), free(gy);
-        kd_cu_free_ptr(dx_), kd_cu_free_ptr(dw_), kd_cu_free_ptr(db_), kd_cu_free_ptr(dy);
-    }
-    CHECK_ERR(kd_cu_linear_rows(NULL, NULL, NULL, NULL, 65, 64, 64, &cu), KD_E_CUDA, "65 rows");
-    CHECK_ERR(kd_cu_linear_rows(NULL, NULL, NULL, NULL, 4, 12, 64, &cu), KD_E_CUDA, "12 in");
-    static const int64_t mshapes[][2] = {{2048, 3072}, {2048, 576}, {2048, 2048}, {2048, 2 * 11264}, {11264, 2048},
-                                         {2048, 2 * 2816}, {2816, 2048}};
-    kd_bf16 *dx = dev((size_t)64 * 11264 * 2), *dw = dev((size_t)2 * 11264 * 2048 * 2), *dy = dev((size_t)64 * 22528 * 2);
-    for (size_t si = 0; si < sizeof mshapes / sizeof mshapes[0]; si++)
-        for (int64_t N = 1; N <= 64; N *= 64) {
-            const int64_t nI = mshapes[si][0], nO = mshapes[si][1];
-            double t[2];
-            for (int path = 0; path < 2; path++) {
-                for (int pass = 0; pass < 2; pass++) {
-                    CHECK_OK(kd_cu_sync(&cu));
-                    const double t0 = kd_now();
-                    for (int r = 0; r < 20; r++)
-                        CHECK_OK(path ? kd_cu_linear_rows(dy, dx, dw, NULL, N, nI, nO, &cu)
-                                      : kd_cu_gemm(dy, 0, dx, 0, dw, 1, NULL, N, nO, nI, 1.0f, 0.0f, &cu));
-                    CHECK_OK(kd_cu_sync(&cu));
-                    t[path] = (kd_now() - t0) / 20;
-                }
-            }
-            printf("  timing linear %2lld x %5lld -> %5lld: cuBLASLt %.1f us (%.0f GB/s), rows %.1f us (%.0f GB/s)\n",
-                   (long long)N, (long long)nI, (long long)nO, t[0] * 1e6, 2.0 * nI * nO / t[0] / 1e9, t[1] * 1e6,
-                   2.0 * nI * nO / t[1] / 1e9);
-        }
-    kd_cu_free_ptr(dx), kd_cu_free_ptr(dw), kd_cu_free_ptr(dy);
 }
 
 TEST(embedding)
@@ -344,7 +294,6 @@ int main(void)
         return 1;
     }
     RUN(linear);
-    RUN(linear_rows);
     RUN(embedding);
     RUN(rmsnorm);
     RUN(qkv_rope);
