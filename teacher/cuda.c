@@ -782,8 +782,12 @@ int kd_cu_teacher_step(kd_cu_teacher *m, kd_kvseq *const *seqs, int nseq, const 
     if (nseq <= 0 || nseq > m->o.max_seqs)
         return kd_err(KD_E_RANGE, "a step of %d sequences (at most %lld)", nseq, (long long)m->o.max_seqs);
     int64_t N = 0, M = 0, maxb = 1;
-    const char *na = getenv("KD_CU_TEACHER_NO_ABSORB"); /* a test hook: decode steps decompressed too */
-    int decode = mode == KD_MLA_ABSORBED && !(na && *na == '1');
+    static int no_absorb = -1; /* a test hook, read once: KD_CU_TEACHER_NO_ABSORB=1 decodes decompressed too */
+    if (no_absorb < 0) {
+        const char *na = getenv("KD_CU_TEACHER_NO_ABSORB");
+        no_absorb = na && *na == '1';
+    }
+    int decode = mode == KD_MLA_ABSORBED && !no_absorb;
     for (int i = 0; i < nseq; i++) {
         if (nn[i] <= 0)
             return kd_err(KD_E_RANGE, "%lld new tokens for sequence %d", (long long)nn[i], i);

@@ -339,6 +339,22 @@ __global__ void __launch_bounds__(128) moe_gemm_kernel(bf16 *y, const bf16 *x, c
 
 template <int N_> __device__ __forceinline__ void cp_wait_() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N_)); }
 
+/* A warp's sums to y: acc[j] holds features f0 + l/4 and + 8 (f0 the warp's first of its 16) of rows
+ * row0 + 8j + 2(l%4) and + 1; rows past `rows` or features past N are not written. */
+__device__ __forceinline__ void store_rows_(bf16 *y, const float (*acc)[4], int64_t f0, int l, int rows, int64_t row0,
+                                            int64_t N)
+{
+#pragma unroll
+    for (int j = 0; j < SR / 8; j++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const int64_t f = f0 + (l >> 2) + (q >> 1) * 8;
+            const int t = j * 8 + (l & 3) * 2 + (q & 1);
+            if (t < rows && f < N)
+                y[(row0 + t) * N + f] = __float2bfloat16_rn(acc[j][q]);
+        }
+}
+
 __global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 *x, const bf16 *w,
                                                             const int32_t *off, int64_t N, int64_t K)
 {
@@ -405,16 +421,7 @@ __global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 
         }
         cp_wait_all_();
         __syncthreads();
-        /* acc[j]: features f (l/4) and f + 8 of the warp's 16, rows 8j + 2(l%4) and + 1 */
-#pragma unroll
-        for (int j = 0; j < SR / 8; j++)
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const int64_t f = n0 + wi * 16 + (l >> 2) + (q >> 1) * 8;
-                const int t = j * 8 + (l & 3) * 2 + (q & 1);
-                if (t < rows && f < N)
-                    y[(int64_t)(base + r0 + t) * N + f] = __float2bfloat16_rn(acc[j][q]);
-            }
+        store_rows_(y, acc, n0 + wi * 16, l, rows, base + r0, N);
     }
 }
 
@@ -523,15 +530,7 @@ __global__ void __launch_bounds__(256) moe_gemm_w8a8_kernel(bf16 *y, const uint8
         }
         cp_wait_all_();
         __syncthreads();
-#pragma unroll
-        for (int j = 0; j < SR / 8; j++)
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const int64_t f = n0 + wi * 16 + (l >> 2) + (q >> 1) * 8;
-                const int t = j * 8 + (l & 3) * 2 + (q & 1);
-                if (t < rows && f < N)
-                    y[(int64_t)(base + r0 + t) * N + f] = __float2bfloat16_rn(acc[j][q]);
-            }
+        store_rows_(y, acc, n0 + wi * 16, l, rows, base + r0, N);
     }
 }
 
@@ -715,9 +714,13 @@ extern "C" int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *
                       (long long)NK, (long long)N, (long long)K);
     if (NK == 0)
         return KD_OK;
-    const char *fp = getenv("KD_CU_MOE_PATH"); /* a test hook: force a path */
-    if (path == 0 && fp && (*fp == '1' || *fp == '2'))
-        path = *fp - '0';
+    static int forced = -1; /* a test hook, read once: KD_CU_MOE_PATH=1|2 forces a path */
+    if (forced < 0) {
+        const char *fp = getenv("KD_CU_MOE_PATH");
+        forced = fp && (*fp == '1' || *fp == '2') ? *fp - '0' : 0;
+    }
+    if (path == 0)
+        path = forced;
     if (path == 0)
         path = NK <= (int64_t)SR * E ? 2 : 1; /* about a pass of 32 rows per expert or less: decode */
     if (path == 2) {
