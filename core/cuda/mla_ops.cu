@@ -18,30 +18,6 @@ extern "C" {
 #define S_(cu) ((cudaStream_t)(cu)->stream)
 #define LAUNCH_() CUDA_TRY(cudaGetLastError())
 
-__device__ static float warp_sum_(float v)
-{
-#pragma unroll
-    for (int o = 16; o; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-/* The sum of v over the block (a multiple of 32 threads), in every thread. */
-__device__ static float block_sum_(float v, float *sh)
-{
-    v = warp_sum_(v);
-    if ((threadIdx.x & 31) == 0)
-        sh[threadIdx.x >> 5] = v;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float w = threadIdx.x < blockDim.x / 32 ? sh[threadIdx.x] : 0.0f;
-        w = warp_sum_(w);
-        if (threadIdx.x == 0)
-            sh[0] = w;
-    }
-    __syncthreads();
-    return sh[0];
-}
 
 /* ---- RMSNorm of strided rows into contiguous ones ------------------------------------------ */
 
@@ -55,7 +31,7 @@ __global__ static void norm_rows_kernel(bf16 *out, int64_t ldo, const bf16 *x, i
         float v = __bfloat162float(xr[i]);
         ss += v * v;
     }
-    ss = block_sum_(ss, sh);
+    ss = block_sum(ss, sh);
     const float r = rsqrtf(ss / (float)C + eps);
     bf16 *o = out + blockIdx.x * ldo;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
@@ -147,7 +123,7 @@ __global__ static void kv_write_kernel(bf16 *cache, const int32_t *slot, const b
         float v = __bfloat162float(x[i]);
         ss += v * v;
     }
-    ss = block_sum_(ss, sh);
+    ss = block_sum(ss, sh);
     const float r = rsqrtf(ss / (float)R + eps);
     for (int i = threadIdx.x; i < R; i += blockDim.x)
         d[i] = __float2bfloat16(__bfloat162float(x[i]) * r * __bfloat162float(w[i]));
@@ -273,7 +249,7 @@ __global__ static void router_kernel(float *out, const bf16 *x, const float *w, 
     float s = 0.0f;
     for (int64_t i = l; i < C; i += 32)
         s += __bfloat162float(xr[i]) * wr[i];
-    s = warp_sum_(s);
+    s = warp_sum(s);
     if (l == 0)
         out[n * E + e] = s;
 }

@@ -1,7 +1,8 @@
 /* mma.cuh - the device helpers the hand-written CUDA kernels share
- * (attention.cu, moe.cu, mla.cu): cp.async copies, mma.sync m16n8k16 bf16
- * with fp32 accumulation, base-2 exponentials, ldmatrix fragment loads from
- * shared memory, and the fragment addresses of row-major tiles. Device code
+ * (attention.cu, moe.cu, mla.cu, ops.cu, mla_ops.cu): cp.async copies,
+ * mma.sync m16n8k16 bf16 with fp32 accumulation, base-2 exponentials,
+ * ldmatrix fragment loads from shared memory, the fragment addresses of
+ * row-major tiles, and warp and block sums. Device code
  * only; include after cuda_bf16.h. */
 #ifndef KD_CORE_CUDA_MMA_CUH
 #define KD_CORE_CUDA_MMA_CUH
@@ -93,6 +94,29 @@ __device__ __forceinline__ uint32_t bnk_at_(uint32_t s, int st, int n0, int k0, 
 __device__ __forceinline__ uint32_t bkn_at_(uint32_t s, int st, int k0, int n0, int l)
 {
     return s + 2 * ((k0 + (l & 7) + ((l >> 3) & 1) * 8) * st + n0 + (l >> 4) * 8);
+}
+
+/* The sum over a warp, in every lane. */
+template <typename T> __device__ __forceinline__ T warp_sum(T x)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+/* The sum over the block (blockDim a multiple of 32, at most 1024), returned to
+ * every thread; sh holds 32 T. A fixed tree: deterministic. */
+template <typename T> __device__ __forceinline__ T block_sum(T x, T *sh)
+{
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    x = warp_sum(x);
+    __syncthreads(); /* sh may still be read by a previous call */
+    if (lane == 0)
+        sh[w] = x;
+    __syncthreads();
+    x = lane < nw ? sh[lane] : (T)0;
+    return warp_sum(x);
 }
 
 #endif

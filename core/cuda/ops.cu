@@ -20,6 +20,7 @@ extern "C" {
 #include "core/status.h"
 }
 #include "core/cuda/cutry.h"
+#include "core/cuda/mma.cuh"
 
 #define LT_TRY(call)                                                                          \
     do {                                                                                      \
@@ -45,26 +46,7 @@ static unsigned blocks_for(int64_t n, int threads)
 
 /* ---- block reductions --------------------------------------------------------------- */
 
-template <typename T> __device__ static T warp_sum(T x)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        x += __shfl_xor_sync(0xffffffffu, x, o);
-    return x;
-}
-
-/* The sum over the block (blockDim a multiple of 32, at most 1024), returned to
- * every thread; sh holds 32 T. A fixed tree: deterministic. */
-template <typename T> __device__ static T block_sum(T x, T *sh)
-{
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    x = warp_sum(x);
-    __syncthreads(); /* sh may still be read by a previous call */
-    if (lane == 0)
-        sh[w] = x;
-    __syncthreads();
-    x = lane < nw ? sh[lane] : (T)0;
-    return warp_sum(x);
-}
+/* warp_sum, block_sum: core/cuda/mma.cuh */
 
 __device__ static float block_max(float x, float *sh)
 {
