@@ -78,6 +78,10 @@ grep -q "0 samples generated (6 already there)" "$TMP/e3.out" || fail "rerun gen
 "$BIN" eval "$ROOT/configs/eval/r1.yaml" --set k=0 >/dev/null 2>"$TMP/err" && fail "k=0 accepted"
 "$BIN" eval "$ROOT/configs/eval/r1.yaml" --set 'input=~' --set 'model=~' >/dev/null 2>"$TMP/err" && fail "no input accepted"
 grep -q "input" "$TMP/err" || fail "no input: $(cat "$TMP/err")"
+# eval runs on the CPU: runtime.device cuda is refused, saying so (generate is the command that takes it)
+"$BIN" eval "$ROOT/configs/eval/r1.yaml" --set 'model=~' --set "input=$TMP/known" --set runtime.device=cuda \
+    >/dev/null 2>"$TMP/err" && fail "eval on cuda accepted"
+grep -q "CPU reference backend" "$TMP/err" || fail "eval on cuda: $(cat "$TMP/err")"
 
 if [ $failures -ne 0 ]; then
     echo "$failures failure(s)" >&2
