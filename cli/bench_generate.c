@@ -23,7 +23,7 @@ static void usage_(FILE *f)
 {
     fprintf(f, "usage: distill bench generate --model-config DIR [--prompt P] [--new N] [--samples K]\n"
                "                              [--conc C,C,...] [--dtype bf16|fp8] [--temperature T] [--top-p P]\n"
-               "                              [--graphs] [--json]\n\n"
+               "                              [--graphs] [--split-kv S] [--json]\n\n"
                "Makes a DeepSeek-V3/V2 model of DIR's config.json with random bf16 weights on the\n"
                "GPU (no checkpoint is read) and, for each concurrency C: prefills ceil(C / K)\n"
                "prompts of P random tokens in one step, forks K samples from each (sharing the\n"
@@ -47,6 +47,8 @@ static void usage_(FILE *f)
                "                          block scales, their input rows per token per 128 channels, e4m3\n"
                "                          MMAs (W8A8; the rest stays bf16)\n"
                "      --graphs            replay each decode step from a CUDA graph of its bucket of rows\n"
+               "      --split-kv S        split decode attention over each sequence's keys into up to S\n"
+               "                          runs while the rows leave SMs idle (default 1: whole)\n"
                "      --temperature T     (default 0.6; 0 = greedy)\n"
                "      --top-p P           (default 0.95)\n"
                "      --json              one JSON line per concurrency\n"
@@ -61,12 +63,13 @@ int bench_generate(int argc, char **argv)
         {"conc", required_argument, NULL, 'c'},         {"temperature", required_argument, NULL, 't'},
         {"top-p", required_argument, NULL, 'P'},        {"json", no_argument, NULL, 'j'},
         {"dtype", required_argument, NULL, 'd'},        {"graphs", no_argument, NULL, 'g'},
-        {"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0},
+        {"split-kv", required_argument, NULL, 's'},     {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *clist = "1,64,256";
     long P = 128, N = 256, K = 16;
     double temp = 0.6, top_p = 0.95;
-    int json = 0, fp8 = 0, graphs = 0, opt;
+    int json = 0, fp8 = 0, graphs = 0, splits = 1, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         char *end;
@@ -105,6 +108,13 @@ int bench_generate(int argc, char **argv)
         case 'g':
             graphs = 1;
             break;
+        case 's': {
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 64)
+                return kd_cli_usage_error("bench generate", "--split-kv takes 1 .. 64, not '%s'", optarg);
+            splits = (int)v;
+            break;
+        }
         case 'd':
             if (strcmp(optarg, "bf16") && strcmp(optarg, "fp8"))
                 return kd_cli_usage_error("bench generate", "--dtype: bf16 or fp8, not '%s'", optarg);
@@ -127,7 +137,7 @@ int bench_generate(int argc, char **argv)
         p = *end == ',' ? end + 1 : end;
     }
 #ifndef KD_HAVE_CUDA
-    (void)json, (void)temp, (void)top_p, (void)conc, (void)fp8, (void)graphs;
+    (void)json, (void)temp, (void)top_p, (void)conc, (void)fp8, (void)graphs, (void)splits;
     return kd_cli_fail(kd_err(KD_E_CUDA, "bench generate: this build has no CUDA backend"));
 #else
     kd_model_config mc;
@@ -139,7 +149,7 @@ int bench_generate(int argc, char **argv)
         cmax = conc[i] > cmax ? conc[i] : cmax;
     const long np_max = (cmax + K - 1) / K;
     kd_cu_teacher_opts o = {.device = 0, .max_tokens = np_max * P > cmax ? np_max * P : cmax, .max_seqs = cmax,
-                            .fp8_experts = fp8, .graphs = graphs};
+                            .fp8_experts = fp8, .graphs = graphs, .mla_splits = splits};
     if (o.max_tokens < 256)
         o.max_tokens = 256;
     /* the copy bandwidth of this device, the roofline's denominator */
@@ -276,19 +286,19 @@ int bench_generate(int argc, char **argv)
             kd_cu_teacher_mem mem;
             kd_cu_teacher_mem_get(g, &mem);
             if (json)
-                printf("{\"bench\": \"generate\", \"model_config\": \"%s\", \"dtype\": \"%s\", \"graphs\": %d, \"concurrency\": %ld, "
+                printf("{\"bench\": \"generate\", \"model_config\": \"%s\", \"dtype\": \"%s\", \"graphs\": %d, \"split_kv\": %d, \"concurrency\": %ld, "
                        "\"prompt\": %ld, \"new\": %ld, \"samples\": %ld, \"temperature\": %g, \"top_p\": %g, "
                        "\"output_tokens_per_second\": %.1f, \"step_ms\": %.3f, \"prefill_s\": %.3f, "
                        "\"step_bytes\": %.0f, \"weight_bytes\": %.0f, \"experts_touched_per_layer\": %.1f, "
                        "\"copy_bandwidth_gbs\": %.0f, \"roofline_step_ms\": %.3f, \"roofline_fraction\": %.3f, "
                        "\"cache_tokens\": %lld}\n",
-                       dir, fp8 ? "fp8" : "bf16", graphs, S, P, N, K, temp, top_p, tps, step_s * 1e3, t_pre, step_bytes, wbytes,
+                       dir, fp8 ? "fp8" : "bf16", graphs, splits, S, P, N, K, temp, top_p, tps, step_s * 1e3, t_pre, step_bytes, wbytes,
                        touched, bw / 1e9,
                        floor_s * 1e3, floor_s / step_s, (long long)kd_cu_teacher_cache_tokens(g));
             else
-                printf("bench generate: %s%s, %4ld sequences: %9.1f output tokens/s, %.2f ms/step, roofline %.2f ms "
+                printf("bench generate: %s%s%s, %4ld sequences: %9.1f output tokens/s, %.2f ms/step, roofline %.2f ms "
                        "(%.1f MB/step: %.1f experts/layer) = %.0f%%, prefill %.2f s\n",
-                       fp8 ? "fp8" : "bf16", graphs ? " graphs" : "", S, tps, step_s * 1e3, floor_s * 1e3, step_bytes / 1e6, touched,
+                       fp8 ? "fp8" : "bf16", graphs ? " graphs" : "", splits > 1 ? " split-kv" : "", S, tps, step_s * 1e3, floor_s * 1e3, step_bytes / 1e6, touched,
                        100 * floor_s / step_s, t_pre);
         }
         if (prof && *prof && *prof != '0' && ci == nc - 1)

@@ -117,6 +117,7 @@ struct kd_cu_teacher {
     int64_t n_i32;
     int64_t last_rows;
     int32_t *rrec;             /* record_routes: (layers, rows, k) of the last step */
+    float *mla_work;           /* mla_splits: the splits' partial sums (kd_cu_mla_decode_split) */
     int64_t rec_rows, rec_tokens; /* its rows (a graph's bucket) and new tokens */
     kd_cu_teacher_mem mem;
     void **allocs;
@@ -370,6 +371,17 @@ static int weights_(kd_cu_teacher *m, src_ *s)
 
 /* ---- work buffers and the cache ------------------------------------------------------------ */
 
+/* The key splits of a decode step of `rows` sequences: enough CTAs for two per SM, at most
+ * opts.mla_splits */
+static int mla_splits_(const kd_cu_teacher *m, int64_t rows)
+{
+    const int64_t most = m->o.mla_splits, hb = (m->cfg.num_heads + 15) / 16;
+    if (most <= 1 || rows < 1)
+        return 1;
+    const int64_t want = 2 * (m->cu.sms > 0 ? m->cu.sms : 132), sp = (want + rows * hb - 1) / (rows * hb);
+    return (int)(sp < 1 ? 1 : sp > most ? most : sp);
+}
+
 static int work_(kd_cu_teacher *m)
 {
     const kd_model_config *c = &m->cfg;
@@ -421,6 +433,13 @@ static int work_(kd_cu_teacher *m)
     m->sgu_o = A16_(N * 2 * Fmax);
     m->sact = A16_(N * Fmax);
     m->sy = A16_(N * C);
+    if (m->o.mla_splits > 1) {
+        int64_t most = 0;
+        for (int64_t r = 1; r <= m->o.max_seqs; r++)
+            most = mla_splits_(m, r) * r > most ? mla_splits_(m, r) * r : most;
+        if (!(m->mla_work = A32_(most * H * (R + 2))))
+            return kd_err(KD_E_NOMEM, "teacher split decode work");
+    }
     if (m->o.record_routes && !(m->rrec = (int32_t *)dalloc_(m, (size_t)(c->num_layers * NK) * 4, cnt)))
         return kd_err(KD_E_NOMEM, "teacher route record");
     m->rows_lg = m->o.max_seqs;
@@ -677,8 +696,8 @@ static int body_(kd_cu_teacher *m, const idx_ *ix, int64_t N, int64_t M, int dec
             const kd_cu_gemm_shape uk = {H * Dq, R, H * row, H, Dq, (Dn + Dv) * R, row};
             KD_TRY(kd_cu_gemm_ex(m->qlat, 0, m->q, 0, y->kv_b, 0, NULL, N, R, Dn, &uk, 1.0f, 0.0f, cu));
             P_(cu, "mla decode");
-            KD_TRY(kd_cu_mla_decode(m->att32, m->qlat, cache, d_tab, d_len, N, H, R, Dr, m->block, maxb, m->scale,
-                                    cu));
+            KD_TRY(kd_cu_mla_decode_split(m->att32, m->qlat, cache, d_tab, d_len, N, H, R, Dr, m->block, maxb,
+                                          m->scale, mla_splits_(m, N), m->mla_work, cu));
             P_(cu, "attn absorb");
             KD_TRY(kd_cu_f32_to_bf16(m->att16, m->att32, N * H * R, cu));
             const kd_cu_gemm_shape uv = {H * R, R, H * Dv, H, R, (Dn + Dv) * R, Dv};

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # device_quick.sh - a short GPU check for a session with little device time:
-# the new GPU tests (each bounded) and `bench generate` (bf16 and fp8, no peer).
+# the new GPU tests (each bounded) and `bench generate` (QUICK_DTYPES: DTYPE[:graphs][:splitN]
+# each, e.g. "bf16:graphs bf16:graphs:split4 fp8:graphs"; no peer).
 # Same .device/ layout as device_run.sh; logs under $OUT.
 set -uo pipefail
 : "${OUT:?OUT must be set}"
@@ -15,8 +16,10 @@ for t in ${QUICK_TESTS:-teacher_cuda moe mla sample}; do
   timeout ${QUICK_TEST_S:-90} $b/tests/gpu_test_$t >$OUT/$t.log 2>&1; echo "== gpu_test_$t rc=$?"
   grep -v "^ok\|^  linear" $OUT/$t.log | tail -${QUICK_TAIL:-25}
 done
-for dt in ${QUICK_DTYPES:-bf16 fp8 bf16:graphs}; do
-  g=; case $dt in *:graphs) g=--graphs; dt=${dt%:graphs};; esac
+for dt in ${QUICK_DTYPES:-bf16 fp8 bf16:graphs}; do # DTYPE[:graphs][:splitN]
+  g=; case $dt in *:graphs*) g=--graphs;; esac
+  case $dt in *:split*) g="$g --split-kv ${dt##*:split}";; esac
+  dt=${dt%%:*}
   timeout ${QUICK_GEN_S:-100} $b/distill bench generate --model-config configs/models/moonlight-16b-a3b --dtype $dt $g \
     --new ${QUICK_NEW:-128} --conc ${QUICK_CONC:-1,64,256} 2>&1 | tee -a $OUT/generate.log | grep -v "^progress"
 done

@@ -284,6 +284,12 @@ int kd_cu_moe_gemm_fp8(kd_bf16 *y, const uint8_t *x8, const float *xs, const uin
 int kd_cu_mla_decode(float *out, const kd_bf16 *q, const kd_bf16 *cache, const int32_t *table, const int32_t *lens,
                      int64_t S, int64_t H, int64_t R, int64_t Dr, int64_t block, int64_t max_blocks, float scale,
                      kd_cu *cu);
+/* The same with each sequence's keys split into `splits` runs (1 .. 64) over
+ * more CTAs, then combined (few sequences, long contexts): work holds
+ * splits * S * H * (R + 2) floats. splits 1 is kd_cu_mla_decode (work unused). */
+int kd_cu_mla_decode_split(float *out, const kd_bf16 *q, const kd_bf16 *cache, const int32_t *table,
+                           const int32_t *lens, int64_t S, int64_t H, int64_t R, int64_t Dr, int64_t block,
+                           int64_t max_blocks, float scale, int splits, float *work, kd_cu *cu);
 
 /* ---- the teacher's other pieces (core/cuda/mla_ops.cu) --------------------------------------
  * kd_cu_rmsnorm_rows: out (N, C, row stride ldo) = rmsnorm(x (row stride ldx)) * w.

@@ -148,6 +148,8 @@ run "$BIN" bench generate --model-config "$ROOT/configs/models/tiny-deepseek-v3"
 [ "$rc" -eq 2 ] && grep -q "bf16 or fp8" "$TMP/err" || fail "bench generate --dtype fp16: $rc $(cat "$TMP/err")"
 run "$BIN" bench generate --model-config "$ROOT/configs/models/tiny-deepseek-v3" --conc 4,0
 [ "$rc" -eq 2 ] && grep -q "conc" "$TMP/err" || fail "bench generate --conc 4,0: $rc $(cat "$TMP/err")"
+run "$BIN" bench generate --model-config "$ROOT/configs/models/tiny-deepseek-v3" --split-kv 65
+[ "$rc" -eq 2 ] && grep -q "split-kv" "$TMP/err" || fail "bench generate --split-kv 65: $rc $(cat "$TMP/err")"
 run "$BIN" bench generate --top-p 1.5 --model-config "$ROOT/configs/models/tiny-deepseek-v3"
 [ "$rc" -eq 2 ] && grep -q "top-p" "$TMP/err" || fail "bench generate --top-p 1.5: $rc $(cat "$TMP/err")"
 run "$BIN" bench generate

@@ -3,8 +3,11 @@
  * teacher/model.c calls it: DeepSeek's R = 512 and Dr = 64 with 16 and 20
  * heads (a partial head tile), the tiny fixtures' R = 64, Dr = 16; lengths
  * of 1, under, at and over a 64-key tile, and long; block tables in shuffled
- * order, with sequences that share their first blocks (forked samples).
- * Then a timing line (not an assertion) at a Moonlight decode shape. */
+ * order, with sequences that share their first blocks (forked samples);
+ * each case whole and split over the keys (kd_cu_mla_decode_split: 2, 3 and
+ * 8 runs, more runs than a short sequence has tiles included). Then timing
+ * lines (not assertions) at a Moonlight decode shape and at few long
+ * sequences, whole and split. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,21 +61,28 @@ static void case_(const int32_t *lens, int S, int64_t H, int64_t R, int64_t Dr, 
     float *dout = dev((size_t)(S * H * R) * 4);
     CHECK_OK(kd_cu_upload(dtab, table, (size_t)(S * maxb) * 4, &cu));
     CHECK_OK(kd_cu_upload(dlens, lens, (size_t)S * 4, &cu));
-    CHECK_OK(kd_cu_mla_decode(dout, dq, dpool, dtab, dlens, S, H, R, Dr, block, maxb, scale, &cu));
-    CHECK_OK(kd_cu_sync(&cu));
+    static const int splits[] = {1, 2, 3, 8};
     float *got = malloc((size_t)(S * H * R) * sizeof *got);
-    CHECK_OK(kd_cu_download(got, dout, (size_t)(S * H * R) * 4, &cu));
-    double worst = 0;
-    int ws = 0;
-    for (int s = 0; s < S; s++) {
-        double e = rel_err(got + s * H * R, want + s * H * R, H * R);
-        if (!(e <= worst))
-            worst = e, ws = s;
+    float *work = dev((size_t)(8 * S * H * (R + 2)) * 4);
+    for (size_t si = 0; si < sizeof splits / sizeof splits[0]; si++) {
+        CHECK_OK(kd_cu_memset0(dout, (size_t)(S * H * R) * 4, &cu));
+        CHECK_OK(kd_cu_mla_decode_split(dout, dq, dpool, dtab, dlens, S, H, R, Dr, block, maxb, scale, splits[si],
+                                        work, &cu));
+        CHECK_OK(kd_cu_sync(&cu));
+        CHECK_OK(kd_cu_download(got, dout, (size_t)(S * H * R) * 4, &cu));
+        double worst = 0;
+        int ws = 0;
+        for (int s = 0; s < S; s++) {
+            double e = rel_err(got + s * H * R, want + s * H * R, H * R);
+            if (!(e <= worst))
+                worst = e, ws = s;
+        }
+        printf("  S %d H %3lld R %3lld Dr %2lld block %2lld%s, %d split%s: worst rel err %.1e (sequence %d, %d "
+               "positions)\n", S, (long long)H, (long long)R, (long long)Dr, (long long)block,
+               share ? " shared prefix" : "", splits[si], splits[si] > 1 ? "s" : "", worst, ws, lens[ws]);
+        CHECK(worst <= 2e-2);
     }
-    printf("  S %d H %3lld R %3lld Dr %2lld block %2lld%s: worst rel err %.1e (sequence %d, %d positions)\n", S,
-           (long long)H, (long long)R, (long long)Dr, (long long)block, share ? " shared prefix" : "", worst, ws,
-           lens[ws]);
-    CHECK(worst <= 2e-2);
+    kd_cu_free_ptr(work);
     free(perm), free(table), free(pool), free(q), free(want), free(got);
     kd_cu_free_ptr(dq), kd_cu_free_ptr(dpool), kd_cu_free_ptr(dtab), kd_cu_free_ptr(dlens), kd_cu_free_ptr(dout);
 }
@@ -94,15 +104,19 @@ TEST(errors)
     CHECK_ERR(kd_cu_mla_decode(NULL, NULL, NULL, NULL, NULL, 1, 16, 512, 60, 16, 1, 0.1f, &cu), KD_E_CUDA, "Dr 60");
     CHECK_ERR(kd_cu_mla_decode(NULL, NULL, NULL, NULL, NULL, 1, 16, 512, 64, 16, 1, -1.0f, &cu), KD_E_CUDA,
               "scale -1");
+    CHECK_ERR(kd_cu_mla_decode_split(NULL, NULL, NULL, NULL, NULL, 1, 16, 512, 64, 16, 1, 0.1f, 0, NULL, &cu), KD_E_CUDA,
+              "0 splits");
+    CHECK_ERR(kd_cu_mla_decode_split(NULL, NULL, NULL, NULL, NULL, 1, 16, 512, 64, 16, 1, 0.1f, 4, NULL, &cu), KD_E_CUDA,
+              "work buffer");
 }
 
-/* timing: 256 sequences of 1024 positions, Moonlight's 16 heads, blocks of 64 */
-TEST(timing)
+/* timing: Moonlight's 16 heads, blocks of 64; 256 sequences of 1024 positions, and 8 of 16384
+ * (long reasoning traces, few sequences: where splitting the keys matters), whole and split */
+static void timing_(int S, int L, int splits)
 {
-    const int S = 256, L = 1024;
     const int64_t H = 16, R = 512, Dr = 64, D = R + Dr, block = 64, maxb = L / block;
     kd_bf16 *dq = dev((size_t)(S * H * D) * 2), *dpool = dev((size_t)(S * maxb * block * D) * 2);
-    float *dout = dev((size_t)(S * H * R) * 4);
+    float *dout = dev((size_t)(S * H * R) * 4), *work = dev((size_t)(splits * S * H * (R + 2)) * 4);
     int32_t *table = malloc((size_t)(S * maxb) * sizeof *table), *lens = malloc((size_t)S * sizeof *lens);
     for (int64_t i = 0; i < S * maxb; i++)
         table[i] = (int32_t)i;
@@ -115,15 +129,28 @@ TEST(timing)
         CHECK_OK(kd_cu_sync(&cu));
         double t0 = kd_now();
         for (int r = 0; r < 10; r++)
-            CHECK_OK(kd_cu_mla_decode(dout, dq, dpool, dtab, dlens, S, H, R, Dr, block, maxb, 0.07f, &cu));
+            CHECK_OK(kd_cu_mla_decode_split(dout, dq, dpool, dtab, dlens, S, H, R, Dr, block, maxb, 0.07f, splits,
+                                            work, &cu));
         CHECK_OK(kd_cu_sync(&cu));
         double dt = (kd_now() - t0) / 10;
         if (pass)
-            printf("  timing: %d sequences x %d positions, %lld heads, R %lld + %lld: %.3f ms, cache read %.0f GB/s\n",
-                   S, L, (long long)H, (long long)R, (long long)Dr, dt * 1e3, (double)S * L * D * 2 / dt / 1e9);
+            printf("  timing: %d sequences x %d positions, %lld heads, R %lld + %lld, %2d split%s: %.3f ms, cache read "
+                   "%.0f GB/s\n", S, L, (long long)H, (long long)R, (long long)Dr, splits, splits > 1 ? "s" : " ",
+                   dt * 1e3, (double)S * L * D * 2 / dt / 1e9);
     }
     free(table), free(lens);
     kd_cu_free_ptr(dq), kd_cu_free_ptr(dpool), kd_cu_free_ptr(dout), kd_cu_free_ptr(dtab), kd_cu_free_ptr(dlens);
+    kd_cu_free_ptr(work);
+}
+
+TEST(timing)
+{
+    timing_(256, 1024, 1);
+    timing_(256, 1024, 2);
+    timing_(64, 256, 1);
+    timing_(64, 256, 4);
+    timing_(8, 16384, 1);
+    timing_(8, 16384, 16);
 }
 
 int main(void)

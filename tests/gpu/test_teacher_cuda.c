@@ -210,8 +210,9 @@ static void model_(const char *dir, const char *what)
     if (!m)
         return;
     for (int64_t block = 16; block <= 64; block *= 4) {
+        /* blocks of 64: decode attention split over the keys (8 runs for 1-2 tiles: empty runs too) */
         kd_cu_teacher_opts o = {.device = 0, .max_tokens = 512, .max_seqs = 8, .block = block, .kv_blocks = 64,
-                                .record_routes = 1};
+                                .record_routes = 1, .mla_splits = block == 64 ? 8 : 0};
         kd_cu_teacher *g = NULL;
         CHECK_OK(kd_cu_teacher_new(m, &o, &g));
         if (!g)
@@ -222,10 +223,11 @@ static void model_(const char *dir, const char *what)
         batched_(m, g, block);
         kd_cu_teacher_free(g);
     }
-    /* decode steps replayed from CUDA graphs (buckets of 1, 2, 4, 8 rows: 5 sequences pad to 8) */
+    /* decode steps replayed from CUDA graphs (buckets of 1, 2, 4, 8 rows: 5 sequences pad to 8),
+     * their attention split in 3 */
     {
         kd_cu_teacher_opts o = {.device = 0, .max_tokens = 512, .max_seqs = 8, .kv_blocks = 64, .graphs = 1,
-                                .record_routes = 1};
+                                .record_routes = 1, .mla_splits = 3};
         kd_cu_teacher *g = NULL;
         CHECK_OK(kd_cu_teacher_new(m, &o, &g));
         if (g) {
