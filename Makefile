@@ -9,8 +9,8 @@
 #   make cuda       build with the CUDA backend (static non-CUDA deps) in build-cuda/,
 #                   the tree that is copied to the GPU machine
 #   make gpu-test   on a machine with a GPU: run the tests labelled gpu from build-cuda/
-#   make device-pack  pack build-cuda's binary and gpu tests into .device/ for
-#                   tools/device_run.sh on the GPU machine
+#   make device-pack  pack build-cuda's binary and gpu tests (GPU_TESTS="mla ...": some)
+#                   into .device/ for tools/device_run.sh on the GPU machine
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 BUILD ?= build
@@ -54,11 +54,13 @@ gpu-test:
 	cd build-cuda && ctest --output-on-failure -L gpu
 
 # the CUDA build's binary and gpu tests for tools/device_run.sh on the GPU machine,
-# xz-compressed into the git-ignored .device/ (the transfer is capped at 64 MiB)
+# xz-compressed into the git-ignored .device/ (the transfer is capped at 64 MiB: the
+# tree is about 47 MB, so pick tests when they do not all fit, e.g. GPU_TESTS="mla teacher_cuda")
+GPU_TESTS ?= $(patsubst build-cuda/tests/gpu_test_%,%,$(wildcard build-cuda/tests/gpu_test_*))
 device-pack:
-	mkdir -p .device/tests
+	rm -rf .device/tests && mkdir -p .device/tests
 	xz -T0 -6 -c build-cuda/distill > .device/distill.xz
-	for t in build-cuda/tests/gpu_test_*; do xz -T0 -6 -c $$t > .device/tests/$$(basename $$t).xz; done
+	for t in $(GPU_TESTS); do xz -T0 -6 -c build-cuda/tests/gpu_test_$$t > .device/tests/gpu_test_$$t.xz; done
 
 clean:
 	rm -rf build build-asan build-fuzz build-cuda
