@@ -395,9 +395,9 @@ static void mlp_(float *out, const float *x, const float *g, const float *u, con
 }
 
 /* Route one token: the k experts (idx) and their weights (wt) from the
- * router logits (E). scratch 2 E floats. */
-/* forced: the experts to take instead (kd_teacher_force_routes), NULL to choose;
- * differ/gap count how far they are from this choice */
+ * router logits (E). scratch 2 E floats. forced: the experts to take instead
+ * (kd_teacher_force_routes, ids checked by the caller), NULL to choose;
+ * differ/gap count how far they are from this choice. */
 static void route_(const kd_model_config *c, const float *logit, const float *bias, int64_t *idx,
                    float *wt, float *scratch, const int32_t *forced, int64_t *differ, double *gap)
 {
@@ -444,7 +444,7 @@ static void route_(const kd_model_config *c, const float *logit, const float *bi
             keep[best] = 1;
         }
         float kept_lo = INFINITY;
-        for (int64_t g = 0; g < G; g++)
+        for (int64_t g = 0; forced && g < G; g++)
             kept_lo = keep[g] && gs[g] < kept_lo ? gs[g] : kept_lo;
         for (int64_t r = 0; forced && r < k; r++) { /* a forced expert in a group left out */
             const int64_t g = forced[r] / per;
@@ -533,6 +533,12 @@ static int moe_(kd_teacher *m, const layer_ *y, float *out, const float *x, int6
     }
     kd_matmul_rowwise(logits, x, y->router, NULL, n, C, E);
     const int32_t *forced = m->force ? m->force + (y - m->layers) * n * k : NULL;
+    for (int64_t i = 0; forced && i < n * k; i++)
+        if (forced[i] < 0 || forced[i] >= E) {
+            rc = kd_err(KD_E_RANGE, "forced route %lld of layer %lld: expert %d of %lld", (long long)i,
+                        (long long)(y - m->layers), forced[i], (long long)E);
+            goto done;
+        }
     for (int64_t t = 0; t < n; t++)
         route_(c, logits + t * E, y->router_bias, idx + t * k, wt + t * k, rs, forced ? forced + t * k : NULL,
                &m->force_differ, &m->force_gap);

@@ -104,8 +104,8 @@ int kd_teacher_step(kd_teacher *m, kd_kvpool *pool, kd_kvseq *const *seqs, int n
  * rounding does). While set, the MoE layers of the next kd_teacher_step calls
  * send token n (of the step's new tokens) in layer l to experts
  * routes[(l * n_tokens + n) * k + r], r < k (dense layers' slices are
- * skipped), the weights still from this model's scores; NULL routes choose
- * again. kd_teacher_route_stats: how many given routes differed from this
+ * skipped), the weights still from this model's scores (an expert id outside
+ * [0, E): KD_E_RANGE from the step); NULL routes choose again. kd_teacher_route_stats: how many given routes differed from this
  * model's own choice since the last call, and the largest gap among those
  * (in choice-score units: how much better this model's choice scored; for an
  * expert in a group this model left out, the gap between the groups' scores);

@@ -279,7 +279,8 @@ out:
 /* routes given from outside (what the GPU test does with the GPU's choices):
  * every token of every MoE layer sent to experts 0 .. k-1 changes the logits,
  * reports the choices unlike the model's own with a positive score gap, is
- * deterministic, and NULL chooses again (the unforced logits come back) */
+ * deterministic, refuses an expert id out of range, and NULL chooses again
+ * (the unforced logits come back) */
 TEST(forced_routes)
 {
     kd_teacher *m = NULL;
@@ -307,6 +308,10 @@ TEST(forced_routes)
     const int64_t d1 = differ;
     CHECK_OK(kd_teacher_logits(m, ids, T, b2));
     kd_teacher_route_stats(m, &differ, &gap);
+    routes[L * T * k - 1] = (int32_t)c->n_routed_experts; /* an expert that does not exist */
+    CHECK_ERR(kd_teacher_logits(m, ids, T, a2), KD_E_RANGE, "expert");
+    routes[L * T * k - 1] = -1;
+    CHECK_ERR(kd_teacher_logits(m, ids, T, a2), KD_E_RANGE, "expert -1");
     kd_teacher_force_routes(m, NULL);
     CHECK_OK(kd_teacher_logits(m, ids, T, a2));
     const double moved = rel_(b, a, (size_t)(T * V));
