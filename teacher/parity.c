@@ -61,7 +61,8 @@ static int cu_logits_check_(const kd_parity_model *pm, const int64_t *ids, int64
             if (!(e <= worst))
                 worst = e, wrow = t;
         }
-        const double all = kd_parity_rel_err(ours, cpu, (size_t)(T * V)), vs_hf = kd_parity_rel_err(ours, hf, (size_t)(T * V));
+        const double all = kd_parity_rel_err(ours, cpu, (size_t)(T * V));
+        const double vs_hf = kd_parity_rel_err(ours, hf, (size_t)(T * V));
         kd_parity_check(out, failed, all <= TOL16 && worst <= TOL16 && gap <= ROUTE_GAP16, "logits",
                         "rel %.2g (tol %.0e), worst row %lld rel %.2g, T=%lld, against the CPU teacher on the GPU's "
                         "routes (%lld token-layer choices unlike the CPU's own, largest gap %.2g, bar %.0e); "

@@ -68,8 +68,8 @@ static int64_t argmax_(const float *x, int64_t n)
     return b;
 }
 
-/* the worst row's relative error; rows over the tolerance are named (which
- * sequence, and whether the argmax agrees), so a failure says where it is */
+/* the worst row's relative error; rows over the tolerance are named (their
+ * index, and whether the argmax agrees), so a failure says where it is */
 static double worst_rows_(const float *a, const float *b, int64_t rows, int64_t V)
 {
     double w = 0;
