@@ -48,7 +48,7 @@ static void usage_(FILE *f)
                "                          MMAs (W8A8; the rest stays bf16)\n"
                "      --graphs            replay each decode step from a CUDA graph of its bucket of rows\n"
                "      --split-kv S        split decode attention over each sequence's keys into up to S\n"
-               "                          runs while the rows leave SMs idle (default 1: whole)\n"
+               "                          runs while the rows leave SMs idle (default 8; 1 = whole)\n"
                "      --temperature T     (default 0.6; 0 = greedy)\n"
                "      --top-p P           (default 0.95)\n"
                "      --json              one JSON line per concurrency\n"
@@ -69,7 +69,7 @@ int bench_generate(int argc, char **argv)
     const char *dir = NULL, *clist = "1,64,256";
     long P = 128, N = 256, K = 16;
     double temp = 0.6, top_p = 0.95;
-    int json = 0, fp8 = 0, graphs = 0, splits = 1, opt;
+    int json = 0, fp8 = 0, graphs = 0, splits = 8, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         char *end;
@@ -298,7 +298,7 @@ int bench_generate(int argc, char **argv)
             else
                 printf("bench generate: %s%s%s, %4ld sequences: %9.1f output tokens/s, %.2f ms/step, roofline %.2f ms "
                        "(%.1f MB/step: %.1f experts/layer) = %.0f%%, prefill %.2f s\n",
-                       fp8 ? "fp8" : "bf16", graphs ? " graphs" : "", splits > 1 ? " split-kv" : "", S, tps, step_s * 1e3, floor_s * 1e3, step_bytes / 1e6, touched,
+                       fp8 ? "fp8" : "bf16", graphs ? " graphs" : "", splits == 1 ? " whole-kv" : "", S, tps, step_s * 1e3, floor_s * 1e3, step_bytes / 1e6, touched,
                        100 * floor_s / step_s, t_pre);
         }
         if (prof && *prof && *prof != '0' && ci == nc - 1)

@@ -54,7 +54,7 @@ typedef struct kd_cu_teacher_opts {
     int record_routes;   /* keep each step's routing for kd_cu_teacher_routes (tests) */
     int mla_splits;      /* decode attention: split each sequence's keys into up to this many runs
                             (kd_cu_mla_decode_split) while a step's rows leave the GPU's SMs idle;
-                            0 or 1 = whole (the default until measured on a GPU) */
+                            0 = up to 8 (the default), 1 = whole */
     int fp8_experts;     /* routed experts in e4m3 with 128 x 128 block scales, quantised at load
                             (kd_cu_fp8_quantize); their input rows quantised per token per 128
                             channels (kd_cu_fp8_quantize_rows), e4m3 MMAs (kd_cu_moe_gemm_fp8) */

@@ -55,7 +55,9 @@ int kd_cu_sync(kd_cu *cu);
  * kd_cu_prof_mark records an event on the stream that ends the span of the
  * previous mark's kind and starts one of `kind` (a string that outlives the
  * report); kd_cu_prof_report waits, prints the totals by kind, largest first,
- * and starts over. Off (marks cost nothing) until kd_cu_prof_on. */
+ * and starts over. Off (marks cost nothing) until kd_cu_prof_on. The span from
+ * kd_cu_prof_on to the report is also the profiler range (cudaProfilerStart/Stop):
+ * `ncu --profile-from-start off` times each kernel of it. */
 int kd_cu_prof_on(kd_cu *cu);
 void kd_cu_prof_mark(kd_cu *cu, const char *kind);
 int kd_cu_prof_report(kd_cu *cu, void *file);

@@ -9,6 +9,7 @@
  * exception is the embedding's backward, a scatter-add with atomics. */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -666,6 +667,7 @@ extern "C" int kd_cu_prof_on(kd_cu *cu)
 {
     if (!cu->prof && !(cu->prof = calloc(1, sizeof(op_prof))))
         return kd_err(KD_E_NOMEM, "profile");
+    cudaProfilerStart(); /* the range `ncu --profile-from-start off` records */
     return KD_OK;
 }
 
@@ -689,6 +691,7 @@ extern "C" int kd_cu_prof_report(kd_cu *cu, void *file)
     if (!p)
         return KD_OK;
     kd_cu_prof_mark(cu, "(end)");
+    cudaProfilerStop();
     KD_TRY(kd_cu_sync(cu));
     const char *names[64];
     double ms[64], total = 0;
