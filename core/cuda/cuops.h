@@ -254,8 +254,11 @@ int kd_cu_moe_gemm(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t
                    int64_t K, kd_cu *cu);
 /* The same with the kernel chosen: path 1 tiles of 64 rows x 64 features
  * (prefill), path 2 one block per expert and 128 features streaming the
- * weight once per 32 rows through a 4-stage pipeline, experts without rows
- * skipped (decode), 0 = path 2 when NK <= 32 E, else 1 (what kd_cu_moe_gemm does). */
+ * weight once per 32 rows through a 4-stage shared-memory pipeline, experts
+ * without rows skipped (decode), path 3 path 2's blocks with each warp's
+ * weight rows streamed into registers (K % 128 == 0, N % 16 == 0; not yet
+ * measured on a GPU), 0 = path 2 when NK <= 32 E, else 1 (what kd_cu_moe_gemm
+ * does). */
 int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t *off, int E, int64_t NK,
                         int64_t N, int64_t K, int path, kd_cu *cu);
 /* FP8 experts, W8A8 as DeepSeek-V3 does it:

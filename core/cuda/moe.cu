@@ -425,6 +425,99 @@ __global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 
     }
 }
 
+/* ---- the same with no shared memory (path 3) --------------------------------------------------
+ * The rows kernel's blocks (an expert, 128 features, 32 rows a pass), but
+ * each warp streams its 16 weight rows from global memory straight into
+ * registers, 32 GB k a stage, one stage ahead, and reads the rows' fragments
+ * from global memory too (through L1: the block's eight warps read the same
+ * rows). The k order within each 32 is permuted alike for both operands (a
+ * product sums over k in any order): lane l (q = l % 4) loads the 16 bytes at
+ * k 8q of weight rows l/4 and l/4 + 8, its A fragments (a0 a2, a1 a3) of two
+ * m16n8k16 steps, and the 16 bytes at k 8q of row l/4 of the rows, its B
+ * fragments of the same two steps. K % (32 GB) == 0, N % 16 == 0. GB 2 keeps
+ * to 128 registers (two blocks an SM); GB 4 takes 238 (one): path 4, an
+ * experiment until measured. */
+__device__ __forceinline__ uint4 ld_stream_(const void *p) /* read once: not kept in L1 */
+{
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+/* a stage's weight fragments, [block][rows l/4, l/4 + 8], from p0 (row l/4) and p1 (row l/4 + 8) */
+template <int GB> __device__ __forceinline__ void frag_load_(uint4 (*a)[2], const bf16 *p0, const bf16 *p1)
+{
+#pragma unroll
+    for (int b = 0; b < GB; b++) {
+        a[b][0] = ld_stream_(p0 + 32 * b);
+        a[b][1] = ld_stream_(p1 + 32 * b);
+    }
+}
+
+/* a stage's MMAs: the rows' fragments at x0 + 8 K j (rows l/4 + 8j, the last row standing in past nt) */
+template <int GB> __device__ __forceinline__ void frag_mma_(float (*acc)[4], const uint4 (*a)[2], const bf16 *const *xr, int nt)
+{
+#pragma unroll
+    for (int b = 0; b < GB; b++) {
+        const uint32_t lo[4] = {a[b][0].x, a[b][1].x, a[b][0].y, a[b][1].y};
+        const uint32_t hi[4] = {a[b][0].z, a[b][1].z, a[b][0].w, a[b][1].w};
+#pragma unroll
+        for (int j = 0; j < SR / 8; j++)
+            if (j < nt) {
+                const uint4 xb = __ldg(reinterpret_cast<const uint4 *>(xr[j] + 32 * b));
+                mma_(acc[j], lo, xb.x, xb.y);
+                mma_(acc[j], hi, xb.z, xb.w);
+            }
+    }
+}
+
+template <int GB, int MINB>
+__global__ void __launch_bounds__(256, MINB) moe_gemm_frag_kernel(bf16 *y, const bf16 *x, const bf16 *w,
+                                                                 const int32_t *off, int64_t N, int64_t K)
+{
+    const int e = blockIdx.x, wi = threadIdx.x >> 5, l = threadIdx.x & 31;
+    const int base = off[e], cnt = off[e + 1] - base;
+    const int64_t f0 = (int64_t)blockIdx.y * SF + wi * 16;
+    if (cnt <= 0 || f0 >= N)
+        return;
+    const bf16 *w0 = w + ((int64_t)e * N + f0 + (l >> 2)) * K + 8 * (l & 3);
+    const int ks = 32 * GB, ns = (int)(K / ks);
+    for (int r0 = 0; r0 < cnt; r0 += SR) {
+        const int rows = min(SR, cnt - r0), nt = (rows + 7) >> 3;
+        const bf16 *xr[SR / 8]; /* row l/4 of each 8 rows, the last row standing in past `rows` */
+#pragma unroll
+        for (int j = 0; j < SR / 8; j++)
+            xr[j] = x + (int64_t)(base + r0 + min(8 * j + (l >> 2), rows - 1)) * K + 8 * (l & 3);
+        float acc[SR / 8][4];
+#pragma unroll
+        for (int j = 0; j < SR / 8; j++)
+            acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+        const bf16 *p0 = w0, *p1 = w0 + 8 * K;
+        uint4 a0[GB][2], a1[GB][2];
+        frag_load_<GB>(a0, p0, p1);
+        for (int s = 0; s < ns; s += 2) { /* two stages a turn: the buffers stay in registers */
+            if (s + 1 < ns)
+                frag_load_<GB>(a1, p0 + ks, p1 + ks);
+            frag_mma_<GB>(acc, a0, xr, nt);
+#pragma unroll
+            for (int j = 0; j < SR / 8; j++)
+                xr[j] += ks;
+            if (s + 1 < ns) {
+                if (s + 2 < ns)
+                    frag_load_<GB>(a0, p0 + 2 * ks, p1 + 2 * ks);
+                frag_mma_<GB>(acc, a1, xr, nt);
+#pragma unroll
+                for (int j = 0; j < SR / 8; j++)
+                    xr[j] += ks;
+            }
+            p0 += 2 * ks, p1 += 2 * ks;
+        }
+        store_rows_(y, acc, f0, l, rows, base + r0, N);
+    }
+}
+
 /* ---- the same on FP8 (W8A8), DeepSeek-V3's recipe -----------------------------------------------
  * Weights e4m3 with one fp32 scale per 128 x 128 block (weight_scale_inv: w =
  * w8 * scale), (E, ceil(N/128), ceil(K/128)) scales; rows e4m3 with one scale
@@ -714,15 +807,29 @@ extern "C" int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *
                       (long long)NK, (long long)N, (long long)K);
     if (NK == 0)
         return KD_OK;
-    static int forced = -1; /* a test hook, read once: KD_CU_MOE_PATH=1|2 forces a path */
+    static int forced = -1; /* a test hook, read once: KD_CU_MOE_PATH=1..4 forces a path */
     if (forced < 0) {
         const char *fp = getenv("KD_CU_MOE_PATH");
-        forced = fp && (*fp == '1' || *fp == '2') ? *fp - '0' : 0;
+        forced = fp && *fp >= '1' && *fp <= '4' ? *fp - '0' : 0;
     }
     if (path == 0)
         path = forced;
-    if (path == 0)
-        path = NK <= (int64_t)SR * E ? 2 : 1; /* about a pass of 32 rows per expert or less: decode */
+    const int frag_ok = K % 128 == 0 && N % 16 == 0;
+    if (path == 0) /* about a pass of 32 rows per expert or less: decode (paths 3, 4 opt-in until measured) */
+        path = NK <= (int64_t)SR * E ? 2 : 1;
+    if ((path == 3 || path == 4) && !frag_ok)
+        return kd_err(KD_E_CUDA, "moe gemm path %d: K %lld not a multiple of 128 or N %lld of 16", path,
+                      (long long)K, (long long)N);
+    if (path == 3 || path == 4) {
+        dim3 grid((unsigned)E, (unsigned)((N + SF - 1) / SF));
+        cudaStream_t st = (cudaStream_t)cu->stream;
+        if (path == 3)
+            moe_gemm_frag_kernel<2, 2><<<grid, 256, 0, st>>>((bf16 *)y, (const bf16 *)x, (const bf16 *)w, off, N, K);
+        else
+            moe_gemm_frag_kernel<4, 1><<<grid, 256, 0, st>>>((bf16 *)y, (const bf16 *)x, (const bf16 *)w, off, N, K);
+        CUDA_TRY(cudaGetLastError());
+        return KD_OK;
+    }
     if (path == 2) {
         const size_t shm = (size_t)SS * (SF + SR) * SST * sizeof(bf16);
         static int attr_set = 0;

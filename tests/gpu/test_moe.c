@@ -175,7 +175,11 @@ static void gemm_case_(const int32_t *counts, int E, int64_t N, int64_t K)
     kd_bf16 *dx = up16(x, NK * K), *dw = up16(w, (int64_t)E * N * K), *dy = dev((size_t)(NK * N) * 2);
     int32_t *doff = dev((size_t)(E + 1) * 4);
     CHECK_OK(kd_cu_upload(doff, off, (size_t)(E + 1) * 4, &cu));
-    for (int path = 1; path <= 2; path++) { /* tiles of 64 rows; per expert, 32 rows a pass */
+    for (int path = 1; path <= 4; path++) { /* tiles of 64 rows; per expert, 32 rows a pass; the same in registers (2) */
+        if (path >= 3 && (K % 128 || N % 16)) {
+            CHECK_ERR(kd_cu_moe_gemm_path(dy, dx, dw, doff, E, NK, N, K, path, &cu), KD_E_CUDA, "path 3, 4 shape");
+            continue;
+        }
         CHECK_OK(kd_cu_memset0(dy, (size_t)(NK * N) * 2, &cu));
         CHECK_OK(kd_cu_moe_gemm_path(dy, dx, dw, doff, E, NK, N, K, path, &cu));
         CHECK_OK(kd_cu_sync(&cu));
@@ -199,6 +203,10 @@ TEST(grouped_gemm)
     /* decode-like: few rows, N % 128 != 0 */
     static const int32_t c3[] = {3, 0, 9, 1, 0, 17, 6, 4, 0, 2, 8, 5, 1, 0, 33, 7};
     gemm_case_(c3, 16, 200, 328);
+    /* the register paths' shapes (K % 128, N % 16): one stage, odd and even stage counts, 200 rows (7 passes) */
+    gemm_case_(c3, 16, 144, 128);
+    gemm_case_(c3, 16, 208, 384);
+    gemm_case_(c1, 8, 48, 512);
     /* timing (not an assertion): a Moonlight-16B-A3B layer's routed gate/up at 256 tokens of
      * decode, top-6 of 64 experts, 1408 x 2 features of 2048 */
     const int E = 64;
@@ -218,21 +226,21 @@ TEST(grouped_gemm)
             off[e] = (int32_t)(NK >= E ? NK * e / E : (e < NK ? e : NK));
         CHECK_OK(kd_cu_upload(doff, off, sizeof off, &cu));
         const double touched = NK >= E ? E : (double)NK;
-        for (int path = 1; path <= 3; path++) /* 3: fp8 weights and rows (1 byte each) */
+        for (int path = 1; path <= 5; path++) /* 5: fp8 weights and rows (1 byte each) */
             for (int pass = 0; pass < 2; pass++) {
                 CHECK_OK(kd_cu_sync(&cu));
                 double t0 = kd_now();
                 for (int r = 0; r < 10; r++)
-                    CHECK_OK(path == 3 ? kd_cu_moe_gemm_fp8(dy, dx8, dxs, d8, dsc, doff, E, NK, N, K, &cu)
+                    CHECK_OK(path == 5 ? kd_cu_moe_gemm_fp8(dy, dx8, dxs, d8, dsc, doff, E, NK, N, K, &cu)
                                        : kd_cu_moe_gemm_path(dy, dx, dw, doff, E, NK, N, K, path, &cu));
                 CHECK_OK(kd_cu_sync(&cu));
                 double dt = (kd_now() - t0) / 10;
                 if (pass)
                     printf("  grouped gemm timing, %s: %d experts (%.0f with rows), %lld rows, N %lld, K %lld: "
                            "%.3f ms, weights %.0f GB/s, %.1f TFLOP/s\n",
-                           path == 1 ? "tiles" : path == 2 ? "rows" : "rows fp8",
+                           path == 1 ? "tiles" : path == 2 ? "rows" : path == 3 ? "registers GB2" : path == 4 ? "registers GB4" : "rows fp8",
                            E, touched, (long long)NK, (long long)N, (long long)K, dt * 1e3,
-                           touched * N * K * (path == 3 ? 1 : 2) / dt / 1e9, 2.0 * NK * N * K / dt / 1e12);
+                           touched * N * K * (path == 5 ? 1 : 2) / dt / 1e9, 2.0 * NK * N * K / dt / 1e12);
             }
     }
     kd_cu_free_ptr(dx), kd_cu_free_ptr(dw), kd_cu_free_ptr(dy), kd_cu_free_ptr(doff);
