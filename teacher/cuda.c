@@ -101,7 +101,7 @@ struct kd_cu_teacher {
     float *att32;
     kd_bf16 *lat, *kvd, *Qp, *Kp, *Vp, *outp;
     float *lse;
-    float *rlog, *rwt, *comb;
+    float *rlog, *rwt;
     int32_t *ridx, *psrc, *pdst, *poff, *pcnt;
     kd_bf16 *xin, *egu_o, *eact, *ey, *sgu_o, *sact, *sy;
     uint8_t *xin8, *eact8; /* FP8 experts: the rows as e4m3, one scale per row per 128 (xins, eacts) */
@@ -413,7 +413,6 @@ static int work_(kd_cu_teacher *m)
     m->lse = A32_(M * H);
     m->rlog = A32_(N * (E > 0 ? E : 1));
     m->rwt = A32_(NK);
-    m->comb = A32_(N * C);
     m->ridx = (int32_t *)dalloc_(m, (size_t)NK * 4, cnt);
     m->psrc = (int32_t *)dalloc_(m, (size_t)NK * 4, cnt);
     m->pdst = (int32_t *)dalloc_(m, (size_t)NK * 4, cnt);
@@ -461,7 +460,7 @@ static int work_(kd_cu_teacher *m)
     }
     if (!m->x || !m->ln || !m->mo || !m->aout || !m->qan || !m->q || !m->qlat || !m->att32 || !m->att16 ||
         !m->attv || !m->lat || !m->kvd || !m->Qp || !m->Kp || !m->Vp || !m->outp || !m->lse || !m->rlog ||
-        !m->rwt || !m->comb || !m->ridx || !m->psrc || !m->pdst || !m->poff || !m->pcnt || !m->xin || !m->egu_o ||
+        !m->rwt || !m->ridx || !m->psrc || !m->pdst || !m->poff || !m->pcnt || !m->xin || !m->egu_o ||
         !m->eact || !m->ey || !m->sgu_o || !m->sact || !m->sy || !m->lg || !m->lnsel || !m->d_i32 || !m->h_i32)
         return kd_err(KD_E_NOMEM, "teacher work buffers on the GPU (%zu bytes so far)", *cnt);
     return KD_OK;
@@ -637,15 +636,14 @@ static int moe_(kd_cu_teacher *m, const layer_ *y, int64_t N)
         KD_TRY(kd_cu_swiglu_forward(m->eact, m->egu_o, N * k, Fm, cu));
         KD_TRY(kd_cu_moe_gemm(m->ey, m->eact, y->edown, m->poff, (int)E, N * k, C, Fm, cu));
     }
-    P_(cu, "moe combine");
-    KD_TRY(kd_cu_moe_combine(m->comb, m->ey, m->pdst, m->ridx, m->rwt, N, (int)k, C, cu));
     if (y->sgu) {
         P_(cu, "shared experts");
         KD_TRY(kd_cu_linear_forward(m->sgu_o, m->ln, y->sgu, NULL, N, C, 2 * Fs, cu));
         KD_TRY(kd_cu_swiglu_forward(m->sact, m->sgu_o, N, Fs, cu));
         KD_TRY(kd_cu_linear_forward(m->sy, m->sact, y->sdown, NULL, N, Fs, C, cu));
     }
-    return kd_cu_add_f32_bf16(m->mo, m->comb, y->sgu ? m->sy : NULL, N * C, cu);
+    P_(cu, "moe combine");
+    return kd_cu_moe_combine(m->mo, m->ey, m->pdst, m->ridx, m->rwt, y->sgu ? m->sy : NULL, N, (int)k, C, cu);
 }
 
 /* The device pointers of a step's index arrays (one upload). */

@@ -224,9 +224,10 @@ int kd_cu_adamw(float *p, kd_bf16 *p16, const float *g, float *m, float *v, cons
  * src (N*k): slot -> assignment t*k + r (tokens ascending within an expert),
  * dst (N*k): its inverse.
  * kd_cu_moe_gather: xin (N*k, C) bf16, slot j = row src[j] / k of x (N, C).
- * kd_cu_moe_combine: out (N, C) fp32 = sum over token t's assignments, in
- * ascending expert order, of wt * y[dst] (y (N*k, C) bf16: the experts'
- * outputs by slot). Then kd_cu_moe_gemm below runs the experts. */
+ * kd_cu_moe_combine: out (N, C) bf16 = the fp32 sum over token t's
+ * assignments, in ascending expert order, of wt * y[dst] (y (N*k, C) bf16: the
+ * experts' outputs by slot), plus add (N, C) bf16 (the shared experts) if not
+ * NULL, rounded once. Then kd_cu_moe_gemm below runs the experts. */
 #define KD_CU_MOE_MAXE 512
 #define KD_CU_MOE_MAXK 16
 enum { KD_CU_TOPK_GREEDY = 0, KD_CU_TOPK_GROUP_LIMITED, KD_CU_TOPK_NOAUX_TC }; /* as kd_topk_method */
@@ -244,8 +245,8 @@ int kd_cu_moe_route(int32_t *idx, float *wt, const float *logits, const float *b
 int kd_cu_moe_permute(int32_t *src, int32_t *dst, int32_t *off, int32_t *counts, const int32_t *idx, int64_t N,
                       int k, int E, kd_cu *cu);
 int kd_cu_moe_gather(kd_bf16 *xin, const kd_bf16 *x, const int32_t *src, int64_t N, int k, int64_t C, kd_cu *cu);
-int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *dst, const int32_t *idx, const float *wt,
-                      int64_t N, int k, int64_t C, kd_cu *cu);
+int kd_cu_moe_combine(kd_bf16 *out, const kd_bf16 *y, const int32_t *dst, const int32_t *idx, const float *wt,
+                      const kd_bf16 *add, int64_t N, int k, int64_t C, kd_cu *cu);
 /* Grouped GEMM over the permuted rows: y (NK, N) bf16 = x (NK, K) W_e^T for
  * the rows off[e] .. off[e + 1] of each expert e, W (E, N, K) bf16 (each
  * expert's weight as HF stores it, out x in), fp32 accumulation. off on the
@@ -255,10 +256,10 @@ int kd_cu_moe_gemm(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t
 /* The same with the kernel chosen: path 1 tiles of 64 rows x 64 features
  * (prefill), path 2 one block per expert and 128 features streaming the
  * weight once per 32 rows through a 4-stage shared-memory pipeline, experts
- * without rows skipped (decode), path 3 path 2's blocks with each warp's
- * weight rows streamed into registers (K % 128 == 0, N % 16 == 0; not yet
- * measured on a GPU), 0 = path 2 when NK <= 32 E, else 1 (what kd_cu_moe_gemm
- * does). */
+ * without rows skipped, path 3 path 2's blocks with each warp's weight rows
+ * streamed into registers (K % 128 == 0, N % 16 == 0; else path 2 when not
+ * asked for by name); 0 = path 3 when NK <= 32 E (decode), else 1 (what
+ * kd_cu_moe_gemm does). */
 int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *w, const int32_t *off, int E, int64_t NK,
                         int64_t N, int64_t K, int path, kd_cu *cu);
 /* FP8 experts, W8A8 as DeepSeek-V3 does it:
@@ -275,6 +276,12 @@ int kd_cu_fp8_quantize(uint8_t *w8, float *ws, const kd_bf16 *w, int64_t E, int6
 int kd_cu_fp8_quantize_rows(uint8_t *x8, float *xs, const kd_bf16 *x, int64_t rows, int64_t K, kd_cu *cu);
 int kd_cu_moe_gemm_fp8(kd_bf16 *y, const uint8_t *x8, const float *xs, const uint8_t *w, const float *ws,
                        const int32_t *off, int E, int64_t NK, int64_t N, int64_t K, kd_cu *cu);
+/* The same with the kernel chosen: 2 the shared-memory pipeline above (any
+ * rows), 3 each warp's weight rows streamed into registers, four 128-k groups
+ * in flight (few rows per expert; K % 128 == 0, N % 16 == 0; not yet run on a
+ * GPU), 0 = 2 (what kd_cu_moe_gemm_fp8 does). */
+int kd_cu_moe_gemm_fp8_path(kd_bf16 *y, const uint8_t *x8, const float *xs, const uint8_t *w, const float *ws,
+                            const int32_t *off, int E, int64_t NK, int64_t N, int64_t K, int path, kd_cu *cu);
 
 /* ---- MLA decode attention over a paged latent cache (core/cuda/mla.cu) --------------------
  * One new query per sequence, absorbed form: q (S, H, R + Dr) bf16 holds each

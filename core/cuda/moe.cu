@@ -198,6 +198,49 @@ __global__ void moe_place_kernel(int32_t *src, int32_t *dst, const int32_t *off,
     }
 }
 
+/* The three above in one block of 1024 threads (decode: few assignments): one
+ * launch, not three */
+__global__ void __launch_bounds__(1024) moe_permute_one_kernel(int32_t *src, int32_t *dst, int32_t *off,
+                                                                int32_t *counts, const int32_t *idx, int64_t NK, int E)
+{
+    __shared__ int32_t so[KD_CU_MOE_MAXE + 1];
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    for (int e = w; e < E; e += 32) {
+        int c = 0;
+        for (int64_t a0 = 0; a0 < NK; a0 += 32) {
+            const int64_t a = a0 + l;
+            c += __popc(__ballot_sync(0xffffffffu, a < NK && idx[a] == e));
+        }
+        if (l == 0)
+            so[e] = c;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int s = 0;
+        for (int e = 0; e < E; e++) {
+            const int c = so[e];
+            counts[e] = c, off[e] = s, so[e] = s;
+            s += c;
+        }
+        off[E] = s;
+    }
+    __syncthreads();
+    for (int e = w; e < E; e += 32) {
+        int c = so[e];
+        for (int64_t a0 = 0; a0 < NK; a0 += 32) {
+            const int64_t a = a0 + l;
+            const bool m = a < NK && idx[a] == e;
+            const unsigned b = __ballot_sync(0xffffffffu, m);
+            if (m) {
+                const int j = c + __popc(b & ((1u << l) - 1u));
+                src[j] = (int32_t)a;
+                dst[a] = j;
+            }
+            c += __popc(b);
+        }
+    }
+}
+
 /* xin[j] = x[src[j] / k], one block per slot, 16 bytes at a time where C allows */
 __global__ void moe_gather_kernel(bf16 *xin, const bf16 *x, const int32_t *src, int k, int64_t C)
 {
@@ -213,29 +256,37 @@ __global__ void moe_gather_kernel(bf16 *xin, const bf16 *x, const int32_t *src, 
     }
 }
 
-/* out[t] = sum of wt[a] y[dst[a]] over token t's assignments, in ascending
- * expert order (moe_'s order), accumulated in fp32 from zero */
-__global__ void moe_combine_kernel(float *out, const bf16 *y, const int32_t *dst, const int32_t *idx, const float *wt,
-                                   int k, int64_t C)
+/* out[t] = bf16(sum of wt[a] y[dst[a]] over token t's assignments, in
+ * ascending expert order (moe_'s order), accumulated in fp32 from zero, + add[t]
+ * if given); grid (tokens, C / 256) */
+__global__ void moe_combine_kernel(bf16 *out, const bf16 *y, const int32_t *dst, const int32_t *idx, const float *wt,
+                                   const bf16 *add, int k, int64_t C)
 {
-    const int64_t t = blockIdx.x;
-    int ord[KD_CU_MOE_MAXK];
-    for (int r = 0; r < k; r++)
-        ord[r] = r;
-    for (int r = 1; r < k; r++) /* insertion sort of the k assignments by expert */
-        for (int q = r; q > 0 && idx[t * k + ord[q - 1]] > idx[t * k + ord[q]]; q--) {
-            const int tmp = ord[q];
-            ord[q] = ord[q - 1];
-            ord[q - 1] = tmp;
-        }
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
-        float acc = 0.0f;
+    const int64_t t = blockIdx.x, i = (int64_t)blockIdx.y * blockDim.x + threadIdx.x;
+    __shared__ int32_t rows[KD_CU_MOE_MAXK];
+    __shared__ float w[KD_CU_MOE_MAXK];
+    if (threadIdx.x == 0) { /* insertion sort of the k assignments by expert */
+        int ord[KD_CU_MOE_MAXK];
         for (int r = 0; r < k; r++) {
-            const int64_t a = t * k + ord[r];
-            acc += wt[a] * __bfloat162float(y[(int64_t)dst[a] * C + i]);
+            ord[r] = r;
+            for (int q = r; q > 0 && idx[t * k + ord[q - 1]] > idx[t * k + ord[q]]; q--) {
+                const int tmp = ord[q];
+                ord[q] = ord[q - 1];
+                ord[q - 1] = tmp;
+            }
         }
-        out[t * C + i] = acc;
+        for (int r = 0; r < k; r++)
+            rows[r] = dst[t * k + ord[r]], w[r] = wt[t * k + ord[r]];
     }
+    __syncthreads();
+    if (i >= C)
+        return;
+    float acc = 0.0f;
+    for (int r = 0; r < k; r++)
+        acc += w[r] * __bfloat162float(y[(int64_t)rows[r] * C + i]);
+    if (add)
+        acc += __bfloat162float(add[t * C + i]);
+    out[t * C + i] = __float2bfloat16_rn(acc);
 }
 
 #define GM 64 /* rows per grouped-GEMM tile */
@@ -434,9 +485,10 @@ __global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 
  * product sums over k in any order): lane l (q = l % 4) loads the 16 bytes at
  * k 8q of weight rows l/4 and l/4 + 8, its A fragments (a0 a2, a1 a3) of two
  * m16n8k16 steps, and the 16 bytes at k 8q of row l/4 of the rows, its B
- * fragments of the same two steps. K % (32 GB) == 0, N % 16 == 0. GB 2 keeps
- * to 128 registers (two blocks an SM); GB 4 takes 238 (one): path 4, an
- * experiment until measured. */
+ * fragments of the same two steps. K % (32 GB) == 0, N % 16 == 0. It takes
+ * 238 registers (one block an SM); at GB 2 and two blocks an SM (128) it
+ * was slower (H100, 2026-12-08: 2,758 against 2,951 GB/s at 384 rows). */
+#define GB 4 /* 32-k blocks per stage */
 __device__ __forceinline__ uint4 ld_stream_(const void *p) /* read once: not kept in L1 */
 {
     uint4 v;
@@ -447,7 +499,7 @@ __device__ __forceinline__ uint4 ld_stream_(const void *p) /* read once: not kep
 }
 
 /* a stage's weight fragments, [block][rows l/4, l/4 + 8], from p0 (row l/4) and p1 (row l/4 + 8) */
-template <int GB> __device__ __forceinline__ void frag_load_(uint4 (*a)[2], const bf16 *p0, const bf16 *p1)
+__device__ __forceinline__ void frag_load_(uint4 (*a)[2], const bf16 *p0, const bf16 *p1)
 {
 #pragma unroll
     for (int b = 0; b < GB; b++) {
@@ -457,7 +509,7 @@ template <int GB> __device__ __forceinline__ void frag_load_(uint4 (*a)[2], cons
 }
 
 /* a stage's MMAs: the rows' fragments at x0 + 8 K j (rows l/4 + 8j, the last row standing in past nt) */
-template <int GB> __device__ __forceinline__ void frag_mma_(float (*acc)[4], const uint4 (*a)[2], const bf16 *const *xr, int nt)
+__device__ __forceinline__ void frag_mma_(float (*acc)[4], const uint4 (*a)[2], const bf16 *const *xr, int nt)
 {
 #pragma unroll
     for (int b = 0; b < GB; b++) {
@@ -473,9 +525,8 @@ template <int GB> __device__ __forceinline__ void frag_mma_(float (*acc)[4], con
     }
 }
 
-template <int GB, int MINB>
-__global__ void __launch_bounds__(256, MINB) moe_gemm_frag_kernel(bf16 *y, const bf16 *x, const bf16 *w,
-                                                                 const int32_t *off, int64_t N, int64_t K)
+__global__ void __launch_bounds__(256, 1) moe_gemm_frag_kernel(bf16 *y, const bf16 *x, const bf16 *w,
+                                                               const int32_t *off, int64_t N, int64_t K)
 {
     const int e = blockIdx.x, wi = threadIdx.x >> 5, l = threadIdx.x & 31;
     const int base = off[e], cnt = off[e + 1] - base;
@@ -496,18 +547,18 @@ __global__ void __launch_bounds__(256, MINB) moe_gemm_frag_kernel(bf16 *y, const
             acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
         const bf16 *p0 = w0, *p1 = w0 + 8 * K;
         uint4 a0[GB][2], a1[GB][2];
-        frag_load_<GB>(a0, p0, p1);
+        frag_load_(a0, p0, p1);
         for (int s = 0; s < ns; s += 2) { /* two stages a turn: the buffers stay in registers */
             if (s + 1 < ns)
-                frag_load_<GB>(a1, p0 + ks, p1 + ks);
-            frag_mma_<GB>(acc, a0, xr, nt);
+                frag_load_(a1, p0 + ks, p1 + ks);
+            frag_mma_(acc, a0, xr, nt);
 #pragma unroll
             for (int j = 0; j < SR / 8; j++)
                 xr[j] += ks;
             if (s + 1 < ns) {
                 if (s + 2 < ns)
-                    frag_load_<GB>(a0, p0 + 2 * ks, p1 + 2 * ks);
-                frag_mma_<GB>(acc, a1, xr, nt);
+                    frag_load_(a0, p0 + 2 * ks, p1 + 2 * ks);
+                frag_mma_(acc, a1, xr, nt);
 #pragma unroll
                 for (int j = 0; j < SR / 8; j++)
                     xr[j] += ks;
@@ -627,6 +678,106 @@ __global__ void __launch_bounds__(256) moe_gemm_w8a8_kernel(bf16 *y, const uint8
     }
 }
 
+/* ---- W8A8 with no shared memory (decode) -----------------------------------------------------
+ * moe_gemm_frag_kernel's scheme on e4m3 bytes: m16n8k32's fragments hold the
+ * bytes of m16n8k16's, so lane l (q = l % 4) loads the 16 bytes at k 16q of
+ * each 64 of weight rows l/4 and l/4 + 8 and of row l/4 of the rows: two
+ * MMA steps' A and B fragments, k permuted alike. A 128-k scale group a stage,
+ * four stages in registers (three loading while one multiplies); each group's
+ * sums promoted to the fp32 total times the weight block's scale and the
+ * row's, as moe_gemm_w8a8_kernel does. K % 128 == 0, N % 16 == 0. */
+__device__ __forceinline__ void q_load_(uint4 (&a)[2][2], const uint8_t *p0, const uint8_t *p1, int64_t k0)
+{
+    a[0][0] = ld_stream_(p0 + k0), a[0][1] = ld_stream_(p1 + k0);
+    a[1][0] = ld_stream_(p0 + k0 + 64), a[1][1] = ld_stream_(p1 + k0 + 64);
+}
+
+__device__ __forceinline__ void q_group_(float (*acc)[4], const uint4 (&a)[2][2], const uint8_t *const *xr,
+                                         const int *row, const float *xs, float wk, int nt, int64_t g, int64_t nkb)
+{
+    float part[SR / 8][4];
+#pragma unroll
+    for (int j = 0; j < SR / 8; j++)
+        part[j][0] = part[j][1] = part[j][2] = part[j][3] = 0.0f;
+#pragma unroll
+    for (int b = 0; b < 2; b++) {
+        const uint32_t lo[4] = {a[b][0].x, a[b][1].x, a[b][0].y, a[b][1].y};
+        const uint32_t hi[4] = {a[b][0].z, a[b][1].z, a[b][0].w, a[b][1].w};
+#pragma unroll
+        for (int j = 0; j < SR / 8; j++)
+            if (j < nt) {
+                const uint4 xb = __ldg(reinterpret_cast<const uint4 *>(xr[j] + 128 * g + 64 * b));
+                mma8_(part[j], lo, xb.x, xb.y);
+                mma8_(part[j], hi, xb.z, xb.w);
+            }
+    }
+#pragma unroll
+    for (int j = 0; j < SR / 8; j++)
+        if (j < nt) {
+            const float s0 = wk * __ldg(xs + (int64_t)row[2 * j] * nkb + g);
+            const float s1 = wk * __ldg(xs + (int64_t)row[2 * j + 1] * nkb + g);
+            acc[j][0] = fmaf(part[j][0], s0, acc[j][0]);
+            acc[j][1] = fmaf(part[j][1], s1, acc[j][1]);
+            acc[j][2] = fmaf(part[j][2], s0, acc[j][2]);
+            acc[j][3] = fmaf(part[j][3], s1, acc[j][3]);
+        }
+}
+
+__global__ void __launch_bounds__(256, 1) moe_gemm_w8a8_frag_kernel(bf16 *y, const uint8_t *x8, const float *xs,
+                                                                    const uint8_t *w8, const float *ws,
+                                                                    const int32_t *off, int64_t N, int64_t K)
+{
+    const int e = blockIdx.x, wi = threadIdx.x >> 5, l = threadIdx.x & 31, q = l & 3;
+    const int base = off[e], cnt = off[e + 1] - base;
+    const int64_t f0 = (int64_t)blockIdx.y * SF + wi * 16, nkb = K / 128, nfb = (N + 127) / 128;
+    if (cnt <= 0 || f0 >= N)
+        return;
+    const uint8_t *p0 = w8 + ((int64_t)e * N + f0 + (l >> 2)) * K + 16 * q, *p1 = p0 + 8 * K;
+    const float *wsc = ws + ((int64_t)e * nfb + blockIdx.y) * nkb;
+    for (int r0 = 0; r0 < cnt; r0 += SR) {
+        const int rows = min(SR, cnt - r0), nt = (rows + 7) >> 3;
+        const uint8_t *xr[SR / 8]; /* B: row l/4 of each 8 rows, the last row standing in past `rows` */
+        int row[SR / 4];           /* the scales: rows 8j + 2q and + 1 */
+#pragma unroll
+        for (int j = 0; j < SR / 8; j++) {
+            xr[j] = x8 + (int64_t)(base + r0 + min(8 * j + (l >> 2), rows - 1)) * K + 16 * q;
+            row[2 * j] = base + r0 + min(8 * j + 2 * q, rows - 1);
+            row[2 * j + 1] = base + r0 + min(8 * j + 2 * q + 1, rows - 1);
+        }
+        float acc[SR / 8][4];
+#pragma unroll
+        for (int j = 0; j < SR / 8; j++)
+            acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+        uint4 a0[2][2], a1[2][2], a2[2][2], a3[2][2];
+        q_load_(a0, p0, p1, 0);
+        if (nkb > 1)
+            q_load_(a1, p0, p1, 128);
+        if (nkb > 2)
+            q_load_(a2, p0, p1, 256);
+        for (int64_t g = 0; g < nkb; g += 4) { /* a ring of four stages, unrolled: registers stay registers */
+            if (g + 3 < nkb)
+                q_load_(a3, p0, p1, 128 * (g + 3));
+            q_group_(acc, a0, xr, row, xs, __ldg(wsc + g), nt, g, nkb);
+            if (g + 1 < nkb) {
+                if (g + 4 < nkb)
+                    q_load_(a0, p0, p1, 128 * (g + 4));
+                q_group_(acc, a1, xr, row, xs, __ldg(wsc + g + 1), nt, g + 1, nkb);
+            }
+            if (g + 2 < nkb) {
+                if (g + 5 < nkb)
+                    q_load_(a1, p0, p1, 128 * (g + 5));
+                q_group_(acc, a2, xr, row, xs, __ldg(wsc + g + 2), nt, g + 2, nkb);
+            }
+            if (g + 3 < nkb) {
+                if (g + 6 < nkb)
+                    q_load_(a2, p0, p1, 128 * (g + 6));
+                q_group_(acc, a3, xr, row, xs, __ldg(wsc + g + 3), nt, g + 3, nkb);
+            }
+        }
+        store_rows_(y, acc, f0, l, rows, base + r0, N);
+    }
+}
+
 /* ---- FP8 block quantisation: one block per 128 x 128 tile ---------------------------------------
  * scale = amax / 448 (1 for an all-zero tile), w8 = e4m3(w / scale), saturating. */
 __global__ void fp8_quant_kernel(uint8_t *w8, float *ws, const bf16 *w, int64_t N, int64_t K)
@@ -690,6 +841,11 @@ extern "C" int kd_cu_moe_permute(int32_t *src, int32_t *dst, int32_t *off, int32
         return kd_err(KD_E_CUDA, "moe permute: %d experts, top-%d, %lld tokens", E, k, (long long)N);
     cudaStream_t s = (cudaStream_t)cu->stream;
     const int64_t NK = N * k;
+    if (NK <= 4096) {
+        moe_permute_one_kernel<<<1, 1024, 0, s>>>(src, dst, off, counts, idx, NK, E);
+        CUDA_TRY(cudaGetLastError());
+        return KD_OK;
+    }
     const unsigned blocks = (unsigned)((E + 7) / 8);
     moe_count_kernel<<<blocks, 256, 0, s>>>(counts, idx, NK, E);
     moe_scan_kernel<<<1, 32, 0, s>>>(off, counts, E);
@@ -710,14 +866,16 @@ extern "C" int kd_cu_moe_gather(kd_bf16 *xin, const kd_bf16 *x, const int32_t *s
     return KD_OK;
 }
 
-extern "C" int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *dst, const int32_t *idx, const float *wt,
-                                 int64_t N, int k, int64_t C, kd_cu *cu)
+extern "C" int kd_cu_moe_combine(kd_bf16 *out, const kd_bf16 *y, const int32_t *dst, const int32_t *idx,
+                                 const float *wt, const kd_bf16 *add, int64_t N, int k, int64_t C, kd_cu *cu)
 {
-    if (k < 1 || k > KD_CU_MOE_MAXK)
-        return kd_err(KD_E_CUDA, "moe combine: top-%d (need 1 .. %d)", k, KD_CU_MOE_MAXK);
+    if (k < 1 || k > KD_CU_MOE_MAXK || C < 1 || (C + 255) / 256 > 65535)
+        return kd_err(KD_E_CUDA, "moe combine: top-%d (need 1 .. %d), C %lld", k, KD_CU_MOE_MAXK, (long long)C);
     if (N == 0)
         return KD_OK;
-    moe_combine_kernel<<<(unsigned)N, 256, 0, (cudaStream_t)cu->stream>>>(out, (const bf16 *)y, dst, idx, wt, k, C);
+    dim3 grid((unsigned)N, (unsigned)((C + 255) / 256));
+    moe_combine_kernel<<<grid, 256, 0, (cudaStream_t)cu->stream>>>((bf16 *)out, (const bf16 *)y, dst, idx, wt,
+                                                                   (const bf16 *)add, k, C);
     CUDA_TRY(cudaGetLastError());
     return KD_OK;
 }
@@ -725,11 +883,30 @@ extern "C" int kd_cu_moe_combine(float *out, const kd_bf16 *y, const int32_t *ds
 extern "C" int kd_cu_moe_gemm_fp8(kd_bf16 *y, const uint8_t *x8, const float *xs, const uint8_t *w, const float *ws,
                                   const int32_t *off, int E, int64_t NK, int64_t N, int64_t K, kd_cu *cu)
 {
+    return kd_cu_moe_gemm_fp8_path(y, x8, xs, w, ws, off, E, NK, N, K, 0, cu);
+}
+
+extern "C" int kd_cu_moe_gemm_fp8_path(kd_bf16 *y, const uint8_t *x8, const float *xs, const uint8_t *w,
+                                       const float *ws, const int32_t *off, int E, int64_t NK, int64_t N, int64_t K,
+                                       int path, kd_cu *cu)
+{
     if (E < 1 || E > KD_CU_MOE_MAXE || K < 16 || K % 16 || N < 1 || (N + SF - 1) / SF > 65535 || NK > 0x7fffffff)
         return kd_err(KD_E_CUDA, "moe gemm fp8: %d experts, %lld rows, N %lld, K %lld (need K a multiple of 16)", E,
                       (long long)NK, (long long)N, (long long)K);
+    const int frag_ok = K % 128 == 0 && N % 16 == 0;
+    if (path == 3 && !frag_ok)
+        return kd_err(KD_E_CUDA, "moe gemm fp8 path 3: K %lld not a multiple of 128 or N %lld of 16", (long long)K,
+                      (long long)N);
     if (NK == 0)
         return KD_OK;
+    if (path == 0) /* path 3 opt-in until run on a GPU */
+        path = 2;
+    if (path == 3) {
+        dim3 grid((unsigned)E, (unsigned)((N + SF - 1) / SF));
+        moe_gemm_w8a8_frag_kernel<<<grid, 256, 0, (cudaStream_t)cu->stream>>>((bf16 *)y, x8, xs, w, ws, off, N, K);
+        CUDA_TRY(cudaGetLastError());
+        return KD_OK;
+    }
     const size_t shm = (size_t)SS * (SF + SR) * QST + (size_t)SS * SR * sizeof(float);
     static int attr_set = 0;
     if (!attr_set) {
@@ -807,26 +984,26 @@ extern "C" int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *
                       (long long)NK, (long long)N, (long long)K);
     if (NK == 0)
         return KD_OK;
-    static int forced = -1; /* a test hook, read once: KD_CU_MOE_PATH=1..4 forces a path */
+    static int forced = -1; /* a test hook, read once: KD_CU_MOE_PATH=1|2|3 forces a path */
     if (forced < 0) {
         const char *fp = getenv("KD_CU_MOE_PATH");
-        forced = fp && *fp >= '1' && *fp <= '4' ? *fp - '0' : 0;
+        forced = fp && *fp >= '1' && *fp <= '3' ? *fp - '0' : 0;
     }
+    const int asked = path, frag_ok = K % (32 * GB) == 0 && N % 16 == 0;
     if (path == 0)
         path = forced;
-    const int frag_ok = K % 128 == 0 && N % 16 == 0;
-    if (path == 0) /* about a pass of 32 rows per expert or less: decode (paths 3, 4 opt-in until measured) */
-        path = NK <= (int64_t)SR * E ? 2 : 1;
-    if ((path == 3 || path == 4) && !frag_ok)
-        return kd_err(KD_E_CUDA, "moe gemm path %d: K %lld not a multiple of 128 or N %lld of 16", path,
-                      (long long)K, (long long)N);
-    if (path == 3 || path == 4) {
+    if (path == 0) /* about a pass of 32 rows per expert or less: decode */
+        path = NK <= (int64_t)SR * E ? 3 : 1;
+    if (path == 3 && !frag_ok) { /* not the register kernel's shape: the shared-memory one */
+        if (asked == 3)
+            return kd_err(KD_E_CUDA, "moe gemm path 3: K %lld not a multiple of %d or N %lld of 16", (long long)K,
+                          32 * GB, (long long)N);
+        path = 2;
+    }
+    if (path == 3) {
         dim3 grid((unsigned)E, (unsigned)((N + SF - 1) / SF));
-        cudaStream_t st = (cudaStream_t)cu->stream;
-        if (path == 3)
-            moe_gemm_frag_kernel<2, 2><<<grid, 256, 0, st>>>((bf16 *)y, (const bf16 *)x, (const bf16 *)w, off, N, K);
-        else
-            moe_gemm_frag_kernel<4, 1><<<grid, 256, 0, st>>>((bf16 *)y, (const bf16 *)x, (const bf16 *)w, off, N, K);
+        moe_gemm_frag_kernel<<<grid, 256, 0, (cudaStream_t)cu->stream>>>((bf16 *)y, (const bf16 *)x,
+                                                                         (const bf16 *)w, off, N, K);
         CUDA_TRY(cudaGetLastError());
         return KD_OK;
     }

@@ -24,7 +24,7 @@
  * router kernel exactly on equal inputs.
  *
  * Test hooks for diagnosis (environment): KD_CU_TEACHER_NO_ABSORB=1 runs decode
- * steps through the decompressed path too; KD_CU_MOE_PATH=1 or 2 forces the
+ * steps through the decompressed path too; KD_CU_MOE_PATH=1, 2 or 3 forces the
  * grouped GEMM's kernel (core/cuda/moe.cu). */
 #include <math.h>
 #include <stdio.h>
@@ -262,12 +262,13 @@ TEST(fixtures)
     }
 }
 
-/* Moonlight's attention (and routing: 1 group, sigmoid, noaux_tc), small elsewhere */
+/* Moonlight's attention (and routing: 1 group, sigmoid, noaux_tc), small elsewhere; expert sizes that
+ * decode through the register kernel (moe gemm path 3: K % 128, N % 16) */
 TEST(moonlight_attention)
 {
     const char *cfg =
         "{\"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\", \"vocab_size\": 2048,"
-        " \"hidden_size\": 256, \"intermediate_size\": 512, \"moe_intermediate_size\": 64, \"num_hidden_layers\": 2,"
+        " \"hidden_size\": 256, \"intermediate_size\": 512, \"moe_intermediate_size\": 128, \"num_hidden_layers\": 2,"
         " \"first_k_dense_replace\": 1, \"n_routed_experts\": 8, \"n_shared_experts\": 2, \"num_experts_per_tok\": 3,"
         " \"n_group\": 1, \"topk_group\": 1, \"topk_method\": \"noaux_tc\", \"scoring_func\": \"sigmoid\","
         " \"routed_scaling_factor\": 2.446, \"norm_topk_prob\": true, \"num_attention_heads\": 16,"
