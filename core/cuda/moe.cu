@@ -880,6 +880,18 @@ extern "C" int kd_cu_moe_combine(kd_bf16 *out, const kd_bf16 *y, const int32_t *
     return KD_OK;
 }
 
+/* A test hook, read once: KD_CU_MOE_PATH=1|2|3 forces the grouped GEMMs' path
+ * (bf16: 1, 2, 3; fp8: 2, 3) where the shape allows */
+static int moe_forced_(void)
+{
+    static int forced = -1;
+    if (forced < 0) {
+        const char *fp = getenv("KD_CU_MOE_PATH");
+        forced = fp && *fp >= '1' && *fp <= '3' ? *fp - '0' : 0;
+    }
+    return forced;
+}
+
 extern "C" int kd_cu_moe_gemm_fp8(kd_bf16 *y, const uint8_t *x8, const float *xs, const uint8_t *w, const float *ws,
                                   const int32_t *off, int E, int64_t NK, int64_t N, int64_t K, kd_cu *cu)
 {
@@ -899,8 +911,8 @@ extern "C" int kd_cu_moe_gemm_fp8_path(kd_bf16 *y, const uint8_t *x8, const floa
                       (long long)N);
     if (NK == 0)
         return KD_OK;
-    if (path == 0) /* path 3 opt-in until run on a GPU */
-        path = 2;
+    if (path == 0) /* path 3 opt-in (KD_CU_MOE_PATH=3, decode shapes) until run on a GPU */
+        path = moe_forced_() == 3 && frag_ok && NK <= (int64_t)SR * E ? 3 : 2;
     if (path == 3) {
         dim3 grid((unsigned)E, (unsigned)((N + SF - 1) / SF));
         moe_gemm_w8a8_frag_kernel<<<grid, 256, 0, (cudaStream_t)cu->stream>>>((bf16 *)y, x8, xs, w, ws, off, N, K);
@@ -984,11 +996,7 @@ extern "C" int kd_cu_moe_gemm_path(kd_bf16 *y, const kd_bf16 *x, const kd_bf16 *
                       (long long)NK, (long long)N, (long long)K);
     if (NK == 0)
         return KD_OK;
-    static int forced = -1; /* a test hook, read once: KD_CU_MOE_PATH=1|2|3 forces a path */
-    if (forced < 0) {
-        const char *fp = getenv("KD_CU_MOE_PATH");
-        forced = fp && *fp >= '1' && *fp <= '3' ? *fp - '0' : 0;
-    }
+    const int forced = moe_forced_();
     const int asked = path, frag_ok = K % (32 * GB) == 0 && N % 16 == 0;
     if (path == 0)
         path = forced;
