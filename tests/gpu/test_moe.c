@@ -124,14 +124,14 @@ static void route_case_(const rcase_ *rc_, int64_t N)
                         }
                 if (dadd) /* x holds bf16 values already */
                     want += x[t * C + i], mag += fabs(x[t * C + i]);
-                /* an fp32 sum of k (+1) terms rounded once to bf16: within 2^-8 of the terms' magnitudes */
+                /* an fp32 sum of k (+1) terms rounded once to bf16 */
                 double d = fabs(out[t * C + i] - want) / (mag + 1e-30);
                 eo = d > eo ? d : eo;
             }
         printf("  gather/combine %-13s C %3lld: %lld rows gathered wrong, combine worst rel %.1e\n", rc_->name,
                (long long)C, (long long)gbad, eo);
         CHECK_EQ_INT(gbad, 0);
-        CHECK(eo <= 1.0 / 256);
+        CHECK(eo <= 1.0 / 256 + 1e-5); /* bf16 keeps 8 bits: rounding within 2^-8 of the value */
         free(x), free(y), free(xin), free(out);
         kd_cu_free_ptr(dx), kd_cu_free_ptr(dy), kd_cu_free_ptr(dxin), kd_cu_free_ptr(dout), kd_cu_free_ptr(dadd);
     }
