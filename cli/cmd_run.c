@@ -14,7 +14,9 @@ static void usage_(FILE *f)
                "its own resume. --set from=N (or a stage kind) reruns that stage and the ones\n"
                "after it. Each stage runs in its own process on its runtime.threads (0: all\n"
                "of the runner's runtime.threads); a stage starts beside the running ones when\n"
-               "its threads fit and neither writes a path the other's config names. Writes\n"
+               "its threads fit and neither writes a path the other's config names. A\n"
+               "generate, sft or cold_start stage may take runtime.device: cuda (one such\n"
+               "stage on the GPU at a time); the other stages run on the CPU. Writes\n"
                "OUTPUT/pipeline.json, OUTPUT/stages/NN-kind.yaml and OUTPUT/report.{json,md}.\n"
                "See configs/pipeline/example.yaml.\n\n"
                "options:\n" KD_CLI_CONFIG_HELP

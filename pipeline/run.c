@@ -408,6 +408,7 @@ static int conflict_(const strs_ *wa, const strs_ *na, const strs_ *wb, const st
 typedef struct {
     pid_t pid;    /* 0: not started, -1: finished or skipped */
     int threads;  /* what it takes of the runner's */
+    int cuda;     /* runtime.device cuda: the GPU, one such stage at a time */
     double t0, start; /* kd_now(), and the wall clock (the report's "start") */
     char hash[20]; /* its config's, as it started (prepare_ may set keys after) */
 } job_;
@@ -428,7 +429,8 @@ static void child_(int kind, void *cfg, kd_runtime_config *rt, int threads, int 
     }
     int rc = KD_OK;
     if (rt) {
-        rt->device = KD_DEVICE_CPU;
+        if (rt->device != KD_DEVICE_CUDA)
+            rt->device = KD_DEVICE_CPU;
         rt->threads = threads;
         unsetenv("OMP_NUM_THREADS"); /* the runner's; this stage's count is set anew */
         rc = kd_runtime_apply(rt);
@@ -529,6 +531,11 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
             rc = stage_names_(sch, s->cfg, &nm[i]);
         const kd_runtime_config *rt = kd_cfg_section(sch, s->cfg, "runtime");
         jobs[i].threads = rt && rt->threads > 0 && rt->threads < cores ? (int)rt->threads : cores;
+        jobs[i].cuda = rt && rt->device == KD_DEVICE_CUDA;
+        if (rc == KD_OK && jobs[i].cuda && s->kind != S_GENERATE && s->kind != S_SFT && s->kind != S_COLD)
+            rc = kd_err(KD_E_UNSUPPORTED, "run: stage %zu (%s): runtime.device cuda is for generate, sft and "
+                        "cold_start stages; this one runs on the CPU (cpu or auto)", i + 1,
+                        stage_kinds_[s->kind].name);
     }
     json_t *st = rc == KD_OK ? load_state_(state_path) : NULL;
     json_t *prev = st ? json_deep_copy(st) : NULL;
@@ -568,8 +575,8 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
             }
             /* wait for the earlier stages it depends on, and for threads */
             int wait = live && busy + jobs[i].threads > cores;
-            for (size_t j = 0; j < i && !wait; j++)
-                wait = jobs[j].pid > 0 && conflict_(&wr[j], &nm[j], &wr[i], &nm[i]);
+            for (size_t j = 0; j < i && !wait; j++) /* a path in common, or both on the GPU */
+                wait = jobs[j].pid > 0 && (conflict_(&wr[j], &nm[j], &wr[i], &nm[i]) || (jobs[i].cuda && jobs[j].cuda));
             if (wait)
                 break;
             /* a resume: this stage was started with this config and killed, and
@@ -591,9 +598,6 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
             json_array_append_new(a, json_pack("{s:s, s:s, s:b}", "kind", k->name, "hash", hash, "done", 0));
             (void)kd_write_json_atomic(state_path, st, JSON_INDENT(2)); /* best effort; the final write reports */
             kd_runtime_config *rt = kd_cfg_section(k->schema, s->cfg, "runtime");
-            if (rt && rt->device == KD_DEVICE_CUDA)
-                rc = kd_err(KD_E_UNSUPPORTED, "run: stage %zu (%s): the CPU reference backend only for now", i + 1,
-                            k->name);
             if (rc == KD_OK)
                 rc = prepare_(s->kind, s->cfg, !resume && (e != NULL || (had_state && earlier_ran)));
             if (rc != KD_OK) {

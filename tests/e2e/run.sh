@@ -6,7 +6,8 @@
 # ones after it; a changed stage config reruns that stage and the later ones
 # only; a bad `from` is refused. Stages that fit the runner's threads run at
 # once unless one writes what the other names; a failed one lets the others
-# finish, and the rerun keeps what they did.
+# finish, and the rerun keeps what they did. runtime.device cuda is taken by
+# generate stages and refused by a reject stage.
 set -euo pipefail
 if [ $# -ne 3 ]; then
     echo "usage: $0 DISTILL_BIN FIXTURES_DIR SCRATCH_DIR" >&2
@@ -165,6 +166,41 @@ PY
 write_par "$TMP/cur/final"
 "$BIN" run "$TMP/par.yaml" >"$TMP/p3.out" 2>&1 || fail "rerun after the failure: $(tail -3 "$TMP/p3.out")"
 grep -q "run: 3 stages, 3 ran, 0 skipped" "$TMP/p3.out" || fail "rerun after the failure: $(tail -2 "$TMP/p3.out")"
+
+# runtime.device cuda in a stage: a reject stage refuses it before anything runs; a generate stage
+# takes it (where there is no GPU, as in CI, its process fails with the CUDA error and nothing more runs)
+cat >"$TMP/rcuda.yaml" <<EOF
+output: $TMP/rcuda
+stages:
+  - reject:
+      input: $TMP/traces
+      runtime: {device: cuda}
+EOF
+"$BIN" run "$TMP/rcuda.yaml" >/dev/null 2>"$TMP/rc.err" && fail "a reject stage on cuda was accepted"
+grep -q "runtime.device cuda is for generate, sft and cold_start stages" "$TMP/rc.err" ||
+    fail "reject stage on cuda: $(cat "$TMP/rc.err")"
+[ -e "$TMP/rcuda/stages/01-reject.yaml" ] && fail "reject stage on cuda: the stage was prepared"
+if ! "$BIN" version 2>/dev/null | grep -q "cuda:0"; then
+    cat >"$TMP/gcuda.yaml" <<EOF
+output: $TMP/gcuda
+stages:
+  - generate:
+      model: $TMP/model
+      input: $TMP/traces
+      samples: 1
+      template: qwen3
+      progress: false
+      sampling: {max_new_tokens: 4}
+      runtime: {device: cuda}
+  - reject:
+      input: $TMP/traces
+      progress: false
+EOF
+    "$BIN" run "$TMP/gcuda.yaml" >"$TMP/gc.out" 2>&1 && fail "a generate stage on cuda without a GPU succeeded"
+    grep -q "stage 1 (generate).*runtime.device is cuda" "$TMP/gc.out" ||
+        fail "generate stage on cuda without a GPU: $(tail -3 "$TMP/gc.out")"
+    grep -q "stage 2 of 2" "$TMP/gc.out" && fail "stage 2 started after the cuda stage failed"
+fi
 
 if [ $failures -ne 0 ]; then
     echo "$failures failure(s)" >&2
