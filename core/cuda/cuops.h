@@ -318,7 +318,6 @@ int kd_cu_mla_decode_split(float *out, const kd_bf16 *q, const kd_bf16 *cache, c
  *   qrow[m], zeros when < 0), K (M, H, Dkp) = [kv nope | lat's rope key],
  *   V (M, H, Dvp), from kv (M, H, Dn + Dv) = kv_b(latent) and lat (M, R + Dr);
  *   zero-padded to Dkp >= Dn + Dr, Dvp >= Dv.
- * kd_cu_add_f32_bf16: y (n) = bf16(a + b), b may be NULL.
  * kd_cu_router_logits: out (N, E) fp32 = x (N, C) bf16 times w (E, C) fp32.
  * kd_cu_fill_normal: xb (bf16) or xf (fp32, when xb is NULL) ~ normal(0, std)
  *   from a hash of (seed, index); kd_cu_fill_bf16: a constant.
@@ -336,7 +335,6 @@ int kd_cu_rows_gather(kd_bf16 *dst, int64_t ldd, const kd_bf16 *src, int64_t lds
 int kd_cu_mla_prefill_qkv(kd_bf16 *Q, kd_bf16 *K, kd_bf16 *V, int64_t Dkp, int64_t Dvp, const kd_bf16 *q,
                           const int32_t *qrow, const kd_bf16 *kv, const kd_bf16 *lat, int64_t M, int64_t H,
                           int64_t Dn, int64_t Dr, int64_t Dv, int64_t R, kd_cu *cu);
-int kd_cu_add_f32_bf16(kd_bf16 *y, const float *a, const kd_bf16 *b, int64_t n, kd_cu *cu);
 int kd_cu_router_logits(float *out, const kd_bf16 *x, const float *w, int64_t N, int64_t E, int64_t C, kd_cu *cu);
 int kd_cu_fill_normal(kd_bf16 *xb, float *xf, int64_t n, float std, uint64_t seed, kd_cu *cu);
 int kd_cu_fill_bf16(kd_bf16 *x, int64_t n, float v, kd_cu *cu);

@@ -217,27 +217,8 @@ extern "C" int kd_cu_mla_prefill_qkv(kd_bf16 *Q, kd_bf16 *K, kd_bf16 *V, int64_t
     return KD_OK;
 }
 
-/* ---- y = bf16(a + b) ---------------------------------------------------------------------------- */
-
-__global__ static void add_kernel(bf16 *y, const float *a, const bf16 *b, int64_t n)
-{
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        y[i] = __float2bfloat16(a[i] + (b ? __bfloat162float(b[i]) : 0.0f));
-}
-
-extern "C" int kd_cu_add_f32_bf16(kd_bf16 *y, const float *a, const kd_bf16 *b, int64_t n, kd_cu *cu)
-{
-    if (n == 0)
-        return KD_OK;
-    int64_t g = (n + 255) / 256;
-    add_kernel<<<(unsigned)(g < 65536 ? g : 65536), 256, 0, S_(cu)>>>((bf16 *)y, a, (const bf16 *)b, n);
-    LAUNCH_();
-    return KD_OK;
-}
-
 /* ---- the router's logits in fp32 (transformers casts to fp32 for them) ------------------------
- * One warp per (token, expert): a dot product of C, each lane over chunks of 8
- * columns (16-byte loads) when C % 8 == 0, else single columns. */
+ * One warp per (token, expert): a dot product of C, lanes over 8-column chunks. */
 __global__ static void router_kernel(float *out, const bf16 *x, const float *w, int64_t N, int E, int64_t C)
 {
     const int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -248,20 +229,8 @@ __global__ static void router_kernel(float *out, const bf16 *x, const float *w, 
     const bf16 *xr = x + n * C;
     const float *wr = w + e * C;
     float s = 0.0f;
-    if (C % 8 == 0) {
-#pragma unroll 4
-        for (int64_t i = 8 * l; i < C; i += 256) {
-            const uint4 xv = *reinterpret_cast<const uint4 *>(xr + i);
-            const float4 w0 = *reinterpret_cast<const float4 *>(wr + i), w1 = *reinterpret_cast<const float4 *>(wr + i + 4);
-            const bf162 *xp = reinterpret_cast<const bf162 *>(&xv);
-            const float2 a = __bfloat1622float2(xp[0]), b = __bfloat1622float2(xp[1]);
-            const float2 c = __bfloat1622float2(xp[2]), d = __bfloat1622float2(xp[3]);
-            s += a.x * w0.x + a.y * w0.y + b.x * w0.z + b.y * w0.w + c.x * w1.x + c.y * w1.y + d.x * w1.z + d.y * w1.w;
-        }
-    } else {
-        for (int64_t i = l; i < C; i += 32)
-            s += __bfloat162float(xr[i]) * wr[i];
-    }
+    for (int64_t i = l; i < C; i += 32)
+        s += __bfloat162float(xr[i]) * wr[i];
     s = warp_sum(s);
     if (l == 0)
         out[n * E + e] = s;

@@ -369,7 +369,7 @@ TEST(fp8_experts)
 }
 
 /* the router's fp32 logits against double dot products of the same bf16 rows
- * and fp32 weights: the 16-byte path (C % 8 == 0) and the scalar one */
+ * and fp32 weights, at Moonlight's C and an odd one */
 TEST(router_logits)
 {
     static const int64_t Cs[] = {2048, 37};
@@ -391,7 +391,7 @@ TEST(router_logits)
             }
         printf("  router logits N %lld E %lld C %lld: worst error %.1e of the terms' magnitude\n", (long long)N,
                (long long)E, (long long)C, worst);
-        CHECK(worst <= 2e-6); /* fp32 sums at most 21 deep (8 terms, 8 chunks, 5 shuffles): 21 * 2^-24 */
+        CHECK(worst <= 8e-6); /* fp32 sums at most 69 deep (64 columns a lane, 5 shuffles): 69 * 2^-24 */
         free(x), free(w), free(got);
         kd_cu_free_ptr(dx), kd_cu_free_ptr(dw), kd_cu_free_ptr(dout);
     }
