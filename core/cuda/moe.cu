@@ -150,17 +150,40 @@ __global__ void moe_route_kernel(int32_t *idx, float *wt, const float *logits, c
     }
 }
 
+/* A warp's passes over the NK assignments for expert e: how many there are,
+ * and their slots from c on (src[slot] = assignment, dst its inverse), in order */
+__device__ __forceinline__ int count_(const int32_t *idx, int64_t NK, int e, int l)
+{
+    int c = 0;
+    for (int64_t a0 = 0; a0 < NK; a0 += 32) {
+        const int64_t a = a0 + l;
+        c += __popc(__ballot_sync(0xffffffffu, a < NK && idx[a] == e));
+    }
+    return c;
+}
+
+__device__ __forceinline__ void place_(int32_t *src, int32_t *dst, const int32_t *idx, int64_t NK, int e, int l, int c)
+{
+    for (int64_t a0 = 0; a0 < NK; a0 += 32) {
+        const int64_t a = a0 + l;
+        const bool m = a < NK && idx[a] == e;
+        const unsigned b = __ballot_sync(0xffffffffu, m);
+        if (m) {
+            const int j = c + __popc(b & ((1u << l) - 1u));
+            src[j] = (int32_t)a;
+            dst[a] = j;
+        }
+        c += __popc(b);
+    }
+}
+
 /* counts[e] = assignments to expert e; one warp per expert */
 __global__ void moe_count_kernel(int32_t *counts, const int32_t *idx, int64_t NK, int E)
 {
     const int e = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), l = threadIdx.x & 31;
     if (e >= E)
         return;
-    int c = 0;
-    for (int64_t a0 = 0; a0 < NK; a0 += 32) {
-        const int64_t a = a0 + l;
-        c += __popc(__ballot_sync(0xffffffffu, a < NK && idx[a] == e));
-    }
+    const int c = count_(idx, NK, e, l);
     if (l == 0)
         counts[e] = c;
 }
@@ -182,20 +205,8 @@ __global__ void moe_scan_kernel(int32_t *off, const int32_t *counts, int E)
 __global__ void moe_place_kernel(int32_t *src, int32_t *dst, const int32_t *off, const int32_t *idx, int64_t NK, int E)
 {
     const int e = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), l = threadIdx.x & 31;
-    if (e >= E)
-        return;
-    int c = off[e];
-    for (int64_t a0 = 0; a0 < NK; a0 += 32) {
-        const int64_t a = a0 + l;
-        const bool m = a < NK && idx[a] == e;
-        const unsigned b = __ballot_sync(0xffffffffu, m);
-        if (m) {
-            const int j = c + __popc(b & ((1u << l) - 1u));
-            src[j] = (int32_t)a;
-            dst[a] = j;
-        }
-        c += __popc(b);
-    }
+    if (e < E)
+        place_(src, dst, idx, NK, e, l, off[e]);
 }
 
 /* The three above in one block of 1024 threads (decode: few assignments): one
@@ -206,11 +217,7 @@ __global__ void __launch_bounds__(1024) moe_permute_one_kernel(int32_t *src, int
     __shared__ int32_t so[KD_CU_MOE_MAXE + 1];
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
     for (int e = w; e < E; e += 32) {
-        int c = 0;
-        for (int64_t a0 = 0; a0 < NK; a0 += 32) {
-            const int64_t a = a0 + l;
-            c += __popc(__ballot_sync(0xffffffffu, a < NK && idx[a] == e));
-        }
+        const int c = count_(idx, NK, e, l);
         if (l == 0)
             so[e] = c;
     }
@@ -225,20 +232,8 @@ __global__ void __launch_bounds__(1024) moe_permute_one_kernel(int32_t *src, int
         off[E] = s;
     }
     __syncthreads();
-    for (int e = w; e < E; e += 32) {
-        int c = so[e];
-        for (int64_t a0 = 0; a0 < NK; a0 += 32) {
-            const int64_t a = a0 + l;
-            const bool m = a < NK && idx[a] == e;
-            const unsigned b = __ballot_sync(0xffffffffu, m);
-            if (m) {
-                const int j = c + __popc(b & ((1u << l) - 1u));
-                src[j] = (int32_t)a;
-                dst[a] = j;
-            }
-            c += __popc(b);
-        }
-    }
+    for (int e = w; e < E; e += 32)
+        place_(src, dst, idx, NK, e, l, so[e]);
 }
 
 /* xin[j] = x[src[j] / k], one block per slot, 16 bytes at a time where C allows */
