@@ -1060,8 +1060,8 @@ int kd_teacher_train_loss_sum(kd_teacher_train *m, const int64_t *ids, const int
 int kd_teacher_train_loss(kd_teacher_train *m, const int64_t *ids, const int64_t *labels, const int64_t *pos,
                           int64_t B, int64_t T, float *loss, int64_t *count)
 {
-    double sum;
-    int64_t cnt;
+    double sum = 0;
+    int64_t cnt = 0;
     KD_TRY(kd_teacher_train_loss_sum(m, ids, labels, pos, B, T, &sum, &cnt));
     *loss = (float)(cnt ? sum / (double)cnt : 0.0);
     if (count)
@@ -1212,8 +1212,8 @@ static int vs_ref_(kd_teacher_train *m, const kd_st *st, const char *file, const
                    int which, double *err, int *found)
 {
     char key[512];
-    float *ours, *ref = NULL;
-    size_t n;
+    float *ours = NULL, *ref = NULL;
+    size_t n = 0;
     *found = 0;
     KD_TRY(kd_teacher_train_tensor(m, name, which, &ours, &n));
     snprintf(key, sizeof key, "%s%s", prefix, name);
@@ -1258,8 +1258,8 @@ static int load_ref_grads_(kd_teacher_train *m, const kd_st *st, const char *fil
     char key[512];
     for (size_t i = 0; i < m->nents; i++) {
         const entry_ *e = &m->ents[i];
-        float *g, *ref;
-        size_t n;
+        float *g = NULL, *ref;
+        size_t n = 0;
         if (e->buffer)
             continue;
         snprintf(key, sizeof key, "grad.%s", e->name);
