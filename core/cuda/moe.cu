@@ -474,7 +474,7 @@ __global__ void __launch_bounds__(256) moe_gemm_rows_kernel(bf16 *y, const bf16 
 /* ---- the same with no shared memory (path 3) --------------------------------------------------
  * The rows kernel's blocks (an expert, 128 features, 32 rows a pass), but
  * each warp streams its 16 weight rows from global memory straight into
- * registers, 32 GB k a stage, one stage ahead, and reads the rows' fragments
+ * registers, 32 x GB k a stage, one stage ahead, and reads the rows' fragments
  * from global memory too (through L1: the block's eight warps read the same
  * rows). The k order within each 32 is permuted alike for both operands (a
  * product sums over k in any order): lane l (q = l % 4) loads the 16 bytes at
@@ -503,7 +503,7 @@ __device__ __forceinline__ void frag_load_(uint4 (*a)[2], const bf16 *p0, const 
     }
 }
 
-/* a stage's MMAs: the rows' fragments at x0 + 8 K j (rows l/4 + 8j, the last row standing in past nt) */
+/* a stage's MMAs: the rows' B fragments from xr[j] (row l/4 of the j-th 8), n8 tiles j < nt */
 __device__ __forceinline__ void frag_mma_(float (*acc)[4], const uint4 (*a)[2], const bf16 *const *xr, int nt)
 {
 #pragma unroll
