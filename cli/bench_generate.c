@@ -35,7 +35,7 @@ static void usage_(FILE *f)
                "under uniform routing: E (1 - (1 - k/E)^C) per layer, and the cache rows) over\n"
                "the device's copy bandwidth measured here (cudaMemcpy device to device, bytes\n"
                "read + written). DISTILL_PROFILE=1 adds GPU time by op of the last concurrency's decode steps\n"
-               "after the first.\n"
+               "after the first (also the range `ncu --profile-from-start off` times kernel by kernel).\n"
                "Peer: tools/bench_generate_peer.py (transformers generate, same shapes).\n\n"
                "options:\n"
                "      --model-config DIR  a folder with config.json (e.g. configs/models/moonlight-16b-a3b)\n"

@@ -576,7 +576,8 @@ int kd_pipeline_run(const kd_pipeline_config *c, kd_pipeline_result *res)
             /* wait for the earlier stages it depends on, and for threads */
             int wait = live && busy + jobs[i].threads > cores;
             for (size_t j = 0; j < i && !wait; j++) /* a path in common, or both on the GPU */
-                wait = jobs[j].pid > 0 && (conflict_(&wr[j], &nm[j], &wr[i], &nm[i]) || (jobs[i].cuda && jobs[j].cuda));
+                wait = jobs[j].pid > 0 &&
+                       (conflict_(&wr[j], &nm[j], &wr[i], &nm[i]) || (jobs[i].cuda && jobs[j].cuda));
             if (wait)
                 break;
             /* a resume: this stage was started with this config and killed, and

@@ -200,6 +200,27 @@ EOF
     grep -q "stage 1 (generate).*runtime.device is cuda" "$TMP/gc.out" ||
         fail "generate stage on cuda without a GPU: $(tail -3 "$TMP/gc.out")"
     grep -q "stage 2 of 2" "$TMP/gc.out" && fail "stage 2 started after the cuda stage failed"
+    # two GPU stages with nothing in common and threads to spare: the second waits for the first
+    # (which fails here), so it never starts; started beside it, it would print its line
+    "$BIN" data import "$TMP/traces2" "$ROOT/configs/demo/traces.jsonl" --kind generations >/dev/null 2>&1 ||
+        fail "import traces2"
+    cat >"$TMP/g2cuda.yaml" <<EOF
+output: $TMP/g2cuda
+runtime: {threads: 2}
+stages:
+  - generate: {model: $TMP/model, input: $TMP/traces, samples: 1, template: qwen3, progress: false,
+               sampling: {max_new_tokens: 4}, runtime: {device: cuda, threads: 1}}
+  - generate: {model: $TMP/model, input: $TMP/traces2, samples: 1, template: qwen3, progress: false,
+               sampling: {max_new_tokens: 4}, runtime: {device: cuda, threads: 1}}
+EOF
+    "$BIN" run "$TMP/g2cuda.yaml" >"$TMP/g2.out" 2>&1 && fail "two generate stages on cuda without a GPU succeeded"
+    grep -q "stage 1 of 2" "$TMP/g2.out" || fail "two cuda stages: $(tail -3 "$TMP/g2.out")"
+    grep -q "stage 2 of 2" "$TMP/g2.out" && fail "a second cuda stage started beside the first"
+    # the same two on the CPU do run side by side (what the check above would miss otherwise)
+    sed -e 's/device: cuda, //' -e "s|$TMP/g2cuda|$TMP/g2cpu|" "$TMP/g2cuda.yaml" >"$TMP/g2cpu.yaml"
+    "$BIN" run "$TMP/g2cpu.yaml" >"$TMP/g2c.out" 2>&1 || fail "two generate stages on the CPU: $(tail -3 "$TMP/g2c.out")"
+    grep -q "stage 2 of 2: generate.*beside the others" "$TMP/g2c.out" ||
+        fail "two cpu stages did not run side by side: $(grep 'stage 2' "$TMP/g2c.out")"
 fi
 
 if [ $failures -ne 0 ]; then
